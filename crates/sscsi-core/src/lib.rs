@@ -1,1 +1,20 @@
-//! placeholder
+//! Domain types shared by every part of sscsi, with no Kubernetes or gRPC
+//! dependency: the [`Provider`] trait and what flows through it, the
+//! [`SecretBytes`] type that holds secret material, parameter parsing helpers
+//! and the path rules every file written into a volume must obey.
+
+pub mod params;
+pub mod path;
+mod provider;
+mod registry;
+mod secret;
+
+pub use provider::{
+    ErrorCode, MountRequest, MountResponse, ObjectVersion, PodInfo, Provider, ProviderError,
+    ProviderFailure, SecretFile, ServiceAccountToken,
+};
+pub use registry::{ProviderRegistry, UnknownProvider};
+pub use secret::SecretBytes;
+
+/// The file mode upstream sends to every provider as its default: 0644.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;

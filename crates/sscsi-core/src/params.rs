@@ -1,0 +1,70 @@
+//! Parsing helpers for SecretProviderClass parameters, which are all strings,
+//! some of them holding YAML documents.
+
+use serde::de::DeserializeOwned;
+
+/// A parameter that could not be parsed; names the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {field:?}: {message}")]
+pub struct ParamError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ParamError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Parses a parameter holding YAML (e.g. `objects`) into `T`.
+pub fn parse_yaml<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, ParamError> {
+    serde_saphyr::from_str(text).map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))
+}
+
+/// Parses an octal permission string such as `"0600"` or `"644"` into mode
+/// bits, refusing anything beyond 0o777 (no setuid, setgid or sticky bits in
+/// a secret volume).
+pub fn parse_octal_mode(field: &str, value: &str) -> Result<u32, ParamError> {
+    let digits = value.trim();
+    let invalid = || ParamError::new(field, format!("{value:?} is not an octal file mode like \"0644\""));
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(invalid());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid())?;
+    if mode > 0o777 {
+        return Err(ParamError::new(field, format!("{value:?} sets bits beyond 0777")));
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_modes() {
+        assert_eq!(parse_octal_mode("m", "0600"), Ok(0o600));
+        assert_eq!(parse_octal_mode("m", "644"), Ok(0o644));
+        assert_eq!(parse_octal_mode("m", "0"), Ok(0));
+        assert_eq!(parse_octal_mode("m", "0777"), Ok(0o777));
+        for bad in ["", "0800", "rw", "4755", "06000", "-1", "0x1"] {
+            let err = parse_octal_mode("filePermission", bad).unwrap_err();
+            assert_eq!(err.field, "filePermission", "{bad}");
+        }
+    }
+
+    #[test]
+    fn yaml_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct O {
+            name: String,
+        }
+        let v: Vec<O> = parse_yaml("objects", "- name: a\n- name: b\n").unwrap();
+        assert_eq!(v.len(), 2);
+        let err = parse_yaml::<Vec<O>>("objects", "- name: [unclosed").unwrap_err();
+        assert_eq!(err.field, "objects");
+        assert!(err.to_string().starts_with("parameter \"objects\": invalid YAML"), "{err}");
+    }
+}

@@ -18,3 +18,11 @@ pub use secret::SecretBytes;
 
 /// The file mode upstream sends to every provider as its default: 0644.
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// A short, stable digest of content, for providers whose backend has no
+/// version of its own: the first 16 bytes of SHA-256, hex. It changes exactly
+/// when the bytes do and says nothing useful about them.
+pub fn content_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16].iter().map(|b| format!("{b:02x}")).collect()
+}

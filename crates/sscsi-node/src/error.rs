@@ -1,0 +1,183 @@
+//! Every error a CSI call can end in, and the one place that maps each to a
+//! gRPC status code and to upstream's reason string (`error_type` metric label).
+
+use std::io;
+use std::path::PathBuf;
+
+use sscsi_core::{ErrorCode, ProviderError, UnknownProvider};
+use sscsi_mount::{MountError, WriteError};
+use tonic::{Code, Status};
+
+use crate::spc::SpcError;
+
+/// Upstream's reason strings (`pkg/errors`), used as the `error_type` label.
+pub mod reason {
+    pub const FAILED_TO_ENSURE_MOUNT_POINT: &str = "FailedToEnsureMountPoint";
+    pub const PROVIDER_ERROR: &str = "ProviderError";
+    pub const FAILED_TO_MOUNT: &str = "FailedToMount";
+    pub const SECRET_PROVIDER_CLASS_NOT_FOUND: &str = "SecretProviderClassNotFound";
+    pub const FAILED_TO_LOOKUP_PROVIDER: &str = "FailedToLookupProviderGRPCClient";
+    pub const FILE_WRITE_ERROR: &str = "FileWriteError";
+    /// Upstream leaves the reason empty for argument errors.
+    pub const NONE: &str = "";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("Volume capability missing in request")]
+    MissingCapability,
+    #[error("Volume ID missing in request")]
+    MissingVolumeId,
+    #[error("Target path missing in request")]
+    MissingTargetPath,
+    #[error("Volume attributes missing in request")]
+    MissingVolumeContext,
+    #[error("secretProviderClass is not set")]
+    MissingSecretProviderClass,
+    #[error("Readonly is not true in request")]
+    NotReadOnly,
+    #[error("volume attribute {key} {message}")]
+    BadAttribute { key: String, message: String },
+    #[error(transparent)]
+    Busy(#[from] crate::guard::Busy),
+    #[error("failed to prepare target path {path}: {source}")]
+    Target { path: PathBuf, source: io::Error },
+    #[error("failed to check whether {path} is mounted: {source}")]
+    MountCheck { path: PathBuf, source: MountError },
+    #[error(transparent)]
+    Spc(#[from] SpcError),
+    #[error("SecretProviderClass {spc}: {source}")]
+    UnknownProvider { spc: String, source: UnknownProvider },
+    #[error("failed to mount secrets store objects for pod {pod}: provider {provider:?}: {source}")]
+    Provider { pod: String, provider: String, source: ProviderError },
+    #[error("failed to mount tmpfs: {0}")]
+    Mount(MountError),
+    #[error("failed to write the files of pod {pod} to {path}: {source}")]
+    Write { pod: String, path: PathBuf, source: WriteError },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpublishError {
+    #[error("Volume ID missing in request")]
+    MissingVolumeId,
+    #[error("Target path missing in request")]
+    MissingTargetPath,
+    #[error(transparent)]
+    Busy(#[from] crate::guard::Busy),
+    #[error("failed to unmount: {0}")]
+    Unmount(MountError),
+    #[error("failed to clean up {path}: {source}")]
+    Cleanup { path: PathBuf, source: WriteError },
+    #[error("failed to remove target path {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("Volume ID missing in request")]
+    MissingVolumeId,
+    #[error("Staging target path missing in request")]
+    MissingStagingPath,
+    #[error("Volume capability missing in request")]
+    MissingCapability,
+}
+
+impl PublishError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::MissingCapability
+            | Self::MissingVolumeId
+            | Self::MissingTargetPath
+            | Self::MissingVolumeContext
+            | Self::MissingSecretProviderClass
+            | Self::NotReadOnly
+            | Self::BadAttribute { .. }
+            | Self::UnknownProvider { .. } => Code::InvalidArgument,
+            Self::Busy(_) => Code::Aborted,
+            Self::Spc(e) => match e {
+                SpcError::NotFound { .. } => Code::NotFound,
+                SpcError::NoProvider { .. } | SpcError::NoParameters { .. } => Code::InvalidArgument,
+                SpcError::Source { .. } => Code::Unavailable,
+            },
+            Self::Provider { source, .. } => provider_code(source.code()),
+            Self::Write { source, .. } if source.is_invalid_input() => Code::InvalidArgument,
+            Self::Target { .. }
+            | Self::MountCheck { .. }
+            | Self::Mount(_)
+            | Self::Write { .. }
+            | Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::MissingCapability
+            | Self::MissingVolumeId
+            | Self::MissingTargetPath
+            | Self::MissingVolumeContext
+            | Self::MissingSecretProviderClass
+            | Self::NotReadOnly
+            | Self::BadAttribute { .. }
+            | Self::Busy(_)
+            | Self::Internal(_) => reason::NONE,
+            Self::Target { .. } | Self::MountCheck { .. } => reason::FAILED_TO_ENSURE_MOUNT_POINT,
+            Self::Spc(_) => reason::SECRET_PROVIDER_CLASS_NOT_FOUND,
+            Self::UnknownProvider { .. } => reason::FAILED_TO_LOOKUP_PROVIDER,
+            Self::Provider { source, .. } => source.reason(),
+            Self::Mount(_) => reason::FAILED_TO_MOUNT,
+            Self::Write { .. } => reason::FILE_WRITE_ERROR,
+        }
+    }
+}
+
+impl UnpublishError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::MissingVolumeId | Self::MissingTargetPath => Code::InvalidArgument,
+            Self::Busy(_) => Code::Aborted,
+            Self::Unmount(_) | Self::Cleanup { .. } | Self::Remove { .. } => Code::Internal,
+        }
+    }
+}
+
+impl StageError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::MissingVolumeId | Self::MissingStagingPath | Self::MissingCapability => Code::InvalidArgument,
+        }
+    }
+}
+
+fn provider_code(code: ErrorCode) -> Code {
+    match code {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
+        ErrorCode::Unauthenticated => Code::Unauthenticated,
+        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+impl From<PublishError> for Status {
+    fn from(e: PublishError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<UnpublishError> for Status {
+    fn from(e: UnpublishError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StageError> for Status {
+    fn from(e: StageError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,160 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use sscsi_core::ProviderRegistry;
+use sscsi_mount::Mounter;
+use sscsi_proto::csi::v1::node_server::Node;
+use sscsi_proto::csi::v1::node_service_capability::{Rpc, Type as CapabilityType};
+use sscsi_proto::csi::v1::node_service_capability::rpc::Type as RpcType;
+use sscsi_proto::csi::v1::{
+    NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+    NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+    NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest, NodeStageVolumeResponse,
+    NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+    NodeUnstageVolumeResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::StageError;
+use crate::guard::VolumeGuards;
+use crate::publish::Publisher;
+use crate::spc::SpcSource;
+use crate::volumes::VolumeTable;
+use crate::NodeConfig;
+
+/// CSI Node: publish and unpublish secret volumes.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    node_id: String,
+    publisher: Arc<Publisher>,
+}
+
+impl NodeService {
+    pub fn new(
+        config: NodeConfig,
+        mounter: Arc<dyn Mounter>,
+        spcs: Arc<dyn SpcSource>,
+        providers: ProviderRegistry,
+    ) -> Self {
+        let node_id = config.node_id.clone();
+        let publisher = Publisher {
+            rotation_poll_interval: config.rotation_poll_interval,
+            mounter,
+            spcs,
+            providers,
+            guards: VolumeGuards::default(),
+            volumes: VolumeTable::default(),
+        };
+        Self { node_id, publisher: Arc::new(publisher) }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    /// Mounts the volume's secrets. Idempotent: a second call for a mounted
+    /// volume succeeds without a provider call unless a rotation is due.
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let (volume_id, target) = (req.volume_id.clone(), req.target_path.clone());
+        match self.publisher.publish(req).await {
+            Ok(outcome) => {
+                tracing::info!(
+                    volume_id, target, outcome = outcome.describe(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "node publish volume complete"
+                );
+                Ok(Response::new(NodePublishVolumeResponse {}))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    volume_id, target, code = ?e.code(), reason = e.reason(), error = %e,
+                    "node publish volume failed"
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unmounts and removes the target. Idempotent: a missing target succeeds.
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let (volume_id, target) = (req.volume_id.clone(), req.target_path.clone());
+        match self.publisher.unpublish(req).await {
+            Ok(()) => {
+                tracing::info!(volume_id, target, "node unpublish volume complete");
+                Ok(Response::new(NodeUnpublishVolumeResponse {}))
+            }
+            Err(e) => {
+                tracing::warn!(volume_id, target, code = ?e.code(), error = %e, "node unpublish volume failed");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Kubelet never stages ephemeral inline volumes; like upstream this only
+    /// validates its arguments.
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(StageError::MissingVolumeId.into());
+        }
+        if req.staging_target_path.is_empty() {
+            return Err(StageError::MissingStagingPath.into());
+        }
+        if req.volume_capability.is_none() {
+            return Err(StageError::MissingCapability.into());
+        }
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(StageError::MissingVolumeId.into());
+        }
+        if req.staging_target_path.is_empty() {
+            return Err(StageError::MissingStagingPath.into());
+        }
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        _: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        Err(Status::unimplemented("NodeGetVolumeStats is not implemented"))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let stage = NodeServiceCapability {
+            r#type: Some(CapabilityType::Rpc(Rpc { r#type: RpcType::StageUnstageVolume as i32 })),
+        };
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities: vec![stage] }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+}

@@ -1,0 +1,220 @@
+//! The publish pipeline, one small step per function.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sscsi_api::SecretProviderClass;
+use sscsi_core::{DEFAULT_FILE_MODE, MountRequest, ObjectVersion, ProviderRegistry, SecretFile};
+use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
+use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+
+use crate::context::PublishRequest;
+use crate::error::{PublishError, UnpublishError};
+use crate::guard::VolumeGuards;
+use crate::spc::{self, SpcSource};
+use crate::volumes::{VolumeState, VolumeTable};
+
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    pub rotation_poll_interval: Option<Duration>,
+    pub mounter: Arc<dyn Mounter>,
+    pub spcs: Arc<dyn SpcSource>,
+    pub providers: ProviderRegistry,
+    pub guards: VolumeGuards,
+    pub volumes: VolumeTable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishOutcome {
+    /// Already mounted and no re-fetch due: nothing was called or written.
+    AlreadyMounted,
+    /// First mount: tmpfs mounted and files written.
+    Mounted,
+    /// Re-fetched; `changed` tells whether any file was rewritten.
+    Refreshed { changed: bool },
+    /// A re-fetch failed; the previous files stay and kubelet is told success.
+    RefreshFailed,
+}
+
+impl PublishOutcome {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::AlreadyMounted => "already mounted",
+            Self::Mounted => "mounted",
+            Self::Refreshed { changed: true } => "refreshed, content changed",
+            Self::Refreshed { changed: false } => "refreshed, content unchanged",
+            Self::RefreshFailed => "refresh failed, previous content kept",
+        }
+    }
+}
+
+impl Publisher {
+    pub async fn publish(&self, raw: NodePublishVolumeRequest) -> Result<PublishOutcome, PublishError> {
+        let req = PublishRequest::parse(raw)?;
+        let _guard = self.guards.try_lock(&req.volume_id)?;
+        let mounted = self.prepare_target(&req.target_path)?;
+        let state = self.volumes.get(&req.volume_id);
+        if mounted && !self.refresh_due(state.as_ref()) {
+            return Ok(PublishOutcome::AlreadyMounted);
+        }
+        let current_versions = state.map(|s| s.versions).unwrap_or_default();
+        match self.fetch_and_write(&req, mounted, current_versions).await {
+            Ok(outcome) => Ok(outcome),
+            // A republish error would make kubelet delete the volume's files
+            // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
+            Err(e) if mounted => {
+                tracing::warn!(
+                    volume_id = req.volume_id, reason = e.reason(), error = %e,
+                    "refresh of a mounted volume failed; keeping the previous content"
+                );
+                Ok(PublishOutcome::RefreshFailed)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes sure the target directory exists (kubelet ≥ 1.20 leaves that to
+    /// the driver) and tells whether our tmpfs is already on it.
+    fn prepare_target(&self, target: &Path) -> Result<bool, PublishError> {
+        let target_err = |source| PublishError::Target { path: target.to_owned(), source };
+        if !target.is_absolute() {
+            return Err(target_err(io::Error::new(io::ErrorKind::InvalidInput, "must be an absolute path")));
+        }
+        match std::fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(target_err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory")));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(target).map_err(target_err)?;
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o750)).map_err(target_err)?;
+            }
+            Err(e) => return Err(target_err(e)),
+        }
+        self.mounter
+            .is_mounted(target)
+            .map_err(|source| PublishError::MountCheck { path: target.to_owned(), source })
+    }
+
+    /// With rotation off a mounted volume is never re-fetched; with it on,
+    /// once the poll interval has passed since the last successful fetch
+    /// (or when this process has no record of one, e.g. after a restart).
+    fn refresh_due(&self, state: Option<&VolumeState>) -> bool {
+        match (self.rotation_poll_interval, state) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(interval), Some(s)) => s.last_fetch.elapsed() >= interval,
+        }
+    }
+
+    async fn fetch_and_write(
+        &self,
+        req: &PublishRequest,
+        mounted: bool,
+        current_versions: Vec<ObjectVersion>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let spc = self.spcs.get(&req.pod.namespace, &req.spc_name).await?;
+        spc::validate(&spc)?;
+        let provider_name = spc.spec.provider.clone();
+        let provider = self.providers.get(&provider_name).map_err(|source| PublishError::UnknownProvider {
+            spc: format!("{}/{}", spc.namespace(), spc.metadata.name),
+            source,
+        })?;
+        let request = mount_request(&spc, req, current_versions);
+        let response = provider.mount(&request).await.map_err(|source| PublishError::Provider {
+            pod: pod_ref(req),
+            provider: provider_name.clone(),
+            source,
+        })?;
+
+        if !mounted {
+            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
+        }
+        let written = self.write(req, response.files).await;
+        let outcome = match written {
+            Ok(_) if !mounted => PublishOutcome::Mounted,
+            Ok(out) => PublishOutcome::Refreshed { changed: out != WriteOutcome::Unchanged },
+            Err(e) => {
+                if !mounted {
+                    // Leave no half-prepared mount: kubelet's retry starts over.
+                    if let Err(unmount) = self.mounter.unmount(&req.target_path) {
+                        tracing::warn!(target = %req.target_path.display(), error = %unmount, "unmount after failed publish");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        self.volumes.insert(
+            &req.volume_id,
+            VolumeState { versions: response.versions, last_fetch: Instant::now() },
+        );
+        Ok(outcome)
+    }
+
+    async fn write(&self, req: &PublishRequest, files: Vec<SecretFile>) -> Result<WriteOutcome, PublishError> {
+        let writer = AtomicWriter::new(&req.target_path);
+        let write_err = |source| PublishError::Write { pod: pod_ref(req), path: req.target_path.clone(), source };
+        tokio::task::spawn_blocking(move || writer.write(&files))
+            .await
+            .map_err(|e| PublishError::Internal(format!("write task: {e}")))?
+            .map_err(write_err)
+    }
+
+    pub async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<(), UnpublishError> {
+        if req.volume_id.is_empty() {
+            return Err(UnpublishError::MissingVolumeId);
+        }
+        if req.target_path.is_empty() {
+            return Err(UnpublishError::MissingTargetPath);
+        }
+        let _guard = self.guards.try_lock(&req.volume_id)?;
+        let target = Path::new(&req.target_path);
+        match std::fs::symlink_metadata(target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.volumes.remove(&req.volume_id);
+                return Ok(());
+            }
+            Err(source) => return Err(UnpublishError::Remove { path: target.to_owned(), source }),
+            Ok(_) => {}
+        }
+        let mounted = self.mounter.is_mounted(target).map_err(UnpublishError::Unmount)?;
+        if mounted {
+            self.mounter.unmount(target).map_err(UnpublishError::Unmount)?;
+        } else {
+            // No tmpfs (a development mounter, or a mount already gone):
+            // remove what the writer made, and only that.
+            AtomicWriter::new(target)
+                .remove_all()
+                .map_err(|source| UnpublishError::Cleanup { path: target.to_owned(), source })?;
+        }
+        match std::fs::remove_dir(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(UnpublishError::Remove { path: target.to_owned(), source }),
+        }
+        self.volumes.remove(&req.volume_id);
+        Ok(())
+    }
+}
+
+fn pod_ref(req: &PublishRequest) -> String {
+    format!("{}/{}", req.pod.namespace, req.pod.name)
+}
+
+/// SPC parameters ∪ volume attributes (attributes win, as upstream), the
+/// tokens and nodePublishSecretRef data, and the versions now mounted.
+fn mount_request(spc: &SecretProviderClass, req: &PublishRequest, current_versions: Vec<ObjectVersion>) -> MountRequest {
+    let mut parameters = spc.spec.parameters.clone();
+    parameters.extend(req.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    MountRequest {
+        parameters,
+        tokens: req.tokens.clone(),
+        secrets: req.secrets.clone(),
+        pod: req.pod.clone(),
+        default_file_mode: DEFAULT_FILE_MODE,
+        current_versions,
+    }
+}

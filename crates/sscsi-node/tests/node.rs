@@ -1,0 +1,428 @@
+//! The real gRPC server on a temporary unix socket, driven the way kubelet
+//! drives it. Real tmpfs mounts when the tests run as root, the fake mounter
+//! otherwise.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sscsi_core::{
+    MountRequest, MountResponse, ObjectVersion, Provider, ProviderError, ProviderRegistry, SecretFile,
+};
+use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
+use sscsi_node::spc::DirSpcSource;
+use sscsi_node::{NodeConfig, Readiness, client, server, services};
+use sscsi_proto::csi::v1::identity_client::IdentityClient;
+use sscsi_proto::csi::v1::node_client::NodeClient;
+use sscsi_proto::csi::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use sscsi_proto::csi::v1::*;
+use sscsi_provider_local::LocalProvider;
+use tokio::sync::{Notify, oneshot};
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    node: NodeClient<Channel>,
+    identity: IdentityClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    socket: PathBuf,
+    mounter: Arc<dyn Mounter>,
+}
+
+impl Harness {
+    async fn start(rotation: Option<Duration>, extra: Vec<Arc<dyn Provider>>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("db")).unwrap();
+        std::fs::write(store.join("db/password"), "s3cret-v1").unwrap();
+        std::fs::write(store.join("api-key"), "key-v1").unwrap();
+        let spcs = dir.path().join("spc");
+        std::fs::create_dir(&spcs).unwrap();
+        let spc = |name: &str, provider: &str, objects: &str| {
+            format!(
+                "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+                 metadata: {{name: {name}, namespace: shop}}\nspec:\n  provider: {provider}\n  parameters:\n    objects: |\n{objects}---\n"
+            )
+        };
+        let objects = "      - objectName: db/password\n        objectAlias: password\n        filePermission: \"0600\"\n      - objectName: api-key\n";
+        let mut all = spc("app", "local", objects);
+        all += &spc("unknown-provider", "aws", objects);
+        all += &spc("evil", "evil", objects);
+        all += &spc("slow", "slow", objects);
+        all += &spc("bad-object", "local", "      - objectName: ../outside\n");
+        all += "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: no-params, namespace: shop}\nspec: {provider: local}\n";
+        std::fs::write(spcs.join("spcs.yaml"), all).unwrap();
+
+        let mut providers = ProviderRegistry::new();
+        providers.register(Arc::new(LocalProvider::new(&store).unwrap()));
+        for p in extra {
+            providers.register(p);
+        }
+        let mounter: Arc<dyn Mounter> =
+            if is_root() { Arc::new(TmpfsMounter::new(1 << 20)) } else { Arc::new(FakeMounter::new()) };
+        let config = NodeConfig {
+            driver_name: "secrets-store.csi.k8s.io".into(),
+            vendor_version: "test".into(),
+            node_id: "node-1".into(),
+            rotation_poll_interval: rotation,
+        };
+        let readiness = Readiness::default();
+        let (identity_svc, node_svc) =
+            services(config, mounter.clone(), Arc::new(DirSpcSource::new(&spcs)), providers, readiness.clone());
+        let socket = dir.path().join("csi/csi.sock");
+        let listener = server::bind_private(&socket).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            server::serve(listener, identity_svc, node_svc, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        readiness.set_ready();
+        let channel = client::connect(&socket).await.unwrap();
+        Harness {
+            node: NodeClient::new(channel.clone()),
+            identity: IdentityClient::new(channel),
+            dir,
+            stop: Some(stop),
+            server: Some(server),
+            socket,
+            mounter,
+        }
+    }
+
+    fn target(&self, volume: &str) -> PathBuf {
+        self.dir.path().join(format!("pods/uid-1/volumes/kubernetes.io~csi/{volume}/mount"))
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn publish_request(&self, volume: &str, spc: &str) -> NodePublishVolumeRequest {
+        NodePublishVolumeRequest {
+            volume_id: format!("csi-{volume}"),
+            target_path: self.target(volume).display().to_string(),
+            volume_capability: Some(VolumeCapability {
+                access_type: Some(AccessType::Mount(MountVolume::default())),
+                access_mode: Some(AccessMode { mode: Mode::SingleNodeReaderOnly as i32 }),
+            }),
+            readonly: true,
+            volume_context: HashMap::from([
+                ("secretProviderClass".into(), spc.into()),
+                ("csi.storage.k8s.io/pod.name".into(), "web-0".into()),
+                ("csi.storage.k8s.io/pod.namespace".into(), "shop".into()),
+                ("csi.storage.k8s.io/pod.uid".into(), "uid-1".into()),
+                ("csi.storage.k8s.io/serviceAccount.name".into(), "web".into()),
+                ("csi.storage.k8s.io/ephemeral".into(), "true".into()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    async fn publish(&self, volume: &str, spc: &str) -> Result<(), tonic::Status> {
+        let req = self.publish_request(volume, spc);
+        self.node.clone().node_publish_volume(req).await.map(|_| ())
+    }
+
+    async fn unpublish(&self, volume: &str) -> Result<(), tonic::Status> {
+        let req = NodeUnpublishVolumeRequest {
+            volume_id: format!("csi-{volume}"),
+            target_path: self.target(volume).display().to_string(),
+        };
+        self.node.clone().node_unpublish_volume(req).await.map(|_| ())
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.server.take().unwrap().await.unwrap();
+        assert!(!self.socket.exists(), "socket removed on shutdown");
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn data_link(target: &Path) -> PathBuf {
+    std::fs::read_link(target.join("..data")).unwrap()
+}
+
+/// Everything under `dir` except the harness's own inputs.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            out.push(e.path().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn identity_reports_name_capabilities_and_readiness() {
+    let h = Harness::start(None, vec![]).await;
+    let info = h.identity.clone().get_plugin_info(GetPluginInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.name, "secrets-store.csi.k8s.io");
+    assert_eq!(info.vendor_version, "test");
+    let caps =
+        h.identity.clone().get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await.unwrap().into_inner();
+    assert!(caps.capabilities.is_empty(), "node-only plugin: {caps:?}");
+    let probe = h.identity.clone().probe(ProbeRequest {}).await.unwrap().into_inner();
+    assert_eq!(probe.ready, Some(true));
+
+    let mut node = h.node.clone();
+    let info = node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, "node-1");
+    let caps = node.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().into_inner();
+    let types: Vec<_> = caps
+        .capabilities
+        .iter()
+        .map(|c| match &c.r#type {
+            Some(node_service_capability::Type::Rpc(rpc)) => rpc.r#type,
+            None => -1,
+        })
+        .collect();
+    assert_eq!(types, vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]);
+    let stats = node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest { volume_id: "v".into(), volume_path: "/x".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(stats.code(), Code::Unimplemented);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn publish_republish_and_unpublish() {
+    let h = Harness::start(None, vec![]).await;
+    let target = h.target("vol");
+    h.publish("vol", "app").await.unwrap();
+
+    assert_eq!(read(&target.join("password")), "s3cret-v1");
+    assert_eq!(read(&target.join("api-key")), "key-v1");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&target.join("password")), 0o600);
+    assert_eq!(mode(&target.join("api-key")), 0o644);
+    assert!(h.mounter.is_mounted(&target).unwrap());
+    if is_root() {
+        assert!(h.mounter.in_memory());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info.lines().find(|l| l.contains(&*target.display().to_string())).unwrap();
+        for opt in ["nosuid", "nodev", "noexec"] {
+            assert!(line.contains(opt), "{opt} missing: {line}");
+        }
+        assert!(line.contains("size=1024k"), "{line}");
+        assert!(line.contains("mode=755"), "{line}");
+    }
+
+    // Rotation off: a republish neither re-fetches nor rewrites.
+    let version = data_link(&target);
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(read(&target.join("api-key")), "key-v1");
+    assert_eq!(data_link(&target), version);
+
+    h.unpublish("vol").await.unwrap();
+    assert!(!target.exists());
+    assert!(!h.mounter.is_mounted(&target).unwrap());
+    h.unpublish("vol").await.expect("unpublish is idempotent");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn with_rotation_a_republish_updates_in_place_and_only_on_change() {
+    let h = Harness::start(Some(Duration::ZERO), vec![]).await;
+    let target = h.target("vol");
+    h.publish("vol", "app").await.unwrap();
+    let v1 = data_link(&target);
+
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(data_link(&target), v1, "unchanged content is not rewritten");
+
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(read(&target.join("api-key")), "key-v2");
+    assert_ne!(data_link(&target), v1);
+    assert!(!target.join(&v1).exists(), "old version removed");
+
+    // A failed refresh keeps the previous files and reports success (upstream's
+    // workaround for kubernetes/kubernetes#121271).
+    std::fs::remove_file(h.store().join("api-key")).unwrap();
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(read(&target.join("api-key")), "key-v2");
+    h.unpublish("vol").await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_the_right_code_and_message() {
+    let h = Harness::start(None, vec![]).await;
+    type Edit = fn(&mut NodePublishVolumeRequest);
+    let cases: Vec<(Edit, Code, &str)> = vec![
+        (|r| r.volume_capability = None, Code::InvalidArgument, "Volume capability missing in request"),
+        (|r| r.volume_id.clear(), Code::InvalidArgument, "Volume ID missing in request"),
+        (|r| r.target_path.clear(), Code::InvalidArgument, "Target path missing in request"),
+        (|r| r.volume_context.clear(), Code::InvalidArgument, "Volume attributes missing in request"),
+        (|r| drop(r.volume_context.remove("secretProviderClass")), Code::InvalidArgument, "secretProviderClass is not set"),
+        (|r| r.readonly = false, Code::InvalidArgument, "Readonly is not true in request"),
+        (|r| r.target_path = "relative/mount".into(), Code::Internal, "failed to prepare target path relative/mount: must be an absolute path"),
+        (
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "missing".into())),
+            Code::NotFound,
+            "failed to get SecretProviderClass shop/missing: not found",
+        ),
+        (
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "no-params".into())),
+            Code::InvalidArgument,
+            "spec.parameters is not set in SecretProviderClass shop/no-params",
+        ),
+        (
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "unknown-provider".into())),
+            Code::InvalidArgument,
+            "SecretProviderClass shop/unknown-provider: provider \"aws\" is not available in this sscsi; available: local",
+        ),
+        (
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "bad-object".into())),
+            Code::InvalidArgument,
+            "failed to mount secrets store objects for pod shop/web-0: provider \"local\": objects[0].objectName: invalid path \"../outside\"",
+        ),
+    ];
+    for (edit, code, want) in cases {
+        let mut req = h.publish_request("bad", "app");
+        edit(&mut req);
+        let status = h.node.clone().node_publish_volume(req).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().starts_with(want), "want {want:?}, got {:?}", status.message());
+        assert!(!h.mounter.is_mounted(&h.target("bad")).unwrap(), "nothing stays mounted after {want}");
+    }
+
+    let mut node = h.node.clone();
+    let err = node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: String::new(), target_path: "/x".into() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Volume ID missing in request"));
+    let err = node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: String::new() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Target path missing in request"));
+
+    let cap = Some(VolumeCapability::default());
+    let stage = |volume_id: &str, staging_target_path: &str, volume_capability: Option<VolumeCapability>| NodeStageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging_target_path.into(),
+        volume_capability,
+        ..Default::default()
+    };
+    for (req, want) in [
+        (stage("", "/s", cap.clone()), "Volume ID missing in request"),
+        (stage("v", "", cap.clone()), "Staging target path missing in request"),
+        (stage("v", "/s", None), "Volume capability missing in request"),
+    ] {
+        let err = node.node_stage_volume(req).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, want));
+    }
+    node.node_stage_volume(stage("v", "/s", cap)).await.unwrap();
+    let err = node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: String::new(), staging_target_path: "/s".into() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Volume ID missing in request"));
+    let err = node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: String::new() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Staging target path missing in request"));
+    node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: "/s".into() }).await.unwrap();
+    h.stop().await;
+}
+
+/// A provider that returns whatever files it is told to: stands in for a
+/// buggy or hostile backend.
+#[derive(Debug)]
+struct Evil(Vec<&'static str>);
+
+#[async_trait]
+impl Provider for Evil {
+    fn name(&self) -> &str {
+        "evil"
+    }
+    async fn mount(&self, _: &MountRequest) -> Result<MountResponse, ProviderError> {
+        let files = self
+            .0
+            .iter()
+            .map(|p| SecretFile { path: (*p).to_owned(), mode: 0o644, contents: "pwned".into() })
+            .collect();
+        Ok(MountResponse { files, versions: vec![ObjectVersion { id: "x".into(), version: "1".into() }] })
+    }
+}
+
+#[tokio::test]
+async fn provider_paths_that_escape_the_target_write_nothing() {
+    for path in ["../../etc/x", "/etc/x", "a/../../x", "..data/x", "../x"] {
+        let h = Harness::start(None, vec![Arc::new(Evil(vec!["fine", path]))]).await;
+        let before = snapshot(h.dir.path());
+        let status = h.publish("vol", "evil").await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {}", status.message());
+        assert!(status.message().contains("invalid path"), "{path}: {}", status.message());
+        let target = h.target("vol");
+        assert!(!h.mounter.is_mounted(&target).unwrap(), "{path}: unmounted after the failure");
+        let mut after = snapshot(h.dir.path());
+        // The only new entries are the (empty) target directory and its parents.
+        after.retain(|p| !target.starts_with(p));
+        assert_eq!(after, before, "{path}: nothing written anywhere");
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "{path}: target left empty");
+        h.stop().await;
+    }
+}
+
+/// A provider that waits until released, to hold an operation in flight.
+#[derive(Debug, Default)]
+struct Slow {
+    entered: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl Provider for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn mount(&self, _: &MountRequest) -> Result<MountResponse, ProviderError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        let file = SecretFile { path: "f".into(), mode: 0o644, contents: "v".into() };
+        Ok(MountResponse { files: vec![file], versions: vec![] })
+    }
+}
+
+#[tokio::test]
+async fn concurrent_operations_on_one_volume_are_aborted() {
+    let slow = Arc::new(Slow::default());
+    let h = Harness::start(None, vec![slow.clone()]).await;
+    let first = {
+        let (mut node, req) = (h.node.clone(), h.publish_request("vol", "slow"));
+        tokio::spawn(async move { node.node_publish_volume(req).await })
+    };
+    slow.entered.notified().await;
+
+    let err = h.publish("vol", "slow").await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
+    assert_eq!(err.message(), "an operation on volume csi-vol is already in progress");
+    let err = h.unpublish("vol").await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    // Another volume is not held up.
+    h.publish("other", "app").await.unwrap();
+
+    slow.release.notify_one();
+    first.await.unwrap().unwrap();
+    assert_eq!(read(&h.target("vol").join("f")), "v");
+    h.unpublish("vol").await.unwrap();
+    h.unpublish("other").await.unwrap();
+    h.stop().await;
+}

@@ -100,12 +100,20 @@ mod tests {
 
     #[test]
     fn recognises_served_versions() {
-        assert!(SecretProviderClass::is_secret_provider_class("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"));
+        assert!(SecretProviderClass::is_secret_provider_class(
+            "secrets-store.csi.x-k8s.io/v1",
+            "SecretProviderClass"
+        ));
         assert!(SecretProviderClass::is_secret_provider_class(
             "secrets-store.csi.x-k8s.io/v1alpha1",
             "SecretProviderClass"
         ));
-        assert!(!SecretProviderClass::is_secret_provider_class("secrets-store.csi.x-k8s.io/v2", "SecretProviderClass"));
-        assert!(!SecretProviderClass::is_secret_provider_class("v1", "Secret"));
+        assert!(!SecretProviderClass::is_secret_provider_class(
+            "secrets-store.csi.x-k8s.io/v2",
+            "SecretProviderClass"
+        ));
+        assert!(!SecretProviderClass::is_secret_provider_class(
+            "v1", "Secret"
+        ));
     }
 }

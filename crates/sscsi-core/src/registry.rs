@@ -19,7 +19,11 @@ pub struct UnknownProvider {
 }
 
 fn list(names: &[String]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl ProviderRegistry {
@@ -33,10 +37,13 @@ impl ProviderRegistry {
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<dyn Provider>, UnknownProvider> {
-        self.providers.get(name).cloned().ok_or_else(|| UnknownProvider {
-            name: name.to_owned(),
-            available: self.names(),
-        })
+        self.providers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| UnknownProvider {
+                name: name.to_owned(),
+                available: self.names(),
+            })
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -21,8 +21,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use sscsi_core::{SecretBytes, SecretFile};
 use sscsi_core::path::{PathError, validate_relative_path};
+use sscsi_core::{SecretBytes, SecretFile};
 
 /// The symlink naming the current version's directory.
 pub const DATA_DIR: &str = "..data";
@@ -41,7 +41,11 @@ pub enum WriteError {
     #[error("target {0} is not a directory")]
     NotADirectory(PathBuf),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl WriteError {
@@ -52,7 +56,11 @@ impl WriteError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
-    move |source| WriteError::Io { op, path: path.to_owned(), source }
+    move |source| WriteError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +78,9 @@ pub struct AtomicWriter {
 
 impl AtomicWriter {
     pub fn new(target: impl Into<PathBuf>) -> Self {
-        Self { target: target.into() }
+        Self {
+            target: target.into(),
+        }
     }
 
     /// Replaces the whole content of the volume with `files`.
@@ -83,7 +93,10 @@ impl AtomicWriter {
 
         let old = self.current_version_dir();
         if let Some(old) = &old {
-            if self.read_version(old).is_ok_and(|current| same_content(&current, &wanted)) {
+            if self
+                .read_version(old)
+                .is_ok_and(|current| same_content(&current, &wanted))
+            {
                 return Ok(WriteOutcome::Unchanged);
             }
         }
@@ -151,7 +164,10 @@ impl AtomicWriter {
                     stack.push((path, format!("{rel}/")));
                 } else if meta.is_file() {
                     let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-                    out.insert(rel, (meta.permissions().mode() & 0o777, SecretBytes::new(bytes)));
+                    out.insert(
+                        rel,
+                        (meta.permissions().mode() & 0o777, SecretBytes::new(bytes)),
+                    );
                 }
             }
         }
@@ -188,17 +204,25 @@ impl AtomicWriter {
     }
 
     fn update_user_links(&self, wanted: &Wanted<'_>) -> Result<(), WriteError> {
-        let top: BTreeSet<&str> =
-            wanted.keys().map(|p| p.split('/').next().unwrap_or(p)).collect();
+        let top: BTreeSet<&str> = wanted
+            .keys()
+            .map(|p| p.split('/').next().unwrap_or(p))
+            .collect();
         for name in &top {
             let link = self.target.join(name);
             let want = format!("{DATA_DIR}/{name}");
             match fs::symlink_metadata(&link) {
-                Ok(m) if m.file_type().is_symlink()
-                    && fs::read_link(&link).is_ok_and(|t| t == Path::new(&want)) => continue,
+                Ok(m)
+                    if m.file_type().is_symlink()
+                        && fs::read_link(&link).is_ok_and(|t| t == Path::new(&want)) =>
+                {
+                    continue;
+                }
                 // Something else squats on the name (e.g. a file an old
                 // provider wrote itself, as upstream's migration step handles).
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&link).map_err(io_err("remove", &link))?,
+                Ok(m) if m.is_dir() => {
+                    fs::remove_dir_all(&link).map_err(io_err("remove", &link))?
+                }
                 Ok(_) => fs::remove_file(&link).map_err(io_err("remove", &link))?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("stat", &link)(e)),
@@ -223,7 +247,10 @@ impl AtomicWriter {
             let entry = entry.map_err(io_err("read dir", &self.target))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if name != keep && is_version_dir_name(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if name != keep
+                && is_version_dir_name(&name)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
                 fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
             }
         }
@@ -262,9 +289,15 @@ fn validate(files: &[SecretFile]) -> Result<Wanted<'_>, WriteError> {
     for f in files {
         validate_relative_path(&f.path)?;
         if f.mode > 0o777 {
-            return Err(WriteError::Mode { path: f.path.clone(), mode: f.mode });
+            return Err(WriteError::Mode {
+                path: f.path.clone(),
+                mode: f.mode,
+            });
         }
-        if wanted.insert(f.path.as_str(), (f.mode, f.contents.expose())).is_some() {
+        if wanted
+            .insert(f.path.as_str(), (f.mode, f.contents.expose()))
+            .is_some()
+        {
             return Err(WriteError::Duplicate(f.path.clone()));
         }
     }
@@ -272,7 +305,10 @@ fn validate(files: &[SecretFile]) -> Result<Wanted<'_>, WriteError> {
         for (i, _) in path.match_indices('/') {
             let dir = &path[..i];
             if wanted.contains_key(dir) {
-                return Err(WriteError::FileIsDir { file: (*path).to_owned(), dir: dir.to_owned() });
+                return Err(WriteError::FileIsDir {
+                    file: (*path).to_owned(),
+                    dir: dir.to_owned(),
+                });
             }
         }
     }
@@ -299,9 +335,11 @@ fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("create", &path))?;
-        file.write_all(f.contents.expose()).map_err(io_err("write", &path))?;
+        file.write_all(f.contents.expose())
+            .map_err(io_err("write", &path))?;
         // The open mode went through the umask; set the exact one.
-        file.set_permissions(fs::Permissions::from_mode(f.mode)).map_err(io_err("chmod", &path))?;
+        file.set_permissions(fs::Permissions::from_mode(f.mode))
+            .map_err(io_err("chmod", &path))?;
         file.sync_all().map_err(io_err("fsync", &path))?;
     }
     for dir in dirs.iter().rev() {
@@ -315,7 +353,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), WriteError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))
 }
 
 #[cfg(test)]

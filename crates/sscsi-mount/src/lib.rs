@@ -4,5 +4,5 @@
 mod atomic;
 mod mounter;
 
-pub use atomic::{AtomicWriter, WriteError, WriteOutcome, DATA_DIR};
+pub use atomic::{AtomicWriter, DATA_DIR, WriteError, WriteOutcome};
 pub use mounter::{FakeMounter, MountError, Mounter, TmpfsMounter, parse_size};

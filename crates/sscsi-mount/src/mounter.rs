@@ -53,7 +53,8 @@ impl Mounter for TmpfsMounter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(MountError::MountInfo(e)),
         };
-        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(MountError::MountInfo)?;
+        let info =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(MountError::MountInfo)?;
         Ok(top_fstype(&info, &target).as_deref() == Some("tmpfs"))
     }
 
@@ -67,14 +68,20 @@ impl Mounter for TmpfsMounter {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(data.as_str()),
         )
-        .map_err(|e| MountError::Mount { path: target.to_owned(), source: e.into() })
+        .map_err(|e| MountError::Mount {
+            path: target.to_owned(),
+            source: e.into(),
+        })
     }
 
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
         match nix::mount::umount2(target, MntFlags::empty()) {
             // EINVAL: not a mount point; ENOENT: already gone. Both mean done.
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(MountError::Unmount { path: target.to_owned(), source: e.into() }),
+            Err(e) => Err(MountError::Unmount {
+                path: target.to_owned(),
+                source: e.into(),
+            }),
         }
     }
 
@@ -90,7 +97,9 @@ fn top_fstype(mountinfo: &str, target: &Path) -> Option<String> {
     for line in mountinfo.lines() {
         // id parent major:minor root mount-point options [optional...] - fstype source super-options
         let mut fields = line.split(' ');
-        let Some(mount_point) = fields.nth(4) else { continue };
+        let Some(mount_point) = fields.nth(4) else {
+            continue;
+        };
         if unescape_octal(mount_point) != target {
             continue;
         }
@@ -215,7 +224,10 @@ mod tests {
     #[test]
     fn finds_the_topmost_filesystem_at_a_mount_point() {
         let t = |p: &str| top_fstype(INFO, Path::new(p));
-        assert_eq!(t("/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount").as_deref(), Some("tmpfs"));
+        assert_eq!(
+            t("/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount").as_deref(),
+            Some("tmpfs")
+        );
         assert_eq!(t("/mnt/with space").as_deref(), Some("tmpfs"));
         assert_eq!(t("/mnt/stacked").as_deref(), Some("ext4"));
         assert_eq!(t("/mnt/opt").as_deref(), Some("tmpfs"));

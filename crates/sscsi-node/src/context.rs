@@ -65,12 +65,21 @@ impl PublishRequest {
         if req.volume_context.is_empty() {
             return Err(PublishError::MissingVolumeContext);
         }
-        let NodePublishVolumeRequest { volume_id, target_path, readonly, mut secrets, mut volume_context, .. } =
-            req;
+        let NodePublishVolumeRequest {
+            volume_id,
+            target_path,
+            readonly,
+            mut secrets,
+            mut volume_context,
+            ..
+        } = req;
         let context = VolumeContext::deserialize(MapDeserializer::<_, ValueError>::new(
             volume_context.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ))
-        .map_err(|e| PublishError::BadAttribute { key: "volume_context".into(), message: e.to_string() })?;
+        .map_err(|e| PublishError::BadAttribute {
+            key: "volume_context".into(),
+            message: e.to_string(),
+        })?;
         if context.secret_provider_class.is_empty() {
             return Err(PublishError::MissingSecretProviderClass);
         }
@@ -84,7 +93,9 @@ impl PublishRequest {
             });
         }
         // KEP-5538: kubelet may pass tokens in `secrets`; that copy wins.
-        let tokens_json = secrets.remove(TOKENS_KEY).or(volume_context.remove(TOKENS_KEY));
+        let tokens_json = secrets
+            .remove(TOKENS_KEY)
+            .or(volume_context.remove(TOKENS_KEY));
         volume_context.remove(TOKENS_KEY);
         let tokens = match tokens_json {
             Some(json) if !json.is_empty() => parse_tokens(&json)?,
@@ -108,18 +119,24 @@ impl PublishRequest {
 }
 
 fn secrets_map(secrets: HashMap<String, String>) -> BTreeMap<String, SecretBytes> {
-    secrets.into_iter().map(|(k, v)| (k, SecretBytes::from(v))).collect()
+    secrets
+        .into_iter()
+        .map(|(k, v)| (k, SecretBytes::from(v)))
+        .collect()
 }
 
 /// Parses kubelet's `{"<audience>":{"token":"…","expirationTimestamp":"…"}}`.
 /// The error says where the JSON broke but never quotes it: it holds tokens.
 fn parse_tokens(json: &str) -> Result<BTreeMap<String, ServiceAccountToken>, PublishError> {
-    let parsed: BTreeMap<String, TokenJson> = serde_json::from_str(json).map_err(|e| {
-        PublishError::BadAttribute {
+    let parsed: BTreeMap<String, TokenJson> =
+        serde_json::from_str(json).map_err(|e| PublishError::BadAttribute {
             key: TOKENS_KEY.into(),
-            message: format!("not a map of audience to token at line {} column {}", e.line(), e.column()),
-        }
-    })?;
+            message: format!(
+                "not a map of audience to token at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        })?;
     Ok(parsed
         .into_iter()
         .map(|(audience, t)| {
@@ -149,7 +166,10 @@ mod tests {
                 ("csi.storage.k8s.io/pod.name".into(), "web-0".into()),
                 ("csi.storage.k8s.io/pod.namespace".into(), "shop".into()),
                 ("csi.storage.k8s.io/pod.uid".into(), "uid-1".into()),
-                ("csi.storage.k8s.io/serviceAccount.name".into(), "web".into()),
+                (
+                    "csi.storage.k8s.io/serviceAccount.name".into(),
+                    "web".into(),
+                ),
                 ("objects".into(), "override".into()),
             ]),
             ..Default::default()
@@ -161,20 +181,39 @@ mod tests {
         let mut req = valid();
         req.volume_context.insert(
             TOKENS_KEY.into(),
-            r#"{"vault":{"token":"from-context","expirationTimestamp":"2026-11-22T12:00:00Z"}}"#.into(),
+            r#"{"vault":{"token":"from-context","expirationTimestamp":"2026-11-22T12:00:00Z"}}"#
+                .into(),
         );
-        req.secrets.insert(TOKENS_KEY.into(), r#"{"sts.amazonaws.com":{"token":"from-secrets"}}"#.into());
+        req.secrets.insert(
+            TOKENS_KEY.into(),
+            r#"{"sts.amazonaws.com":{"token":"from-secrets"}}"#.into(),
+        );
         req.secrets.insert("password".into(), "p".into());
         let p = PublishRequest::parse(req).unwrap();
         assert_eq!(p.spc_name, "spc");
         assert_eq!(
             p.pod,
-            PodInfo { name: "web-0".into(), namespace: "shop".into(), uid: "uid-1".into(), service_account: "web".into() }
+            PodInfo {
+                name: "web-0".into(),
+                namespace: "shop".into(),
+                uid: "uid-1".into(),
+                service_account: "web".into()
+            }
         );
-        assert_eq!(p.attributes.get("objects").map(String::as_str), Some("override"));
+        assert_eq!(
+            p.attributes.get("objects").map(String::as_str),
+            Some("override")
+        );
         assert!(!p.attributes.contains_key(TOKENS_KEY));
-        assert_eq!(p.tokens.keys().collect::<Vec<_>>(), vec!["sts.amazonaws.com"], "the secrets copy wins");
-        assert_eq!(p.tokens["sts.amazonaws.com"].token.expose(), b"from-secrets");
+        assert_eq!(
+            p.tokens.keys().collect::<Vec<_>>(),
+            vec!["sts.amazonaws.com"],
+            "the secrets copy wins"
+        );
+        assert_eq!(
+            p.tokens["sts.amazonaws.com"].token.expose(),
+            b"from-secrets"
+        );
         assert_eq!(p.secrets.keys().collect::<Vec<_>>(), vec!["password"]);
     }
 
@@ -182,11 +221,20 @@ mod tests {
     fn validation_order_and_messages_match_upstream() {
         type Edit = fn(&mut NodePublishVolumeRequest);
         let cases: &[(Edit, &str)] = &[
-            (|r| r.volume_capability = None, "Volume capability missing in request"),
+            (
+                |r| r.volume_capability = None,
+                "Volume capability missing in request",
+            ),
             (|r| r.volume_id.clear(), "Volume ID missing in request"),
             (|r| r.target_path.clear(), "Target path missing in request"),
-            (|r| r.volume_context.clear(), "Volume attributes missing in request"),
-            (|r| drop(r.volume_context.remove("secretProviderClass")), "secretProviderClass is not set"),
+            (
+                |r| r.volume_context.clear(),
+                "Volume attributes missing in request",
+            ),
+            (
+                |r| drop(r.volume_context.remove("secretProviderClass")),
+                "secretProviderClass is not set",
+            ),
             (|r| r.readonly = false, "Readonly is not true in request"),
             (
                 |r| drop(r.volume_context.remove("csi.storage.k8s.io/pod.namespace")),
@@ -207,7 +255,8 @@ mod tests {
     #[test]
     fn bad_tokens_json_is_reported_without_its_content() {
         let mut req = valid();
-        req.volume_context.insert(TOKENS_KEY.into(), r#"{"aud":"eyJ-secret-token"}"#.into());
+        req.volume_context
+            .insert(TOKENS_KEY.into(), r#"{"aud":"eyJ-secret-token"}"#.into());
         let err = PublishRequest::parse(req).unwrap_err().to_string();
         assert!(err.contains(TOKENS_KEY), "{err}");
         assert!(!err.contains("eyJ-secret-token"), "{err}");

@@ -47,13 +47,24 @@ pub enum PublishError {
     #[error(transparent)]
     Spc(#[from] SpcError),
     #[error("SecretProviderClass {spc}: {source}")]
-    UnknownProvider { spc: String, source: UnknownProvider },
+    UnknownProvider {
+        spc: String,
+        source: UnknownProvider,
+    },
     #[error("failed to mount secrets store objects for pod {pod}: provider {provider:?}: {source}")]
-    Provider { pod: String, provider: String, source: ProviderError },
+    Provider {
+        pod: String,
+        provider: String,
+        source: ProviderError,
+    },
     #[error("failed to mount tmpfs: {0}")]
     Mount(MountError),
     #[error("failed to write the files of pod {pod} to {path}: {source}")]
-    Write { pod: String, path: PathBuf, source: WriteError },
+    Write {
+        pod: String,
+        path: PathBuf,
+        source: WriteError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,7 +109,9 @@ impl PublishError {
             Self::Busy(_) => Code::Aborted,
             Self::Spc(e) => match e {
                 SpcError::NotFound { .. } => Code::NotFound,
-                SpcError::NoProvider { .. } | SpcError::NoParameters { .. } => Code::InvalidArgument,
+                SpcError::NoProvider { .. } | SpcError::NoParameters { .. } => {
+                    Code::InvalidArgument
+                }
                 SpcError::Source { .. } => Code::Unavailable,
             },
             Self::Provider { source, .. } => provider_code(source.code()),
@@ -145,7 +158,9 @@ impl UnpublishError {
 impl StageError {
     pub fn code(&self) -> Code {
         match self {
-            Self::MissingVolumeId | Self::MissingStagingPath | Self::MissingCapability => Code::InvalidArgument,
+            Self::MissingVolumeId | Self::MissingStagingPath | Self::MissingCapability => {
+                Code::InvalidArgument
+            }
         }
     }
 }

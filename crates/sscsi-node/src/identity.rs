@@ -17,7 +17,11 @@ pub struct IdentityService {
 
 impl IdentityService {
     pub fn new(name: String, vendor_version: String, readiness: Readiness) -> Self {
-        Self { name, vendor_version, readiness }
+        Self {
+            name,
+            vendor_version,
+            readiness,
+        }
     }
 }
 
@@ -46,10 +50,14 @@ impl Identity for IdentityService {
         &self,
         _: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities: Vec::new() }))
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities: Vec::new(),
+        }))
     }
 
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        Ok(Response::new(ProbeResponse { ready: Some(self.readiness.is_ready()) }))
+        Ok(Response::new(ProbeResponse {
+            ready: Some(self.readiness.is_ready()),
+        }))
     }
 }

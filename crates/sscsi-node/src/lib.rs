@@ -49,7 +49,11 @@ pub fn services(
     providers: ProviderRegistry,
     readiness: Readiness,
 ) -> (IdentityService, NodeService) {
-    let identity = IdentityService::new(config.driver_name.clone(), config.vendor_version.clone(), readiness);
+    let identity = IdentityService::new(
+        config.driver_name.clone(),
+        config.vendor_version.clone(),
+        readiness,
+    );
     let node = NodeService::new(config, mounter, spcs, providers);
     (identity, node)
 }

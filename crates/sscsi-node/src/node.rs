@@ -4,23 +4,23 @@ use std::time::Instant;
 use sscsi_core::ProviderRegistry;
 use sscsi_mount::Mounter;
 use sscsi_proto::csi::v1::node_server::Node;
-use sscsi_proto::csi::v1::node_service_capability::{Rpc, Type as CapabilityType};
 use sscsi_proto::csi::v1::node_service_capability::rpc::Type as RpcType;
+use sscsi_proto::csi::v1::node_service_capability::{Rpc, Type as CapabilityType};
 use sscsi_proto::csi::v1::{
-    NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
-    NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
-    NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest, NodeStageVolumeResponse,
-    NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
-    NodeUnstageVolumeResponse,
+    NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeGetInfoRequest,
+    NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse,
+    NodePublishVolumeRequest, NodePublishVolumeResponse, NodeServiceCapability,
+    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnpublishVolumeRequest,
+    NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
 };
 use tonic::{Request, Response, Status};
 
+use crate::NodeConfig;
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
 use crate::publish::Publisher;
 use crate::spc::SpcSource;
 use crate::volumes::VolumeTable;
-use crate::NodeConfig;
 
 /// CSI Node: publish and unpublish secret volumes.
 #[derive(Debug, Clone)]
@@ -45,7 +45,10 @@ impl NodeService {
             guards: VolumeGuards::default(),
             volumes: VolumeTable::default(),
         };
-        Self { node_id, publisher: Arc::new(publisher) }
+        Self {
+            node_id,
+            publisher: Arc::new(publisher),
+        }
     }
 }
 
@@ -63,8 +66,11 @@ impl Node for NodeService {
         match self.publisher.publish(req).await {
             Ok(outcome) => {
                 tracing::info!(
-                    volume_id, target, outcome = outcome.describe(),
-                    elapsed_ms = started.elapsed().as_millis() as u64, "node publish volume complete"
+                    volume_id,
+                    target,
+                    outcome = outcome.describe(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "node publish volume complete"
                 );
                 Ok(Response::new(NodePublishVolumeResponse {}))
             }
@@ -134,7 +140,9 @@ impl Node for NodeService {
         &self,
         _: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
-        Err(Status::unimplemented("NodeGetVolumeStats is not implemented"))
+        Err(Status::unimplemented(
+            "NodeGetVolumeStats is not implemented",
+        ))
     }
 
     async fn node_get_capabilities(
@@ -142,9 +150,13 @@ impl Node for NodeService {
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         let stage = NodeServiceCapability {
-            r#type: Some(CapabilityType::Rpc(Rpc { r#type: RpcType::StageUnstageVolume as i32 })),
+            r#type: Some(CapabilityType::Rpc(Rpc {
+                r#type: RpcType::StageUnstageVolume as i32,
+            })),
         };
-        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities: vec![stage] }))
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: vec![stage],
+        }))
     }
 
     async fn node_get_info(

@@ -52,7 +52,10 @@ impl PublishOutcome {
 }
 
 impl Publisher {
-    pub async fn publish(&self, raw: NodePublishVolumeRequest) -> Result<PublishOutcome, PublishError> {
+    pub async fn publish(
+        &self,
+        raw: NodePublishVolumeRequest,
+    ) -> Result<PublishOutcome, PublishError> {
         let req = PublishRequest::parse(raw)?;
         let _guard = self.guards.try_lock(&req.volume_id)?;
         let mounted = self.prepare_target(&req.target_path)?;
@@ -79,24 +82,37 @@ impl Publisher {
     /// Makes sure the target directory exists (kubelet ≥ 1.20 leaves that to
     /// the driver) and tells whether our tmpfs is already on it.
     fn prepare_target(&self, target: &Path) -> Result<bool, PublishError> {
-        let target_err = |source| PublishError::Target { path: target.to_owned(), source };
+        let target_err = |source| PublishError::Target {
+            path: target.to_owned(),
+            source,
+        };
         if !target.is_absolute() {
-            return Err(target_err(io::Error::new(io::ErrorKind::InvalidInput, "must be an absolute path")));
+            return Err(target_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "must be an absolute path",
+            )));
         }
         match std::fs::symlink_metadata(target) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(target_err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory")));
+                return Err(target_err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                )));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(target).map_err(target_err)?;
-                std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o750)).map_err(target_err)?;
+                std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o750))
+                    .map_err(target_err)?;
             }
             Err(e) => return Err(target_err(e)),
         }
         self.mounter
             .is_mounted(target)
-            .map_err(|source| PublishError::MountCheck { path: target.to_owned(), source })
+            .map_err(|source| PublishError::MountCheck {
+                path: target.to_owned(),
+                source,
+            })
     }
 
     /// With rotation off a mounted volume is never re-fetched; with it on,
@@ -119,24 +135,34 @@ impl Publisher {
         let spc = self.spcs.get(&req.pod.namespace, &req.spc_name).await?;
         spc::validate(&spc)?;
         let provider_name = spc.spec.provider.clone();
-        let provider = self.providers.get(&provider_name).map_err(|source| PublishError::UnknownProvider {
-            spc: format!("{}/{}", spc.namespace(), spc.metadata.name),
-            source,
-        })?;
+        let provider =
+            self.providers
+                .get(&provider_name)
+                .map_err(|source| PublishError::UnknownProvider {
+                    spc: format!("{}/{}", spc.namespace(), spc.metadata.name),
+                    source,
+                })?;
         let request = mount_request(&spc, req, current_versions);
-        let response = provider.mount(&request).await.map_err(|source| PublishError::Provider {
-            pod: pod_ref(req),
-            provider: provider_name.clone(),
-            source,
-        })?;
+        let response = provider
+            .mount(&request)
+            .await
+            .map_err(|source| PublishError::Provider {
+                pod: pod_ref(req),
+                provider: provider_name.clone(),
+                source,
+            })?;
 
         if !mounted {
-            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
+            self.mounter
+                .mount(&req.target_path)
+                .map_err(PublishError::Mount)?;
         }
         let written = self.write(req, response.files).await;
         let outcome = match written {
             Ok(_) if !mounted => PublishOutcome::Mounted,
-            Ok(out) => PublishOutcome::Refreshed { changed: out != WriteOutcome::Unchanged },
+            Ok(out) => PublishOutcome::Refreshed {
+                changed: out != WriteOutcome::Unchanged,
+            },
             Err(e) => {
                 if !mounted {
                     // Leave no half-prepared mount: kubelet's retry starts over.
@@ -149,14 +175,25 @@ impl Publisher {
         };
         self.volumes.insert(
             &req.volume_id,
-            VolumeState { versions: response.versions, last_fetch: Instant::now() },
+            VolumeState {
+                versions: response.versions,
+                last_fetch: Instant::now(),
+            },
         );
         Ok(outcome)
     }
 
-    async fn write(&self, req: &PublishRequest, files: Vec<SecretFile>) -> Result<WriteOutcome, PublishError> {
+    async fn write(
+        &self,
+        req: &PublishRequest,
+        files: Vec<SecretFile>,
+    ) -> Result<WriteOutcome, PublishError> {
         let writer = AtomicWriter::new(&req.target_path);
-        let write_err = |source| PublishError::Write { pod: pod_ref(req), path: req.target_path.clone(), source };
+        let write_err = |source| PublishError::Write {
+            pod: pod_ref(req),
+            path: req.target_path.clone(),
+            source,
+        };
         tokio::task::spawn_blocking(move || writer.write(&files))
             .await
             .map_err(|e| PublishError::Internal(format!("write task: {e}")))?
@@ -177,23 +214,41 @@ impl Publisher {
                 self.volumes.remove(&req.volume_id);
                 return Ok(());
             }
-            Err(source) => return Err(UnpublishError::Remove { path: target.to_owned(), source }),
+            Err(source) => {
+                return Err(UnpublishError::Remove {
+                    path: target.to_owned(),
+                    source,
+                });
+            }
             Ok(_) => {}
         }
-        let mounted = self.mounter.is_mounted(target).map_err(UnpublishError::Unmount)?;
-        if mounted {
-            self.mounter.unmount(target).map_err(UnpublishError::Unmount)?;
-        } else {
-            // No tmpfs (a development mounter, or a mount already gone):
-            // remove what the writer made, and only that.
-            AtomicWriter::new(target)
-                .remove_all()
-                .map_err(|source| UnpublishError::Cleanup { path: target.to_owned(), source })?;
+        if self
+            .mounter
+            .is_mounted(target)
+            .map_err(UnpublishError::Unmount)?
+        {
+            self.mounter
+                .unmount(target)
+                .map_err(UnpublishError::Unmount)?;
         }
+        // Without a tmpfs (a development mounter, or a mount already gone) the
+        // files are on disk: remove what the writer made, and only that. After
+        // an unmount this finds nothing.
+        AtomicWriter::new(target)
+            .remove_all()
+            .map_err(|source| UnpublishError::Cleanup {
+                path: target.to_owned(),
+                source,
+            })?;
         match std::fs::remove_dir(target) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(UnpublishError::Remove { path: target.to_owned(), source }),
+            Err(source) => {
+                return Err(UnpublishError::Remove {
+                    path: target.to_owned(),
+                    source,
+                });
+            }
         }
         self.volumes.remove(&req.volume_id);
         Ok(())
@@ -206,7 +261,11 @@ fn pod_ref(req: &PublishRequest) -> String {
 
 /// SPC parameters ∪ volume attributes (attributes win, as upstream), the
 /// tokens and nodePublishSecretRef data, and the versions now mounted.
-fn mount_request(spc: &SecretProviderClass, req: &PublishRequest, current_versions: Vec<ObjectVersion>) -> MountRequest {
+fn mount_request(
+    spc: &SecretProviderClass,
+    req: &PublishRequest,
+    current_versions: Vec<ObjectVersion>,
+) -> MountRequest {
     let mut parameters = spc.spec.parameters.clone();
     parameters.extend(req.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
     MountRequest {

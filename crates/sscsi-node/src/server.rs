@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
@@ -29,8 +30,12 @@ impl FromStr for Endpoint {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s.strip_prefix("unix://") {
-            Some(path) if !path.is_empty() => Ok(Self { path: PathBuf::from(path) }),
-            _ => Err(format!("endpoint {s:?} must be a unix socket: unix:///path/to/csi.sock")),
+            Some(path) if !path.is_empty() => Ok(Self {
+                path: PathBuf::from(path),
+            }),
+            _ => Err(format!(
+                "endpoint {s:?} must be a unix socket: unix:///path/to/csi.sock"
+            )),
         }
     }
 }
@@ -64,7 +69,10 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -87,19 +95,37 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Serves Identity and Node on `listener` until `shutdown` resolves, then
-/// finishes the calls in flight and removes the socket file.
+/// lets the calls in flight finish for at most `grace` (a pod has 30 s by
+/// default between SIGTERM and SIGKILL), and removes the socket file.
 pub async fn serve(
     listener: UnixListener,
     identity: IdentityService,
     node: NodeService,
     shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
-    let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned));
-    let result = tonic::transport::Server::builder()
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            let _ = stop.send(());
+            tokio::time::timeout(grace, &mut server).await.unwrap_or_else(|_| {
+                tracing::warn!(?grace, "calls still in flight after the shutdown grace period; stopping anyway");
+                Ok(())
+            })
+        }
+    };
     if let Some(path) = path {
         let _ = std::fs::remove_file(path);
     }
@@ -114,8 +140,18 @@ mod tests {
 
     #[test]
     fn parses_endpoints() {
-        assert_eq!("unix:///csi/csi.sock".parse(), Ok(Endpoint { path: "/csi/csi.sock".into() }));
-        assert_eq!("unix://tmp/csi.sock".parse(), Ok(Endpoint { path: "tmp/csi.sock".into() }));
+        assert_eq!(
+            "unix:///csi/csi.sock".parse(),
+            Ok(Endpoint {
+                path: "/csi/csi.sock".into()
+            })
+        );
+        assert_eq!(
+            "unix://tmp/csi.sock".parse(),
+            Ok(Endpoint {
+                path: "tmp/csi.sock".into()
+            })
+        );
         assert!("tcp://127.0.0.1:10000".parse::<Endpoint>().is_err());
         assert!("unix://".parse::<Endpoint>().is_err());
         assert!("/csi/csi.sock".parse::<Endpoint>().is_err());

@@ -21,14 +21,24 @@ pub(crate) struct VolumeTable {
 
 impl VolumeTable {
     pub fn get(&self, volume_id: &str) -> Option<VolumeState> {
-        self.volumes.lock().expect("volume table lock poisoned").get(volume_id).cloned()
+        self.volumes
+            .lock()
+            .expect("volume table lock poisoned")
+            .get(volume_id)
+            .cloned()
     }
 
     pub fn insert(&self, volume_id: &str, state: VolumeState) {
-        self.volumes.lock().expect("volume table lock poisoned").insert(volume_id.to_owned(), state);
+        self.volumes
+            .lock()
+            .expect("volume table lock poisoned")
+            .insert(volume_id.to_owned(), state);
     }
 
     pub fn remove(&self, volume_id: &str) {
-        self.volumes.lock().expect("volume table lock poisoned").remove(volume_id);
+        self.volumes
+            .lock()
+            .expect("volume table lock poisoned")
+            .remove(volume_id);
     }
 }

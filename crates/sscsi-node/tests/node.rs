@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sscsi_core::{
-    MountRequest, MountResponse, ObjectVersion, Provider, ProviderError, ProviderRegistry, SecretFile,
+    MountRequest, MountResponse, ObjectVersion, Provider, ProviderError, ProviderRegistry,
+    SecretFile,
 };
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::spc::DirSpcSource;
 use sscsi_node::{NodeConfig, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
-use sscsi_proto::csi::v1::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use sscsi_proto::csi::v1::volume_capability::{
+    AccessMode, AccessType, MountVolume, access_mode::Mode,
+};
 use sscsi_proto::csi::v1::*;
 use sscsi_provider_local::LocalProvider;
 use tokio::sync::{Notify, oneshot};
@@ -38,7 +41,21 @@ struct Harness {
 }
 
 impl Harness {
+    /// Real tmpfs when root, else the fake mounter.
     async fn start(rotation: Option<Duration>, extra: Vec<Arc<dyn Provider>>) -> Self {
+        let mounter: Arc<dyn Mounter> = if is_root() {
+            Arc::new(TmpfsMounter::new(1 << 20))
+        } else {
+            Arc::new(FakeMounter::new())
+        };
+        Self::start_with(mounter, rotation, extra).await
+    }
+
+    async fn start_with(
+        mounter: Arc<dyn Mounter>,
+        rotation: Option<Duration>,
+        extra: Vec<Arc<dyn Provider>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("db")).unwrap();
@@ -66,8 +83,6 @@ impl Harness {
         for p in extra {
             providers.register(p);
         }
-        let mounter: Arc<dyn Mounter> =
-            if is_root() { Arc::new(TmpfsMounter::new(1 << 20)) } else { Arc::new(FakeMounter::new()) };
         let config = NodeConfig {
             driver_name: "secrets-store.csi.k8s.io".into(),
             vendor_version: "test".into(),
@@ -75,15 +90,26 @@ impl Harness {
             rotation_poll_interval: rotation,
         };
         let readiness = Readiness::default();
-        let (identity_svc, node_svc) =
-            services(config, mounter.clone(), Arc::new(DirSpcSource::new(&spcs)), providers, readiness.clone());
+        let (identity_svc, node_svc) = services(
+            config,
+            mounter.clone(),
+            Arc::new(DirSpcSource::new(&spcs)),
+            providers,
+            readiness.clone(),
+        );
         let socket = dir.path().join("csi/csi.sock");
         let listener = server::bind_private(&socket).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            server::serve(listener, identity_svc, node_svc, async {
-                let _ = stopped.await;
-            })
+            server::serve(
+                listener,
+                identity_svc,
+                node_svc,
+                async {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         });
@@ -101,7 +127,9 @@ impl Harness {
     }
 
     fn target(&self, volume: &str) -> PathBuf {
-        self.dir.path().join(format!("pods/uid-1/volumes/kubernetes.io~csi/{volume}/mount"))
+        self.dir.path().join(format!(
+            "pods/uid-1/volumes/kubernetes.io~csi/{volume}/mount"
+        ))
     }
 
     fn store(&self) -> PathBuf {
@@ -114,7 +142,9 @@ impl Harness {
             target_path: self.target(volume).display().to_string(),
             volume_capability: Some(VolumeCapability {
                 access_type: Some(AccessType::Mount(MountVolume::default())),
-                access_mode: Some(AccessMode { mode: Mode::SingleNodeReaderOnly as i32 }),
+                access_mode: Some(AccessMode {
+                    mode: Mode::SingleNodeReaderOnly as i32,
+                }),
             }),
             readonly: true,
             volume_context: HashMap::from([
@@ -122,7 +152,10 @@ impl Harness {
                 ("csi.storage.k8s.io/pod.name".into(), "web-0".into()),
                 ("csi.storage.k8s.io/pod.namespace".into(), "shop".into()),
                 ("csi.storage.k8s.io/pod.uid".into(), "uid-1".into()),
-                ("csi.storage.k8s.io/serviceAccount.name".into(), "web".into()),
+                (
+                    "csi.storage.k8s.io/serviceAccount.name".into(),
+                    "web".into(),
+                ),
                 ("csi.storage.k8s.io/ephemeral".into(), "true".into()),
             ]),
             ..Default::default()
@@ -139,7 +172,11 @@ impl Harness {
             volume_id: format!("csi-{volume}"),
             target_path: self.target(volume).display().to_string(),
         };
-        self.node.clone().node_unpublish_volume(req).await.map(|_| ())
+        self.node
+            .clone()
+            .node_unpublish_volume(req)
+            .await
+            .map(|_| ())
     }
 
     async fn stop(mut self) {
@@ -177,19 +214,44 @@ fn snapshot(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn identity_reports_name_capabilities_and_readiness() {
     let h = Harness::start(None, vec![]).await;
-    let info = h.identity.clone().get_plugin_info(GetPluginInfoRequest {}).await.unwrap().into_inner();
+    let info = h
+        .identity
+        .clone()
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.name, "secrets-store.csi.k8s.io");
     assert_eq!(info.vendor_version, "test");
-    let caps =
-        h.identity.clone().get_plugin_capabilities(GetPluginCapabilitiesRequest {}).await.unwrap().into_inner();
+    let caps = h
+        .identity
+        .clone()
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(caps.capabilities.is_empty(), "node-only plugin: {caps:?}");
-    let probe = h.identity.clone().probe(ProbeRequest {}).await.unwrap().into_inner();
+    let probe = h
+        .identity
+        .clone()
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(probe.ready, Some(true));
 
     let mut node = h.node.clone();
-    let info = node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    let info = node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.node_id, "node-1");
-    let caps = node.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().into_inner();
+    let caps = node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let types: Vec<_> = caps
         .capabilities
         .iter()
@@ -198,9 +260,16 @@ async fn identity_reports_name_capabilities_and_readiness() {
             None => -1,
         })
         .collect();
-    assert_eq!(types, vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]);
+    assert_eq!(
+        types,
+        vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]
+    );
     let stats = node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest { volume_id: "v".into(), volume_path: "/x".into(), ..Default::default() })
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: "v".into(),
+            volume_path: "/x".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(stats.code(), Code::Unimplemented);
@@ -209,7 +278,17 @@ async fn identity_reports_name_capabilities_and_readiness() {
 
 #[tokio::test]
 async fn publish_republish_and_unpublish() {
-    let h = Harness::start(None, vec![]).await;
+    check_publish_republish_and_unpublish(Harness::start(None, vec![]).await).await;
+}
+
+/// As root the test above uses tmpfs; this covers files on disk as well.
+#[tokio::test]
+async fn publish_republish_and_unpublish_without_tmpfs() {
+    let h = Harness::start_with(Arc::new(FakeMounter::new()), None, vec![]).await;
+    check_publish_republish_and_unpublish(h).await;
+}
+
+async fn check_publish_republish_and_unpublish(h: Harness) {
     let target = h.target("vol");
     h.publish("vol", "app").await.unwrap();
 
@@ -220,10 +299,12 @@ async fn publish_republish_and_unpublish() {
     assert_eq!(mode(&target.join("password")), 0o600);
     assert_eq!(mode(&target.join("api-key")), 0o644);
     assert!(h.mounter.is_mounted(&target).unwrap());
-    if is_root() {
-        assert!(h.mounter.in_memory());
+    if h.mounter.in_memory() {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = info.lines().find(|l| l.contains(&*target.display().to_string())).unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.contains(&*target.display().to_string()))
+            .unwrap();
         for opt in ["nosuid", "nodev", "noexec"] {
             assert!(line.contains(opt), "{opt} missing: {line}");
         }
@@ -275,30 +356,78 @@ async fn every_bad_request_gets_the_right_code_and_message() {
     let h = Harness::start(None, vec![]).await;
     type Edit = fn(&mut NodePublishVolumeRequest);
     let cases: Vec<(Edit, Code, &str)> = vec![
-        (|r| r.volume_capability = None, Code::InvalidArgument, "Volume capability missing in request"),
-        (|r| r.volume_id.clear(), Code::InvalidArgument, "Volume ID missing in request"),
-        (|r| r.target_path.clear(), Code::InvalidArgument, "Target path missing in request"),
-        (|r| r.volume_context.clear(), Code::InvalidArgument, "Volume attributes missing in request"),
-        (|r| drop(r.volume_context.remove("secretProviderClass")), Code::InvalidArgument, "secretProviderClass is not set"),
-        (|r| r.readonly = false, Code::InvalidArgument, "Readonly is not true in request"),
-        (|r| r.target_path = "relative/mount".into(), Code::Internal, "failed to prepare target path relative/mount: must be an absolute path"),
         (
-            |r| drop(r.volume_context.insert("secretProviderClass".into(), "missing".into())),
+            |r| r.volume_capability = None,
+            Code::InvalidArgument,
+            "Volume capability missing in request",
+        ),
+        (
+            |r| r.volume_id.clear(),
+            Code::InvalidArgument,
+            "Volume ID missing in request",
+        ),
+        (
+            |r| r.target_path.clear(),
+            Code::InvalidArgument,
+            "Target path missing in request",
+        ),
+        (
+            |r| r.volume_context.clear(),
+            Code::InvalidArgument,
+            "Volume attributes missing in request",
+        ),
+        (
+            |r| drop(r.volume_context.remove("secretProviderClass")),
+            Code::InvalidArgument,
+            "secretProviderClass is not set",
+        ),
+        (
+            |r| r.readonly = false,
+            Code::InvalidArgument,
+            "Readonly is not true in request",
+        ),
+        (
+            |r| r.target_path = "relative/mount".into(),
+            Code::Internal,
+            "failed to prepare target path relative/mount: must be an absolute path",
+        ),
+        (
+            |r| {
+                drop(
+                    r.volume_context
+                        .insert("secretProviderClass".into(), "missing".into()),
+                )
+            },
             Code::NotFound,
             "failed to get SecretProviderClass shop/missing: not found",
         ),
         (
-            |r| drop(r.volume_context.insert("secretProviderClass".into(), "no-params".into())),
+            |r| {
+                drop(
+                    r.volume_context
+                        .insert("secretProviderClass".into(), "no-params".into()),
+                )
+            },
             Code::InvalidArgument,
             "spec.parameters is not set in SecretProviderClass shop/no-params",
         ),
         (
-            |r| drop(r.volume_context.insert("secretProviderClass".into(), "unknown-provider".into())),
+            |r| {
+                drop(
+                    r.volume_context
+                        .insert("secretProviderClass".into(), "unknown-provider".into()),
+                )
+            },
             Code::InvalidArgument,
             "SecretProviderClass shop/unknown-provider: provider \"aws\" is not available in this sscsi; available: local",
         ),
         (
-            |r| drop(r.volume_context.insert("secretProviderClass".into(), "bad-object".into())),
+            |r| {
+                drop(
+                    r.volume_context
+                        .insert("secretProviderClass".into(), "bad-object".into()),
+                )
+            },
             Code::InvalidArgument,
             "failed to mount secrets store objects for pod shop/web-0: provider \"local\": objects[0].objectName: invalid path \"../outside\"",
         ),
@@ -308,37 +437,97 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         edit(&mut req);
         let status = h.node.clone().node_publish_volume(req).await.unwrap_err();
         assert_eq!(status.code(), code, "{}", status.message());
-        assert!(status.message().starts_with(want), "want {want:?}, got {:?}", status.message());
-        assert!(!h.mounter.is_mounted(&h.target("bad")).unwrap(), "nothing stays mounted after {want}");
+        assert!(
+            status.message().starts_with(want),
+            "want {want:?}, got {:?}",
+            status.message()
+        );
+        assert!(
+            !h.mounter.is_mounted(&h.target("bad")).unwrap(),
+            "nothing stays mounted after {want}"
+        );
     }
 
     let mut node = h.node.clone();
-    let err = node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: String::new(), target_path: "/x".into() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Volume ID missing in request"));
-    let err = node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: String::new() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Target path missing in request"));
+    let err = node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: String::new(),
+            target_path: "/x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "Volume ID missing in request")
+    );
+    let err = node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: "v".into(),
+            target_path: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "Target path missing in request")
+    );
 
     let cap = Some(VolumeCapability::default());
-    let stage = |volume_id: &str, staging_target_path: &str, volume_capability: Option<VolumeCapability>| NodeStageVolumeRequest {
-        volume_id: volume_id.into(),
-        staging_target_path: staging_target_path.into(),
-        volume_capability,
-        ..Default::default()
-    };
+    let stage =
+        |volume_id: &str,
+         staging_target_path: &str,
+         volume_capability: Option<VolumeCapability>| NodeStageVolumeRequest {
+            volume_id: volume_id.into(),
+            staging_target_path: staging_target_path.into(),
+            volume_capability,
+            ..Default::default()
+        };
     for (req, want) in [
         (stage("", "/s", cap.clone()), "Volume ID missing in request"),
-        (stage("v", "", cap.clone()), "Staging target path missing in request"),
-        (stage("v", "/s", None), "Volume capability missing in request"),
+        (
+            stage("v", "", cap.clone()),
+            "Staging target path missing in request",
+        ),
+        (
+            stage("v", "/s", None),
+            "Volume capability missing in request",
+        ),
     ] {
         let err = node.node_stage_volume(req).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (Code::InvalidArgument, want));
     }
     node.node_stage_volume(stage("v", "/s", cap)).await.unwrap();
-    let err = node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: String::new(), staging_target_path: "/s".into() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Volume ID missing in request"));
-    let err = node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: String::new() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Staging target path missing in request"));
-    node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: "/s".into() }).await.unwrap();
+    let err = node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: String::new(),
+            staging_target_path: "/s".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "Volume ID missing in request")
+    );
+    let err = node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: "v".into(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "Staging target path missing in request"
+        )
+    );
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "v".into(),
+        staging_target_path: "/s".into(),
+    })
+    .await
+    .unwrap();
     h.stop().await;
 }
 
@@ -356,9 +545,19 @@ impl Provider for Evil {
         let files = self
             .0
             .iter()
-            .map(|p| SecretFile { path: (*p).to_owned(), mode: 0o644, contents: "pwned".into() })
+            .map(|p| SecretFile {
+                path: (*p).to_owned(),
+                mode: 0o644,
+                contents: "pwned".into(),
+            })
             .collect();
-        Ok(MountResponse { files, versions: vec![ObjectVersion { id: "x".into(), version: "1".into() }] })
+        Ok(MountResponse {
+            files,
+            versions: vec![ObjectVersion {
+                id: "x".into(),
+                version: "1".into(),
+            }],
+        })
     }
 }
 
@@ -368,15 +567,31 @@ async fn provider_paths_that_escape_the_target_write_nothing() {
         let h = Harness::start(None, vec![Arc::new(Evil(vec!["fine", path]))]).await;
         let before = snapshot(h.dir.path());
         let status = h.publish("vol", "evil").await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {}", status.message());
-        assert!(status.message().contains("invalid path"), "{path}: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{path}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("invalid path"),
+            "{path}: {}",
+            status.message()
+        );
         let target = h.target("vol");
-        assert!(!h.mounter.is_mounted(&target).unwrap(), "{path}: unmounted after the failure");
+        assert!(
+            !h.mounter.is_mounted(&target).unwrap(),
+            "{path}: unmounted after the failure"
+        );
         let mut after = snapshot(h.dir.path());
         // The only new entries are the (empty) target directory and its parents.
         after.retain(|p| !target.starts_with(p));
         assert_eq!(after, before, "{path}: nothing written anywhere");
-        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "{path}: target left empty");
+        assert_eq!(
+            std::fs::read_dir(&target).unwrap().count(),
+            0,
+            "{path}: target left empty"
+        );
         h.stop().await;
     }
 }
@@ -396,8 +611,15 @@ impl Provider for Slow {
     async fn mount(&self, _: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.entered.notify_one();
         self.release.notified().await;
-        let file = SecretFile { path: "f".into(), mode: 0o644, contents: "v".into() };
-        Ok(MountResponse { files: vec![file], versions: vec![] })
+        let file = SecretFile {
+            path: "f".into(),
+            mode: 0o644,
+            contents: "v".into(),
+        };
+        Ok(MountResponse {
+            files: vec![file],
+            versions: vec![],
+        })
     }
 }
 
@@ -413,7 +635,10 @@ async fn concurrent_operations_on_one_volume_are_aborted() {
 
     let err = h.publish("vol", "slow").await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{}", err.message());
-    assert_eq!(err.message(), "an operation on volume csi-vol is already in progress");
+    assert_eq!(
+        err.message(),
+        "an operation on volume csi-vol is already in progress"
+    );
     let err = h.unpublish("vol").await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     // Another volume is not held up.

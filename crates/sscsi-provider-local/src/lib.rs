@@ -25,8 +25,8 @@ use serde::Deserialize;
 use sscsi_core::params::{ParamError, parse_octal_mode, parse_yaml};
 use sscsi_core::path::{PathError, validate_relative_path};
 use sscsi_core::{
-    ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError, ProviderFailure,
-    SecretBytes, SecretFile, content_digest,
+    ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
+    ProviderFailure, SecretBytes, SecretFile, content_digest,
 };
 
 pub const NAME: &str = "local";
@@ -56,7 +56,11 @@ pub enum LocalError {
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("objects[{index}].{field}: {source}")]
-    InvalidPath { index: usize, field: &'static str, source: PathError },
+    InvalidPath {
+        index: usize,
+        field: &'static str,
+        source: PathError,
+    },
     #[error("objects[{index}].filePermission: {source}")]
     Mode { index: usize, source: ParamError },
     #[error("objects[{index}].objectName {name:?} resolves outside the local provider root")]
@@ -64,7 +68,11 @@ pub enum LocalError {
     #[error("objects[{index}].objectName {name:?} not found under the local provider root")]
     NotFound { index: usize, name: String },
     #[error("objects[{index}].objectName {name:?}: {source}")]
-    Read { index: usize, name: String, source: io::Error },
+    Read {
+        index: usize,
+        name: String,
+        source: io::Error,
+    },
     #[error("objects[{index}]: file {path:?} is already produced by another object")]
     DuplicatePath { index: usize, path: String },
     #[error("local provider task failed: {0}")]
@@ -92,7 +100,10 @@ impl LocalProvider {
     pub fn new(root: &Path) -> io::Result<Self> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", root.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
         }
         Ok(Self { root })
     }
@@ -102,7 +113,10 @@ impl LocalProvider {
     }
 
     fn fetch(&self, request: &MountRequest) -> Result<MountResponse, LocalError> {
-        let text = request.parameters.get("objects").ok_or(LocalError::MissingObjects)?;
+        let text = request
+            .parameters
+            .get("objects")
+            .ok_or(LocalError::MissingObjects)?;
         let objects: Vec<LocalObject> = parse_yaml("objects", text)?;
         if objects.is_empty() {
             return Err(LocalError::NoObjects);
@@ -111,21 +125,35 @@ impl LocalProvider {
         let mut paths = BTreeSet::new();
         for (index, object) in objects.iter().enumerate() {
             let name = &object.object_name;
-            validate_relative_path(name)
-                .map_err(|source| LocalError::InvalidPath { index, field: "objectName", source })?;
+            validate_relative_path(name).map_err(|source| LocalError::InvalidPath {
+                index,
+                field: "objectName",
+                source,
+            })?;
             let path = object.object_alias.clone().unwrap_or_else(|| name.clone());
-            validate_relative_path(&path)
-                .map_err(|source| LocalError::InvalidPath { index, field: "objectAlias", source })?;
+            validate_relative_path(&path).map_err(|source| LocalError::InvalidPath {
+                index,
+                field: "objectAlias",
+                source,
+            })?;
             let mode = match &object.file_permission {
-                Some(p) => parse_octal_mode("filePermission", p).map_err(|source| LocalError::Mode { index, source })?,
+                Some(p) => parse_octal_mode("filePermission", p)
+                    .map_err(|source| LocalError::Mode { index, source })?,
                 None => request.default_file_mode,
             };
             if !paths.insert(path.clone()) {
                 return Err(LocalError::DuplicatePath { index, path });
             }
             let contents = self.read(index, name)?;
-            response.versions.push(ObjectVersion { id: name.clone(), version: content_digest(contents.expose()) });
-            response.files.push(SecretFile { path, mode, contents });
+            response.versions.push(ObjectVersion {
+                id: name.clone(),
+                version: content_digest(contents.expose()),
+            });
+            response.files.push(SecretFile {
+                path,
+                mode,
+                contents,
+            });
         }
         Ok(response)
     }
@@ -134,17 +162,33 @@ impl LocalProvider {
         let resolved = match self.root.join(name).canonicalize() {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(LocalError::NotFound { index, name: name.to_owned() });
+                return Err(LocalError::NotFound {
+                    index,
+                    name: name.to_owned(),
+                });
             }
-            Err(source) => return Err(LocalError::Read { index, name: name.to_owned(), source }),
+            Err(source) => {
+                return Err(LocalError::Read {
+                    index,
+                    name: name.to_owned(),
+                    source,
+                });
+            }
         };
         // canonicalize resolved every symlink; what is left must be under the root.
         if !resolved.starts_with(&self.root) {
-            return Err(LocalError::Escapes { index, name: name.to_owned() });
+            return Err(LocalError::Escapes {
+                index,
+                name: name.to_owned(),
+            });
         }
         std::fs::read(&resolved)
             .map(SecretBytes::new)
-            .map_err(|source| LocalError::Read { index, name: name.to_owned(), source })
+            .map_err(|source| LocalError::Read {
+                index,
+                name: name.to_owned(),
+                source,
+            })
     }
 }
 

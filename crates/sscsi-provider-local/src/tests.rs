@@ -34,8 +34,11 @@ async fn serves_files_with_aliases_modes_and_digest_versions() {
 - objectName: db/password
 ";
     let response = provider.mount(&request(objects)).await.unwrap();
-    let files: Vec<(&str, u32, &[u8])> =
-        response.files.iter().map(|f| (f.path.as_str(), f.mode, f.contents.expose())).collect();
+    let files: Vec<(&str, u32, &[u8])> = response
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.mode, f.contents.expose()))
+        .collect();
     assert_eq!(
         files,
         vec![
@@ -54,9 +57,15 @@ async fn version_changes_exactly_when_content_does() {
     let (dir, provider) = store();
     let objects = "- objectName: api-key\n";
     let v1 = provider.mount(&request(objects)).await.unwrap().versions;
-    assert_eq!(provider.mount(&request(objects)).await.unwrap().versions, v1);
+    assert_eq!(
+        provider.mount(&request(objects)).await.unwrap().versions,
+        v1
+    );
     std::fs::write(dir.path().join("root/api-key"), "rotated").unwrap();
-    assert_ne!(provider.mount(&request(objects)).await.unwrap().versions, v1);
+    assert_ne!(
+        provider.mount(&request(objects)).await.unwrap().versions,
+        v1
+    );
 }
 
 async fn error_of(provider: &LocalProvider, req: MountRequest) -> (ErrorCode, String) {
@@ -70,18 +79,33 @@ async fn refuses_escapes_through_dots_absolute_paths_and_symlinks() {
     symlink(dir.path().join("outside"), dir.path().join("root/link-out")).unwrap();
     symlink("db", dir.path().join("root/link-in")).unwrap();
     for (objects, want) in [
-        ("- objectName: ../outside", "objects[0].objectName: invalid path \"../outside\": must not contain '..'"),
-        ("- objectName: /etc/passwd", "objects[0].objectName: invalid path \"/etc/passwd\": must be a relative path"),
+        (
+            "- objectName: ../outside",
+            "objects[0].objectName: invalid path \"../outside\": must not contain '..'",
+        ),
+        (
+            "- objectName: /etc/passwd",
+            "objects[0].objectName: invalid path \"/etc/passwd\": must be a relative path",
+        ),
         ("- objectName: db/../../outside", "must not contain '..'"),
-        ("- objectName: link-out", "objects[0].objectName \"link-out\" resolves outside the local provider root"),
-        ("- objectName: api-key\n  objectAlias: ../../x", "objects[0].objectAlias: invalid path \"../../x\""),
+        (
+            "- objectName: link-out",
+            "objects[0].objectName \"link-out\" resolves outside the local provider root",
+        ),
+        (
+            "- objectName: api-key\n  objectAlias: ../../x",
+            "objects[0].objectAlias: invalid path \"../../x\"",
+        ),
     ] {
         let (code, msg) = error_of(&provider, request(objects)).await;
         assert_eq!(code, ErrorCode::InvalidArgument, "{objects}");
         assert!(msg.contains(want), "{objects}: {msg}");
     }
     // A symlink that stays inside the root is fine.
-    let ok = provider.mount(&request("- objectName: link-in/password")).await.unwrap();
+    let ok = provider
+        .mount(&request("- objectName: link-in/password"))
+        .await
+        .unwrap();
     assert_eq!(ok.files[0].contents.expose(), b"s3cret");
 }
 
@@ -89,11 +113,31 @@ async fn refuses_escapes_through_dots_absolute_paths_and_symlinks() {
 async fn bad_parameters_name_the_field() {
     let (_dir, provider) = store();
     let cases = [
-        (MountRequest::default(), ErrorCode::InvalidArgument, "parameter \"objects\" is required"),
-        (request("[]"), ErrorCode::InvalidArgument, "parameter \"objects\" lists no object"),
-        (request("- objectName: [x"), ErrorCode::InvalidArgument, "parameter \"objects\": invalid YAML"),
-        (request("- objectNam: x"), ErrorCode::InvalidArgument, "parameter \"objects\": invalid YAML"),
-        (request("- objectName: nope"), ErrorCode::NotFound, "objects[0].objectName \"nope\" not found"),
+        (
+            MountRequest::default(),
+            ErrorCode::InvalidArgument,
+            "parameter \"objects\" is required",
+        ),
+        (
+            request("[]"),
+            ErrorCode::InvalidArgument,
+            "parameter \"objects\" lists no object",
+        ),
+        (
+            request("- objectName: [x"),
+            ErrorCode::InvalidArgument,
+            "parameter \"objects\": invalid YAML",
+        ),
+        (
+            request("- objectNam: x"),
+            ErrorCode::InvalidArgument,
+            "parameter \"objects\": invalid YAML",
+        ),
+        (
+            request("- objectName: nope"),
+            ErrorCode::NotFound,
+            "objects[0].objectName \"nope\" not found",
+        ),
         (
             request("- objectName: api-key\n  filePermission: \"0900\""),
             ErrorCode::InvalidArgument,
@@ -115,6 +159,10 @@ async fn bad_parameters_name_the_field() {
 #[tokio::test]
 async fn errors_never_carry_secret_bytes() {
     let (_dir, provider) = store();
-    let (_, msg) = error_of(&provider, request("- objectName: db/password\n- objectName: db/password")).await;
+    let (_, msg) = error_of(
+        &provider,
+        request("- objectName: db/password\n- objectName: db/password"),
+    )
+    .await;
     assert!(!msg.contains("s3cret"), "{msg}");
 }

@@ -1,1 +1,24 @@
-fn main(){}
+//! sscsi: the Kubernetes Secrets Store CSI driver as one binary.
+//! This file only composes: parse the command line, set up logs, dispatch.
+
+mod cli;
+mod demo;
+mod logging;
+mod node;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        cli::Command::Node(args) => {
+            logging::init(&cli.log, "info");
+            runtime.block_on(node::run(args))
+        }
+        cli::Command::Demo(args) => {
+            logging::init(&cli.log, "warn");
+            runtime.block_on(demo::run(args))
+        }
+    }
+}

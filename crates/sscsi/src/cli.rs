@@ -1,0 +1,166 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The Kubernetes Secrets Store CSI driver as one binary: secrets from cloud
+/// secret stores mounted into pods as files on tmpfs.
+#[derive(Debug, Parser)]
+#[command(name = "sscsi", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `sscsi_node=debug` (default: info for
+    /// `node`, warn for `demo`; RUST_LOG is read when this is unset).
+    #[arg(long, env = "SSCSI_LOG_LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// Log JSON lines instead of text.
+    #[arg(long = "log-format-json", env = "SSCSI_LOG_FORMAT_JSON", global = true)]
+    pub log_format_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the CSI node plugin (what the DaemonSet runs on every node).
+    Node(NodeArgs),
+    /// Publish a secret volume through the real CSI server, locally: no
+    /// cluster and no cloud needed. Uses real tmpfs when run as root.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// CSI endpoint kubelet connects to.
+    #[arg(long, env = "SSCSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+    /// This node's name, reported in NodeGetInfo (the chart passes
+    /// spec.nodeName). Defaults to the host name.
+    #[arg(long, env = "SSCSI_NODE_ID")]
+    pub nodeid: Option<String>,
+    /// CSI driver name; must match the CSIDriver object.
+    #[arg(long, env = "SSCSI_DRIVER_NAME", default_value = sscsi_node::DEFAULT_DRIVER_NAME)]
+    pub drivername: String,
+    /// Re-fetch mounted secrets on kubelet's periodic republish
+    /// (needs `requiresRepublish: true` on the CSIDriver).
+    #[arg(long, env = "SSCSI_ENABLE_SECRET_ROTATION")]
+    pub enable_secret_rotation: bool,
+    /// Least time between two fetches of one volume when rotation is on
+    /// (Go duration syntax: 2m, 30s, 1h30m).
+    #[arg(long, env = "SSCSI_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub rotation_poll_interval: Duration,
+    /// Address for Prometheus metrics. Accepted for compatibility with
+    /// upstream manifests; the metrics server is not implemented yet.
+    #[arg(long, env = "SSCSI_METRICS_ADDR", default_value = ":8095")]
+    pub metrics_addr: String,
+    /// Size cap of each volume's tmpfs (64Mi, 1Gi, 512Ki or bytes).
+    #[arg(long, env = "SSCSI_TMPFS_SIZE", default_value = "64Mi", value_parser = sscsi_mount::parse_size)]
+    pub tmpfs_size: u64,
+    /// Directory of SecretProviderClass YAML files to serve volumes from
+    /// (the Kubernetes API source is not implemented yet, so this is required).
+    #[arg(long, env = "SSCSI_SPC_DIR")]
+    pub spc_dir: PathBuf,
+    /// Enable the `local` provider, serving files under this directory.
+    #[arg(long, env = "SSCSI_LOCAL_PROVIDER_ROOT")]
+    pub local_provider_root: Option<PathBuf>,
+    /// Development only: write volumes to plain directories on the node's
+    /// disk instead of tmpfs, so the node plugin runs without root.
+    #[arg(long, env = "SSCSI_NO_TMPFS")]
+    pub no_tmpfs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's working directory instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Parses a Go-style duration: a sequence of `<number><unit>` with units
+/// h, m, s, ms (e.g. `2m`, `1h30m`, `500ms`, `0s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("{s:?} is not a duration like 2m, 30s or 1h30m");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let (unit, len) = ["ms", "h", "m", "s"]
+            .iter()
+            .find(|u| rest.starts_with(**u))
+            .map(|u| (*u, u.len()))
+            .ok_or_else(invalid)?;
+        rest = &rest[len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
+            _ => Duration::from_secs(n.checked_mul(3600).ok_or_else(invalid)?),
+        };
+        total = total.checked_add(part).ok_or_else(invalid)?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "2", "m", "2x", "-1s", "1.5m", "2m3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_flags_are_named_as_upstream() {
+        let cli = Cli::try_parse_from([
+            "sscsi",
+            "node",
+            "--endpoint=unix:///csi/csi.sock",
+            "--nodeid=n1",
+            "--drivername=secrets-store.csi.k8s.io",
+            "--enable-secret-rotation",
+            "--rotation-poll-interval=30s",
+            "--metrics-addr=:8095",
+            "--log-format-json",
+            "--spc-dir=/etc/spc",
+        ])
+        .unwrap();
+        let Command::Node(args) = cli.command else {
+            panic!("not node")
+        };
+        assert!(args.enable_secret_rotation);
+        assert_eq!(args.rotation_poll_interval, Duration::from_secs(30));
+        assert_eq!(args.tmpfs_size, 64 << 20);
+        assert!(cli.log.log_format_json);
+    }
+}

@@ -92,7 +92,8 @@ mod tests {
     fn rejects_every_escape_and_malformed_path() {
         let long_name = "n".repeat(256);
         let long_path = format!("{}/x", ["d"; 2048].join("/"));
-        let table: &[(&str, fn(String) -> PathError)] = &[
+        type Variant = fn(String) -> PathError;
+        let table: &[(&str, Variant)] = &[
             ("", PathError::Empty),
             ("/etc/x", PathError::Absolute),
             ("/", PathError::Absolute),

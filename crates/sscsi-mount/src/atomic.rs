@@ -91,14 +91,12 @@ impl AtomicWriter {
             return Err(WriteError::NotADirectory(self.target.clone()));
         }
 
-        let old = self.current_version_dir();
-        if let Some(old) = &old {
-            if self
-                .read_version(old)
-                .is_ok_and(|current| same_content(&current, &wanted))
-            {
-                return Ok(WriteOutcome::Unchanged);
-            }
+        let unchanged = self.current_version_dir().is_some_and(|current| {
+            self.read_version(&current)
+                .is_ok_and(|files| same_content(&files, &wanted))
+        });
+        if unchanged {
+            return Ok(WriteOutcome::Unchanged);
         }
 
         let (name, dir) = self.create_version_dir()?;

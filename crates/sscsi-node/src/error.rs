@@ -196,3 +196,134 @@ impl From<StageError> for Status {
         Status::new(e.code(), e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sscsi_core::{ErrorCode, ProviderFailure};
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("throttled")]
+    struct Throttled;
+
+    impl ProviderFailure for Throttled {
+        fn code(&self) -> ErrorCode {
+            ErrorCode::ResourceExhausted
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("external provider failed")]
+    struct External;
+
+    impl ProviderFailure for External {
+        fn code(&self) -> ErrorCode {
+            ErrorCode::Internal
+        }
+        fn reason(&self) -> &str {
+            "VaultLoginFailed"
+        }
+    }
+
+    fn io() -> io::Error {
+        io::Error::other("boom")
+    }
+
+    #[test]
+    fn codes_and_upstream_reasons() {
+        let spc_missing = SpcError::NotFound {
+            namespace: "ns".into(),
+            name: "n".into(),
+            source_name: "x".into(),
+        };
+        let bad_path = WriteError::InvalidPath(sscsi_core::path::PathError::Absolute("/x".into()));
+        let write_io = WriteError::Io {
+            op: "write",
+            path: "/t/a".into(),
+            source: io(),
+        };
+        let cases = [
+            (PublishError::MissingVolumeId, Code::InvalidArgument, ""),
+            (
+                PublishError::Busy(crate::guard::Busy("v".into())),
+                Code::Aborted,
+                "",
+            ),
+            (
+                PublishError::Spc(spc_missing),
+                Code::NotFound,
+                "SecretProviderClassNotFound",
+            ),
+            (
+                PublishError::UnknownProvider {
+                    spc: "ns/n".into(),
+                    source: UnknownProvider {
+                        name: "aws".into(),
+                        available: vec![],
+                    },
+                },
+                Code::InvalidArgument,
+                "FailedToLookupProviderGRPCClient",
+            ),
+            (
+                PublishError::Provider {
+                    pod: "ns/p".into(),
+                    provider: "aws".into(),
+                    source: Throttled.into(),
+                },
+                Code::ResourceExhausted,
+                "ProviderError",
+            ),
+            (
+                PublishError::Provider {
+                    pod: "ns/p".into(),
+                    provider: "ext".into(),
+                    source: External.into(),
+                },
+                Code::Internal,
+                "VaultLoginFailed",
+            ),
+            (
+                PublishError::Target {
+                    path: "/t".into(),
+                    source: io(),
+                },
+                Code::Internal,
+                "FailedToEnsureMountPoint",
+            ),
+            (
+                PublishError::Mount(MountError::Mount {
+                    path: "/t".into(),
+                    source: io(),
+                }),
+                Code::Internal,
+                "FailedToMount",
+            ),
+            (
+                PublishError::Write {
+                    pod: "ns/p".into(),
+                    path: "/t".into(),
+                    source: bad_path,
+                },
+                Code::InvalidArgument,
+                "FileWriteError",
+            ),
+            (
+                PublishError::Write {
+                    pod: "ns/p".into(),
+                    path: "/t".into(),
+                    source: write_io,
+                },
+                Code::Internal,
+                "FileWriteError",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            assert_eq!((err.code(), err.reason()), (code, reason), "{err}");
+            let message = err.to_string();
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, message.as_str()));
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod reason {
     pub const SECRET_PROVIDER_CLASS_NOT_FOUND: &str = "SecretProviderClassNotFound";
     pub const FAILED_TO_LOOKUP_PROVIDER: &str = "FailedToLookupProviderGRPCClient";
     pub const FILE_WRITE_ERROR: &str = "FileWriteError";
+    pub const UNEXPECTED_TARGET_PATH: &str = "UnexpectedTargetPath";
     /// Upstream leaves the reason empty for argument errors.
     pub const NONE: &str = "";
 }
@@ -38,6 +39,8 @@ pub enum PublishError {
     NotReadOnly,
     #[error("volume attribute {key} {message}")]
     BadAttribute { key: String, message: String },
+    #[error("target path {0:?} is not an absolute path")]
+    TargetNotAbsolute(String),
     #[error(transparent)]
     Busy(#[from] crate::guard::Busy),
     #[error("failed to prepare target path {path}: {source}")]
@@ -75,6 +78,8 @@ pub enum UnpublishError {
     MissingVolumeId,
     #[error("Target path missing in request")]
     MissingTargetPath,
+    #[error("target path {0:?} is not an absolute path")]
+    TargetNotAbsolute(String),
     #[error(transparent)]
     Busy(#[from] crate::guard::Busy),
     #[error("failed to unmount: {0}")]
@@ -105,6 +110,7 @@ impl PublishError {
             | Self::MissingSecretProviderClass
             | Self::NotReadOnly
             | Self::BadAttribute { .. }
+            | Self::TargetNotAbsolute(_)
             | Self::UnknownProvider { .. } => Code::InvalidArgument,
             Self::Busy(_) => Code::Aborted,
             Self::Spc(e) => match e {
@@ -135,6 +141,7 @@ impl PublishError {
             | Self::BadAttribute { .. }
             | Self::Busy(_)
             | Self::Internal(_) => reason::NONE,
+            Self::TargetNotAbsolute(_) => reason::UNEXPECTED_TARGET_PATH,
             Self::Target { .. } | Self::MountCheck { .. } => reason::FAILED_TO_ENSURE_MOUNT_POINT,
             Self::Spc(_) => reason::SECRET_PROVIDER_CLASS_NOT_FOUND,
             Self::UnknownProvider { .. } => reason::FAILED_TO_LOOKUP_PROVIDER,
@@ -148,7 +155,9 @@ impl PublishError {
 impl UnpublishError {
     pub fn code(&self) -> Code {
         match self {
-            Self::MissingVolumeId | Self::MissingTargetPath => Code::InvalidArgument,
+            Self::MissingVolumeId | Self::MissingTargetPath | Self::TargetNotAbsolute(_) => {
+                Code::InvalidArgument
+            }
             Self::Busy(_) => Code::Aborted,
             Self::Unmount(_) | Self::Cleanup { .. } | Self::Remove { .. } => Code::Internal,
         }

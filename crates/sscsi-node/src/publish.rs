@@ -87,10 +87,9 @@ impl Publisher {
             source,
         };
         if !target.is_absolute() {
-            return Err(target_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "must be an absolute path",
-            )));
+            return Err(PublishError::TargetNotAbsolute(
+                target.display().to_string(),
+            ));
         }
         match std::fs::symlink_metadata(target) {
             Ok(m) if m.is_dir() => {}
@@ -207,8 +206,11 @@ impl Publisher {
         if req.target_path.is_empty() {
             return Err(UnpublishError::MissingTargetPath);
         }
-        let _guard = self.guards.try_lock(&req.volume_id)?;
         let target = Path::new(&req.target_path);
+        if !target.is_absolute() {
+            return Err(UnpublishError::TargetNotAbsolute(req.target_path));
+        }
+        let _guard = self.guards.try_lock(&req.volume_id)?;
         match std::fs::symlink_metadata(target) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.volumes.remove(&req.volume_id);

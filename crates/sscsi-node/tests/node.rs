@@ -388,8 +388,8 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         ),
         (
             |r| r.target_path = "relative/mount".into(),
-            Code::Internal,
-            "failed to prepare target path relative/mount: must be an absolute path",
+            Code::InvalidArgument,
+            "target path \"relative/mount\" is not an absolute path",
         ),
         (
             |r| {
@@ -449,34 +449,31 @@ async fn every_bad_request_gets_the_right_code_and_message() {
     }
 
     let mut node = h.node.clone();
-    let err = node
-        .node_unpublish_volume(NodeUnpublishVolumeRequest {
-            volume_id: String::new(),
-            target_path: "/x".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "Volume ID missing in request")
-    );
-    let err = node
-        .node_unpublish_volume(NodeUnpublishVolumeRequest {
-            volume_id: "v".into(),
-            target_path: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "Target path missing in request")
-    );
+    let invalid = |result: Result<tonic::Response<_>, tonic::Status>, want: &str| {
+        let err = result.map(|_: tonic::Response<()>| ()).unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, want));
+    };
+    let unpublish = |volume_id: &str, target_path: &str| NodeUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target_path.into(),
+    };
+    for (req, want) in [
+        (unpublish("", "/x"), "Volume ID missing in request"),
+        (unpublish("v", ""), "Target path missing in request"),
+        (
+            unpublish("v", "rel/x"),
+            "target path \"rel/x\" is not an absolute path",
+        ),
+    ] {
+        invalid(
+            node.node_unpublish_volume(req).await.map(|r| r.map(|_| ())),
+            want,
+        );
+    }
 
     let cap = Some(VolumeCapability::default());
     let stage =
-        |volume_id: &str,
-         staging_target_path: &str,
-         volume_capability: Option<VolumeCapability>| NodeStageVolumeRequest {
+        |volume_id: &str, staging_target_path: &str, volume_capability| NodeStageVolumeRequest {
             volume_id: volume_id.into(),
             staging_target_path: staging_target_path.into(),
             volume_capability,
@@ -493,41 +490,27 @@ async fn every_bad_request_gets_the_right_code_and_message() {
             "Volume capability missing in request",
         ),
     ] {
-        let err = node.node_stage_volume(req).await.unwrap_err();
-        assert_eq!((err.code(), err.message()), (Code::InvalidArgument, want));
+        invalid(
+            node.node_stage_volume(req).await.map(|r| r.map(|_| ())),
+            want,
+        );
     }
     node.node_stage_volume(stage("v", "/s", cap)).await.unwrap();
-    let err = node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: String::new(),
-            staging_target_path: "/s".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "Volume ID missing in request")
-    );
-    let err = node
-        .node_unstage_volume(NodeUnstageVolumeRequest {
-            volume_id: "v".into(),
-            staging_target_path: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (
-            Code::InvalidArgument,
-            "Staging target path missing in request"
-        )
-    );
-    node.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: "v".into(),
-        staging_target_path: "/s".into(),
-    })
-    .await
-    .unwrap();
+
+    let unstage = |volume_id: &str, staging_target_path: &str| NodeUnstageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging_target_path.into(),
+    };
+    for (req, want) in [
+        (unstage("", "/s"), "Volume ID missing in request"),
+        (unstage("v", ""), "Staging target path missing in request"),
+    ] {
+        invalid(
+            node.node_unstage_volume(req).await.map(|r| r.map(|_| ())),
+            want,
+        );
+    }
+    node.node_unstage_volume(unstage("v", "/s")).await.unwrap();
     h.stop().await;
 }
 

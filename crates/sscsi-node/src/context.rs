@@ -8,6 +8,7 @@ use serde::de::value::{Error as ValueError, MapDeserializer};
 use sscsi_core::{PodInfo, SecretBytes, ServiceAccountToken};
 use sscsi_proto::TOKENS_KEY;
 use sscsi_proto::csi::v1::NodePublishVolumeRequest;
+use zeroize::Zeroize;
 
 use crate::error::PublishError;
 
@@ -98,8 +99,16 @@ impl PublishRequest {
             .or(volume_context.remove(TOKENS_KEY));
         volume_context.remove(TOKENS_KEY);
         let tokens = match tokens_json {
-            Some(json) if !json.is_empty() => parse_tokens(&json)?,
-            _ => BTreeMap::new(),
+            Some(mut json) => {
+                let parsed = if json.is_empty() {
+                    Ok(BTreeMap::new())
+                } else {
+                    parse_tokens(&json)
+                };
+                json.zeroize();
+                parsed?
+            }
+            None => BTreeMap::new(),
         };
         Ok(Self {
             volume_id,

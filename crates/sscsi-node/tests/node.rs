@@ -634,3 +634,30 @@ async fn concurrent_operations_on_one_volume_are_aborted() {
     h.unpublish("other").await.unwrap();
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_tmpfs_mount_fails_the_publish_and_leaves_nothing_mounted() {
+    let mounter = Arc::new(FakeMounter::new());
+    mounter.fail_mounts(true);
+    let h = Harness::start_with(mounter.clone(), None, vec![]).await;
+    let status = h.publish("vol", "app").await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status.message().starts_with("failed to mount tmpfs"),
+        "{}",
+        status.message()
+    );
+    assert!(mounter.mounted().is_empty());
+    assert_eq!(
+        std::fs::read_dir(h.target("vol")).unwrap().count(),
+        0,
+        "no files written"
+    );
+
+    // kubelet retries; once mounting works the volume is published.
+    mounter.fail_mounts(false);
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(read(&h.target("vol").join("api-key")), "key-v1");
+    h.unpublish("vol").await.unwrap();
+    h.stop().await;
+}

@@ -2,14 +2,13 @@
 //! drives it. Real tmpfs mounts when the tests run as root, the fake mounter
 //! otherwise.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sscsi_core::{
-    MountRequest, MountResponse, ObjectVersion, Provider, ProviderError, ProviderRegistry,
+    MountRequest, MountResponse, ObjectVersion, PodInfo, Provider, ProviderError, ProviderRegistry,
     SecretFile,
 };
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
@@ -17,9 +16,6 @@ use sscsi_node::spc::DirSpcSource;
 use sscsi_node::{NodeConfig, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
-use sscsi_proto::csi::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
 use sscsi_proto::csi::v1::*;
 use sscsi_provider_local::LocalProvider;
 use tokio::sync::{Notify, oneshot};
@@ -137,29 +133,18 @@ impl Harness {
     }
 
     fn publish_request(&self, volume: &str, spc: &str) -> NodePublishVolumeRequest {
-        NodePublishVolumeRequest {
-            volume_id: format!("csi-{volume}"),
-            target_path: self.target(volume).display().to_string(),
-            volume_capability: Some(VolumeCapability {
-                access_type: Some(AccessType::Mount(MountVolume::default())),
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeReaderOnly as i32,
-                }),
-            }),
-            readonly: true,
-            volume_context: HashMap::from([
-                ("secretProviderClass".into(), spc.into()),
-                ("csi.storage.k8s.io/pod.name".into(), "web-0".into()),
-                ("csi.storage.k8s.io/pod.namespace".into(), "shop".into()),
-                ("csi.storage.k8s.io/pod.uid".into(), "uid-1".into()),
-                (
-                    "csi.storage.k8s.io/serviceAccount.name".into(),
-                    "web".into(),
-                ),
-                ("csi.storage.k8s.io/ephemeral".into(), "true".into()),
-            ]),
-            ..Default::default()
-        }
+        let pod = PodInfo {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: "uid-1".into(),
+            service_account: "web".into(),
+        };
+        client::inline_volume_publish_request(
+            &format!("csi-{volume}"),
+            &self.target(volume),
+            spc,
+            &pod,
+        )
     }
 
     async fn publish(&self, volume: &str, spc: &str) -> Result<(), tonic::Status> {

@@ -1,7 +1,6 @@
 //! `sscsi demo`: one secret volume published, rotated and unpublished through
 //! the real CSI server on a real unix socket, with the `local` provider.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,18 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sscsi_core::ProviderRegistry;
+use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::spc::DirSpcSource;
 use sscsi_node::{NodeConfig, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
-use sscsi_proto::csi::v1::volume_capability::{
-    AccessMode, AccessType, MountVolume, access_mode::Mode,
-};
-use sscsi_proto::csi::v1::{
-    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest, VolumeCapability,
-};
+use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest};
 use sscsi_provider_local::LocalProvider;
 use tokio::sync::oneshot;
 
@@ -177,29 +171,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn publish_request(target: &Path) -> NodePublishVolumeRequest {
-    NodePublishVolumeRequest {
-        volume_id: VOLUME_ID.into(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(VolumeCapability {
-            access_type: Some(AccessType::Mount(MountVolume::default())),
-            access_mode: Some(AccessMode {
-                mode: Mode::SingleNodeReaderOnly as i32,
-            }),
-        }),
-        readonly: true,
-        volume_context: HashMap::from([
-            ("secretProviderClass".into(), "demo-secrets".into()),
-            ("csi.storage.k8s.io/pod.name".into(), "demo-app".into()),
-            ("csi.storage.k8s.io/pod.namespace".into(), "default".into()),
-            ("csi.storage.k8s.io/pod.uid".into(), POD_UID.into()),
-            (
-                "csi.storage.k8s.io/serviceAccount.name".into(),
-                "default".into(),
-            ),
-            ("csi.storage.k8s.io/ephemeral".into(), "true".into()),
-        ]),
-        ..Default::default()
-    }
+    let pod = PodInfo {
+        name: "demo-app".into(),
+        namespace: "default".into(),
+        uid: POD_UID.into(),
+        service_account: "default".into(),
+    };
+    client::inline_volume_publish_request(VOLUME_ID, target, "demo-secrets", &pod)
 }
 
 /// Prints the volume's tree and what an application reads from it.

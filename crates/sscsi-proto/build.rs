@@ -14,7 +14,7 @@ const SENSITIVE: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["csi.proto", "provider.proto"];
+    let files = ["csi.proto", "provider.proto", "registration.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }

@@ -143,7 +143,11 @@ impl PublishError {
             | Self::Internal(_) => reason::NONE,
             Self::TargetNotAbsolute(_) => reason::UNEXPECTED_TARGET_PATH,
             Self::Target { .. } | Self::MountCheck { .. } => reason::FAILED_TO_ENSURE_MOUNT_POINT,
-            Self::Spc(_) => reason::SECRET_PROVIDER_CLASS_NOT_FOUND,
+            Self::Spc(SpcError::NotFound { .. } | SpcError::Source { .. }) => {
+                reason::SECRET_PROVIDER_CLASS_NOT_FOUND
+            }
+            // Upstream sets no reason for a class without provider or parameters.
+            Self::Spc(SpcError::NoProvider { .. } | SpcError::NoParameters { .. }) => reason::NONE,
             Self::UnknownProvider { .. } => reason::FAILED_TO_LOOKUP_PROVIDER,
             Self::Provider { source, .. } => source.reason(),
             Self::Mount(_) => reason::FAILED_TO_MOUNT,

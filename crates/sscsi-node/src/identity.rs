@@ -5,7 +5,7 @@ use sscsi_proto::csi::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::Readiness;
+use crate::{Condition, Readiness};
 
 /// CSI Identity: who we are and whether we are ready.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl Identity for IdentityService {
 
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
         Ok(Response::new(ProbeResponse {
-            ready: Some(self.readiness.is_ready()),
+            ready: Some(self.readiness.is_met(Condition::Serving)),
         }))
     }
 }

@@ -11,9 +11,13 @@ pub mod client;
 mod context;
 pub mod error;
 mod guard;
+pub mod http;
 mod identity;
+pub mod metrics;
 mod node;
 mod publish;
+mod readiness;
+pub mod registration;
 pub mod server;
 pub mod spc;
 mod volumes;
@@ -23,7 +27,8 @@ use std::time::Duration;
 
 pub use identity::IdentityService;
 pub use node::NodeService;
-pub use server::{Endpoint, Readiness};
+pub use readiness::{Condition, Readiness};
+pub use server::Endpoint;
 use sscsi_core::ProviderRegistry;
 use sscsi_mount::Mounter;
 
@@ -48,12 +53,13 @@ pub fn services(
     spcs: Arc<dyn spc::SpcSource>,
     providers: ProviderRegistry,
     readiness: Readiness,
+    metrics: metrics::NodeMetrics,
 ) -> (IdentityService, NodeService) {
     let identity = IdentityService::new(
         config.driver_name.clone(),
         config.vendor_version.clone(),
         readiness,
     );
-    let node = NodeService::new(config, mounter, spcs, providers);
+    let node = NodeService::new(config, mounter, spcs, providers, metrics);
     (identity, node)
 }

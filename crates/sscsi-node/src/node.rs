@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::NodeConfig;
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
+use crate::metrics::NodeMetrics;
 use crate::publish::Publisher;
 use crate::spc::SpcSource;
 use crate::volumes::VolumeTable;
@@ -35,6 +36,7 @@ impl NodeService {
         mounter: Arc<dyn Mounter>,
         spcs: Arc<dyn SpcSource>,
         providers: ProviderRegistry,
+        metrics: NodeMetrics,
     ) -> Self {
         let node_id = config.node_id.clone();
         let publisher = Publisher {
@@ -44,6 +46,7 @@ impl NodeService {
             providers,
             guards: VolumeGuards::default(),
             volumes: VolumeTable::default(),
+            metrics,
         };
         Self {
             node_id,

@@ -14,6 +14,7 @@ use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest}
 use crate::context::PublishRequest;
 use crate::error::{PublishError, UnpublishError};
 use crate::guard::VolumeGuards;
+use crate::metrics::NodeMetrics;
 use crate::spc::{self, SpcSource};
 use crate::volumes::{VolumeState, VolumeTable};
 
@@ -25,9 +26,10 @@ pub(crate) struct Publisher {
     pub providers: ProviderRegistry,
     pub guards: VolumeGuards,
     pub volumes: VolumeTable,
+    pub metrics: NodeMetrics,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublishOutcome {
     /// Already mounted and no re-fetch due: nothing was called or written.
     AlreadyMounted,
@@ -36,17 +38,17 @@ pub(crate) enum PublishOutcome {
     /// Re-fetched; `changed` tells whether any file was rewritten.
     Refreshed { changed: bool },
     /// A re-fetch failed; the previous files stay and kubelet is told success.
-    RefreshFailed,
+    RefreshFailed { reason: String },
 }
 
 impl PublishOutcome {
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
             Self::AlreadyMounted => "already mounted",
             Self::Mounted => "mounted",
             Self::Refreshed { changed: true } => "refreshed, content changed",
             Self::Refreshed { changed: false } => "refreshed, content unchanged",
-            Self::RefreshFailed => "refresh failed, previous content kept",
+            Self::RefreshFailed { .. } => "refresh failed, previous content kept",
         }
     }
 }
@@ -56,15 +58,48 @@ impl Publisher {
         &self,
         raw: NodePublishVolumeRequest,
     ) -> Result<PublishOutcome, PublishError> {
+        let started = Instant::now();
+        // Known once the volume's record or its SecretProviderClass is read.
+        let mut provider = String::new();
+        let result = self.publish_volume(raw, &mut provider).await;
+        let elapsed = started.elapsed();
+        match &result {
+            // Counted as upstream counts a masked republish error.
+            Ok(PublishOutcome::RefreshFailed { reason }) => {
+                self.metrics.publish_failed(&provider, reason);
+                self.metrics.rotation_failed(&provider, reason);
+            }
+            Ok(outcome) => {
+                self.metrics.published(&provider, elapsed);
+                if let PublishOutcome::Refreshed { changed } = outcome {
+                    self.metrics.rotated(&provider, *changed, elapsed);
+                }
+            }
+            Err(e) => self.metrics.publish_failed(&provider, e.reason()),
+        }
+        result
+    }
+
+    async fn publish_volume(
+        &self,
+        raw: NodePublishVolumeRequest,
+        provider: &mut String,
+    ) -> Result<PublishOutcome, PublishError> {
         let req = PublishRequest::parse(raw)?;
         let _guard = self.guards.try_lock(&req.volume_id)?;
         let mounted = self.prepare_target(&req.target_path)?;
         let state = self.volumes.get(&req.volume_id);
+        if let Some(state) = &state {
+            provider.clone_from(&state.provider);
+        }
         if mounted && !self.refresh_due(state.as_ref()) {
             return Ok(PublishOutcome::AlreadyMounted);
         }
         let current_versions = state.map(|s| s.versions).unwrap_or_default();
-        match self.fetch_and_write(&req, mounted, current_versions).await {
+        match self
+            .fetch_and_write(&req, mounted, current_versions, provider)
+            .await
+        {
             Ok(outcome) => Ok(outcome),
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
@@ -73,7 +108,9 @@ impl Publisher {
                     volume_id = req.volume_id, reason = e.reason(), error = %e,
                     "refresh of a mounted volume failed; keeping the previous content"
                 );
-                Ok(PublishOutcome::RefreshFailed)
+                Ok(PublishOutcome::RefreshFailed {
+                    reason: e.reason().to_owned(),
+                })
             }
             Err(e) => Err(e),
         }
@@ -130,26 +167,28 @@ impl Publisher {
         req: &PublishRequest,
         mounted: bool,
         current_versions: Vec<ObjectVersion>,
+        provider_name: &mut String,
     ) -> Result<PublishOutcome, PublishError> {
         let spc = self.spcs.get(&req.pod.namespace, &req.spc_name).await?;
         spc::validate(&spc)?;
-        let provider_name = spc.spec.provider.clone();
+        provider_name.clone_from(&spc.spec.provider);
         let provider =
             self.providers
-                .get(&provider_name)
+                .get(provider_name)
                 .map_err(|source| PublishError::UnknownProvider {
                     spc: format!("{}/{}", spc.namespace(), spc.metadata.name),
                     source,
                 })?;
         let request = mount_request(&spc, req, current_versions);
-        let response = provider
-            .mount(&request)
-            .await
-            .map_err(|source| PublishError::Provider {
-                pod: pod_ref(req),
-                provider: provider_name.clone(),
-                source,
-            })?;
+        let fetch_started = Instant::now();
+        let response = provider.mount(&request).await;
+        self.metrics
+            .backend_request(provider_name, response.is_ok(), fetch_started.elapsed());
+        let response = response.map_err(|source| PublishError::Provider {
+            pod: pod_ref(req),
+            provider: provider_name.clone(),
+            source,
+        })?;
 
         if !mounted {
             self.mounter
@@ -175,6 +214,7 @@ impl Publisher {
         self.volumes.insert(
             &req.volume_id,
             VolumeState {
+                provider: provider_name.clone(),
                 versions: response.versions,
                 last_fetch: Instant::now(),
             },
@@ -200,6 +240,15 @@ impl Publisher {
     }
 
     pub async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<(), UnpublishError> {
+        let result = self.unpublish_volume(req).await;
+        self.metrics.unpublished(result.is_ok());
+        result
+    }
+
+    async fn unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<(), UnpublishError> {
         if req.volume_id.is_empty() {
             return Err(UnpublishError::MissingVolumeId);
         }

@@ -5,8 +5,6 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
@@ -37,20 +35,6 @@ impl FromStr for Endpoint {
                 "endpoint {s:?} must be a unix socket: unix:///path/to/csi.sock"
             )),
         }
-    }
-}
-
-/// Whether the process has finished starting; the Probe RPC reports it.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
     }
 }
 

@@ -10,6 +10,7 @@ use sscsi_core::ObjectVersion;
 
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeState {
+    pub provider: String,
     pub versions: Vec<ObjectVersion>,
     pub last_fetch: Instant,
 }

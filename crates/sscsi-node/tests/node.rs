@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::registry::Registry;
 use sscsi_core::{
     MountRequest, MountResponse, ObjectVersion, PodInfo, Provider, ProviderError, ProviderRegistry,
     SecretFile,
 };
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
+use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{NodeConfig, Readiness, client, server, services};
+use sscsi_node::{Condition, NodeConfig, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::*;
@@ -34,6 +36,7 @@ struct Harness {
     server: Option<tokio::task::JoinHandle<()>>,
     socket: PathBuf,
     mounter: Arc<dyn Mounter>,
+    registry: Registry,
 }
 
 impl Harness {
@@ -86,12 +89,14 @@ impl Harness {
             rotation_poll_interval: rotation,
         };
         let readiness = Readiness::default();
+        let mut registry = Registry::default();
         let (identity_svc, node_svc) = services(
             config,
             mounter.clone(),
             Arc::new(DirSpcSource::new(&spcs)),
             providers,
             readiness.clone(),
+            NodeMetrics::new(&mut registry),
         );
         let socket = dir.path().join("csi/csi.sock");
         let listener = server::bind_private(&socket).unwrap();
@@ -109,7 +114,7 @@ impl Harness {
             .await
             .unwrap();
         });
-        readiness.set_ready();
+        readiness.mark(Condition::Serving, true);
         let channel = client::connect(&socket).await.unwrap();
         Harness {
             node: NodeClient::new(channel.clone()),
@@ -119,7 +124,18 @@ impl Harness {
             server: Some(server),
             socket,
             mounter,
+            registry,
         }
+    }
+
+    /// The metric lines whose name starts with `prefix`.
+    fn metrics(&self, prefix: &str) -> Vec<String> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn target(&self, volume: &str) -> PathBuf {
@@ -333,6 +349,43 @@ async fn with_rotation_a_republish_updates_in_place_and_only_on_change() {
     h.publish("vol", "app").await.unwrap();
     assert_eq!(read(&target.join("api-key")), "key-v2");
     h.unpublish("vol").await.unwrap();
+
+    // Counted under upstream's names and labels.
+    let lines = |prefix: &str| h.metrics(prefix);
+    assert_eq!(
+        lines("node_publish_total"),
+        vec![r#"node_publish_total{provider="local",os_type="linux"} 3"#]
+    );
+    assert_eq!(
+        lines("node_publish_error_total"),
+        vec![
+            r#"node_publish_error_total{provider="local",error_type="ProviderError",os_type="linux"} 1"#
+        ]
+    );
+    let mut rotations = lines("rotation_reconcile_total");
+    rotations.sort();
+    assert_eq!(
+        rotations,
+        vec![
+            r#"rotation_reconcile_total{provider="local",os_type="linux",rotated="false"} 1"#,
+            r#"rotation_reconcile_total{provider="local",os_type="linux",rotated="true"} 1"#,
+        ]
+    );
+    assert_eq!(
+        lines("rotation_reconcile_error_total"),
+        vec![
+            r#"rotation_reconcile_error_total{provider="local",error_type="ProviderError",os_type="linux",rotated="true"} 1"#
+        ]
+    );
+    assert_eq!(
+        lines("node_unpublish_total"),
+        vec![r#"node_unpublish_total{os_type="linux"} 1"#]
+    );
+    assert_eq!(
+        lines("sscsi_provider_requests_total").len(),
+        2,
+        "one series per outcome"
+    );
     h.stop().await;
 }
 
@@ -432,6 +485,16 @@ async fn every_bad_request_gets_the_right_code_and_message() {
             "nothing stays mounted after {want}"
         );
     }
+
+    let not_found = h.metrics(
+        "node_publish_error_total{provider=\"\",error_type=\"SecretProviderClassNotFound\"",
+    );
+    assert_eq!(
+        not_found,
+        vec![
+            r#"node_publish_error_total{provider="",error_type="SecretProviderClassNotFound",os_type="linux"} 1"#
+        ]
+    );
 
     let mut node = h.node.clone();
     let invalid = |result: Result<tonic::Response<_>, tonic::Status>, want: &str| {

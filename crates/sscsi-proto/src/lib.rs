@@ -1,5 +1,6 @@
 //! gRPC types generated from `proto/`: the CSI Identity and Node services
-//! (`csi::v1`) and the upstream provider API (`provider::v1alpha1`).
+//! (`csi::v1`), the upstream provider API (`provider::v1alpha1`) and kubelet's
+//! plugin registration API (`registration::v1`).
 //!
 //! Messages that carry secrets or tokens have hand-written `Debug` impls that
 //! print only key names and sizes, so a stray `{:?}` cannot leak them
@@ -19,6 +20,13 @@ pub mod csi {
 pub mod provider {
     pub mod v1alpha1 {
         tonic::include_proto!("v1alpha1");
+    }
+}
+
+#[allow(clippy::all, missing_debug_implementations, unused_qualifications)]
+pub mod registration {
+    pub mod v1 {
+        tonic::include_proto!("pluginregistration");
     }
 }
 

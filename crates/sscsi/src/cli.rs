@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 /// The Kubernetes Secrets Store CSI driver as one binary: secrets from cloud
 /// secret stores mounted into pods as files on tmpfs.
 #[derive(Debug, Parser)]
-#[command(name = "sscsi", version, about, long_about = None)]
+#[command(name = "sscsi", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -28,7 +28,7 @@ pub struct LogArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs on every node).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Publish a secret volume through the real CSI server, locally: no
     /// cluster and no cloud needed. Uses real tmpfs when run as root.
     Demo(DemoArgs),
@@ -54,10 +54,25 @@ pub struct NodeArgs {
     /// (Go duration syntax: 2m, 30s, 1h30m).
     #[arg(long, env = "SSCSI_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_duration)]
     pub rotation_poll_interval: Duration,
-    /// Address for Prometheus metrics. Accepted for compatibility with
-    /// upstream manifests; the metrics server is not implemented yet.
+    /// Listen address for Prometheus `/metrics` (`:8095` is every
+    /// interface); empty disables it.
     #[arg(long, env = "SSCSI_METRICS_ADDR", default_value = ":8095")]
     pub metrics_addr: String,
+    /// Listen address for `/healthz` and `/readyz` (what the livenessprobe
+    /// sidecar served upstream); may equal --metrics-addr; empty disables it.
+    #[arg(long, env = "SSCSI_HEALTH_ADDR", default_value = ":9808")]
+    pub health_addr: String,
+    /// Kubelet's plugin registry directory as mounted in this container
+    /// (e.g. /registration for /var/lib/kubelet/plugins_registry). When set,
+    /// sscsi registers itself with kubelet (no node-driver-registrar needed)
+    /// and is ready only once kubelet confirms.
+    #[arg(long, env = "SSCSI_PLUGIN_REGISTRATION_DIR")]
+    pub plugin_registration_dir: Option<PathBuf>,
+    /// The CSI socket path on the host, as kubelet dials it (e.g.
+    /// /var/lib/kubelet/plugins/csi-secrets-store/csi.sock). Defaults to
+    /// the --endpoint path.
+    #[arg(long, env = "SSCSI_KUBELET_REGISTRATION_PATH")]
+    pub kubelet_registration_path: Option<String>,
     /// Size cap of each volume's tmpfs (64Mi, 1Gi, 512Ki or bytes).
     #[arg(long, env = "SSCSI_TMPFS_SIZE", default_value = "64Mi", value_parser = sscsi_mount::parse_size)]
     pub tmpfs_size: u64,

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use prometheus_client::registry::Registry;
 use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
+use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{NodeConfig, Readiness, client, server, services};
+use sscsi_node::{Condition, NodeConfig, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest};
@@ -85,12 +87,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         rotation_poll_interval: Some(Duration::ZERO),
     };
     let readiness = Readiness::default();
+    let mut registry = Registry::default();
     let (identity, node) = services(
         config,
         mounter.clone(),
         Arc::new(DirSpcSource::new(&spc_dir)),
         providers,
         readiness.clone(),
+        NodeMetrics::new(&mut registry),
     );
     let socket = dir.join("csi/csi.sock");
     let listener = server::bind_private(&socket)?;
@@ -105,7 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         shutdown,
         Duration::from_secs(5),
     ));
-    readiness.set_ready();
+    readiness.mark(Condition::Serving, true);
 
     let channel = client::connect(&socket)
         .await
@@ -158,6 +162,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "removed"
     };
     println!("   {done} {}\n", target.display());
+
+    println!("6. What Prometheus would scrape from /metrics (upstream's names and labels):");
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry)?;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("node_") || l.starts_with("rotation_reconcile_total"))
+    {
+        println!("   {line}");
+    }
+    println!();
 
     let _ = stop.send(());
     server.await??;

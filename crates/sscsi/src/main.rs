@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Node(args) => {
             logging::init(&cli.log, "info");
-            runtime.block_on(node::run(args))
+            runtime.block_on(node::run(*args))
         }
         cli::Command::Demo(args) => {
             logging::init(&cli.log, "warn");

@@ -2,11 +2,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::registry::Registry;
 use sscsi_core::ProviderRegistry;
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
+use sscsi_node::http::{self, HttpState};
+use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Endpoint, NodeConfig, Readiness, server, services};
+use sscsi_node::{Condition, Endpoint, NodeConfig, Readiness, server, services};
 use sscsi_provider_local::LocalProvider;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::NodeArgs;
 
@@ -21,7 +26,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         drivername,
         enable_secret_rotation,
         rotation_poll_interval,
-        metrics_addr: _, // accepted for upstream compatibility; no metrics server yet
+        metrics_addr,
+        health_addr,
+        plugin_registration_dir,
+        kubelet_registration_path,
         tmpfs_size,
         spc_dir,
         local_provider_root,
@@ -35,6 +43,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(id) if !id.is_empty() => id,
         _ => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
+    let listen = |flag: &str, addr: &str| -> anyhow::Result<_> {
+        (!addr.is_empty())
+            .then(|| {
+                http::parse_listen_addr(addr)
+                    .map_err(anyhow::Error::msg)
+                    .context(flag.to_owned())
+            })
+            .transpose()
+    };
+    let metrics_addr = listen("--metrics-addr", &metrics_addr)?;
+    let health_addr = listen("--health-addr", &health_addr)?;
 
     let mounter: Arc<dyn Mounter> = if no_tmpfs {
         tracing::warn!(
@@ -60,34 +79,102 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,
         rotation = ?config.rotation_poll_interval, providers = ?providers.names(), "starting sscsi node"
     );
+    let registration = plugin_registration_dir.map(|registry_dir| RegistrationConfig {
+        registry_dir,
+        driver_name: config.driver_name.clone(),
+        kubelet_endpoint: kubelet_registration_path
+            .unwrap_or_else(|| endpoint.path.display().to_string()),
+    });
     let readiness = Readiness::default();
-    let (identity, node) = services(
-        config,
-        mounter,
-        Arc::new(DirSpcSource::new(spc_dir)),
-        providers,
-        readiness.clone(),
-    );
+    let mut registry = Registry::default();
+    let metrics = NodeMetrics::new(&mut registry);
+    let spcs = Arc::new(DirSpcSource::new(spc_dir));
+    let (identity, node) = services(config, mounter, spcs, providers, readiness.clone(), metrics);
+
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
-    let shutdown = shutdown_signal()?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown_on_signal(shutdown.clone())?;
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let state = Arc::new(HttpState {
+        readiness: readiness.clone(),
+        registry,
+        csi_socket: endpoint.path.clone(),
+    });
+    let mut routes: Vec<(std::net::SocketAddr, axum::Router)> = Vec::new();
+    for (addr, router) in [
+        (health_addr, http::health_routes(state.clone())),
+        (metrics_addr, http::metrics_routes(state.clone())),
+    ] {
+        let Some(addr) = addr else { continue };
+        match routes.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, existing)) => *existing = existing.clone().merge(router),
+            None => routes.push((addr, router)),
+        }
+    }
+    for (addr, router) in routes {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, "serving HTTP");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            http::serve(listener, router, stop.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+    }
+
     let listener = server::bind_private(&endpoint.path)
         .with_context(|| format!("listen on {}", endpoint.path.display()))?;
-    readiness.set_ready();
-    server::serve(listener, identity, node, shutdown, SHUTDOWN_GRACE).await?;
+    readiness.mark(Condition::Serving, true);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        server::serve(
+            listener,
+            identity,
+            node,
+            stop.cancelled_owned(),
+            SHUTDOWN_GRACE,
+        )
+        .await
+        .context("CSI server")
+    });
+    if let Some(config) = registration {
+        let (readiness, stop) = (readiness.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            registration::run(config, readiness, stop)
+                .await
+                .context("registration")
+        });
+    }
+
+    // The first task to end (normally all, after a signal) decides the exit.
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            if result.is_ok() {
+                result = Err(e);
+            }
+            shutdown.cancel();
+        }
+    }
+    signals.abort();
     tracing::info!("sscsi node stopped");
-    Ok(())
+    result
 }
 
-/// Installs the handlers now; the future resolves on SIGTERM (kubelet
-/// stopping the pod) or SIGINT.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+/// Installs the SIGTERM/SIGINT handlers now; cancels `token` on the first.
+fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
+    Ok(tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    })
+        token.cancel();
+    }))
 }

@@ -79,7 +79,9 @@ impl Node {
     fn start(dir: &Path, extra: &[&str]) -> Self {
         let socket = dir.join("plugin/csi.sock");
         let mut cmd = Command::new(BIN);
+        // HTTP off unless a test asks for it: tests run in parallel.
         cmd.arg("node")
+            .args(["--metrics-addr=", "--health-addr="])
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid=node-a", "--log-level=trace"])
             .arg(format!("--spc-dir={}", dir.join("spc").display()))
@@ -95,9 +97,15 @@ impl Node {
         if !is_root() {
             cmd.arg("--no-tmpfs");
         }
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "node exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+            }
             assert!(Instant::now() < deadline, "node did not create its socket");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -218,4 +226,157 @@ fn json_logs_are_one_object_per_line() {
             "not a JSON line: {line}"
         );
     }
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_http(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "HTTP port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
+    use sscsi_proto::registration::v1::registration_client::RegistrationClient;
+    use sscsi_proto::registration::v1::{InfoRequest, RegistrationStatus};
+
+    let dir = setup();
+    let (health, metrics) = (free_port(), free_port());
+    let registry = dir.path().join("plugins_registry");
+    let node = Node::start(
+        dir.path(),
+        &[
+            &format!("--health-addr=127.0.0.1:{health}"),
+            &format!("--metrics-addr=127.0.0.1:{metrics}"),
+            &format!("--plugin-registration-dir={}", registry.display()),
+            "--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+        ],
+    );
+    let get = |port, path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
+    tokio::task::spawn_blocking(move || (wait_http(health), wait_http(metrics)))
+        .await
+        .unwrap();
+
+    let (status, body) = get(health, "/readyz").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: waiting for kubelet-registration\n")
+    );
+    let (status, body) = get(health, "/healthz").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "ok\n"),
+        "the CSI socket answers Probe"
+    );
+
+    // Kubelet's plugin watcher finds the socket and registers the driver.
+    let socket = registry.join("secrets-store.csi.k8s.io-reg.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no registration socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut kubelet = RegistrationClient::new(sscsi_node::client::connect(&socket).await.unwrap());
+    let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (
+            info.r#type.as_str(),
+            info.name.as_str(),
+            info.endpoint.as_str()
+        ),
+        (
+            "CSIPlugin",
+            "secrets-store.csi.k8s.io",
+            "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"
+        )
+    );
+    assert_eq!(info.supported_versions, vec!["1.0.0"]);
+    kubelet
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+    drop(kubelet);
+    let (status, body) = get(health, "/readyz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    // A publish shows up under upstream's metric names.
+    let channel = sscsi_node::client::connect(&node.socket).await.unwrap();
+    let target = dir
+        .path()
+        .join("pods/u2/volumes/kubernetes.io~csi/secrets/mount");
+    let pod = sscsi_core::PodInfo {
+        name: "p".into(),
+        namespace: "team".into(),
+        uid: "u2".into(),
+        service_account: "sa".into(),
+    };
+    let request = sscsi_node::client::inline_volume_publish_request("csi-m", &target, "app", &pod);
+    NodeClient::new(channel.clone())
+        .node_publish_volume(request)
+        .await
+        .unwrap();
+    NodeClient::new(channel)
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: "csi-m".into(),
+            target_path: target.display().to_string(),
+        })
+        .await
+        .unwrap();
+    let (status, body) = get(metrics, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        r#"node_publish_total{provider="local",os_type="linux"} 1"#,
+        r#"node_unpublish_total{os_type="linux"} 1"#,
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
+    }
+    assert_eq!(
+        get(metrics, "/healthz").await.unwrap().0,
+        404,
+        "health is on its own port"
+    );
+
+    let log = tokio::task::spawn_blocking(move || node.stop())
+        .await
+        .unwrap();
+    assert!(
+        !socket.exists(),
+        "registration socket removed on shutdown:\n{log}"
+    );
 }

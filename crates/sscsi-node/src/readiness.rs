@@ -1,0 +1,87 @@
+//! Whether the process is ready: every required condition must hold.
+//! The CSI Probe reports `Serving`; `/readyz` reports them all.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    /// The CSI socket accepts calls.
+    Serving,
+    /// Kubelet reported a successful plugin registration.
+    Registered,
+}
+
+impl Condition {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Serving => "csi-serving",
+            Self::Registered => "kubelet-registration",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    conditions: Arc<Mutex<BTreeMap<Condition, bool>>>,
+}
+
+impl Default for Readiness {
+    /// Requires only [`Condition::Serving`].
+    fn default() -> Self {
+        Self::new(&[Condition::Serving])
+    }
+}
+
+impl Readiness {
+    pub fn new(required: &[Condition]) -> Self {
+        let conditions = required.iter().map(|c| (*c, false)).collect();
+        Self {
+            conditions: Arc::new(Mutex::new(conditions)),
+        }
+    }
+
+    /// Records a condition's state; one that was not required becomes required.
+    pub fn mark(&self, condition: Condition, met: bool) {
+        self.lock().insert(condition, met);
+    }
+
+    pub fn is_met(&self, condition: Condition) -> bool {
+        self.lock().get(&condition).copied().unwrap_or(false)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().values().all(|met| *met)
+    }
+
+    /// The required conditions not met yet, by name.
+    pub fn pending(&self) -> Vec<&'static str> {
+        self.lock()
+            .iter()
+            .filter(|(_, met)| !**met)
+            .map(|(c, _)| c.name())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Condition, bool>> {
+        self.conditions.lock().expect("readiness lock poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_required_condition_holds() {
+        let r = Readiness::new(&[Condition::Serving, Condition::Registered]);
+        assert!(!r.is_ready());
+        assert_eq!(r.pending(), vec!["csi-serving", "kubelet-registration"]);
+        r.mark(Condition::Serving, true);
+        assert!(r.is_met(Condition::Serving) && !r.is_ready());
+        r.mark(Condition::Registered, true);
+        assert!(r.is_ready());
+        r.mark(Condition::Registered, false);
+        assert_eq!(r.pending(), vec!["kubelet-registration"]);
+    }
+}

@@ -176,7 +176,7 @@ impl Publisher {
             self.providers
                 .get(provider_name)
                 .map_err(|source| PublishError::UnknownProvider {
-                    spc: format!("{}/{}", spc.namespace(), spc.metadata.name),
+                    spc: spc.qualified_name(),
                     source,
                 })?;
         let request = mount_request(&spc, req, current_versions);
@@ -317,7 +317,7 @@ fn mount_request(
     req: &PublishRequest,
     current_versions: Vec<ObjectVersion>,
 ) -> MountRequest {
-    let mut parameters = spc.spec.parameters.clone();
+    let mut parameters = spc.parameters().clone();
     parameters.extend(req.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
     MountRequest {
         parameters,

@@ -36,11 +36,11 @@ pub trait SpcSource: Send + Sync + fmt::Debug {
 /// Checks what upstream requires of a SecretProviderClass before use: a
 /// provider and at least one parameter.
 pub fn validate(spc: &SecretProviderClass) -> Result<(), SpcError> {
-    let (namespace, name) = (spc.namespace().to_owned(), spc.metadata.name.clone());
+    let (namespace, name) = (spc.namespace_or_default(), spc.name_str().to_owned());
     if spc.spec.provider.is_empty() {
         return Err(SpcError::NoProvider { namespace, name });
     }
-    if spc.spec.parameters.is_empty() {
+    if spc.parameters().is_empty() {
         return Err(SpcError::NoParameters { namespace, name });
     }
     Ok(())
@@ -74,7 +74,7 @@ impl DirSpcSource {
         paths.sort();
         for path in paths {
             for spc in read_spcs(&path) {
-                if spc.metadata.name == name && spc.namespace() == namespace {
+                if spc.name_str() == name && spc.namespace_or_default() == namespace {
                     return Ok(spc);
                 }
             }
@@ -105,7 +105,7 @@ fn read_spcs(path: &Path) -> Vec<SecretProviderClass> {
     docs.into_iter()
         .filter(|doc| {
             let field = |f: &str| doc.get(f).and_then(|v| v.as_str()).unwrap_or_default();
-            SecretProviderClass::is_secret_provider_class(field("apiVersion"), field("kind"))
+            SecretProviderClass::is_served(field("apiVersion"), field("kind"))
         })
         .filter_map(|doc| match serde_json::from_value(doc) {
             Ok(spc) => Some(spc),
@@ -157,7 +157,7 @@ mod tests {
 
         let spc = source.get("shop", "app").await.unwrap();
         assert_eq!(spc.spec.provider, "local");
-        assert_eq!(spc.spec.parameters["objects"], "- objectName: a\n");
+        assert_eq!(spc.parameters()["objects"], "- objectName: a\n");
         validate(&spc).unwrap();
 
         let default_ns = source.get("default", "app").await.unwrap();

@@ -29,6 +29,9 @@ pub struct LogArgs {
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs on every node).
     Node(Box<NodeArgs>),
+    /// Print the CustomResourceDefinitions (SecretProviderClass,
+    /// SecretProviderClassPodStatus) as YAML, for `kubectl apply -f -`.
+    Crds,
     /// Publish a secret volume through the real CSI server, locally: no
     /// cluster and no cloud needed. Uses real tmpfs when run as root.
     Demo(DemoArgs),

@@ -16,6 +16,12 @@ fn main() -> anyhow::Result<()> {
             logging::init(&cli.log, "info");
             runtime.block_on(node::run(*args))
         }
+        cli::Command::Crds => {
+            for (_, yaml) in sscsi_api::crd_documents() {
+                print!("---\n{yaml}");
+            }
+            Ok(())
+        }
         cli::Command::Demo(args) => {
             logging::init(&cli.log, "warn");
             runtime.block_on(demo::run(args))

@@ -68,6 +68,8 @@ pub enum PublishError {
         path: PathBuf,
         source: WriteError,
     },
+    #[error("failed to record the mounted volume: {0}")]
+    Status(crate::observer::ObserverError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,6 +128,7 @@ impl PublishError {
             | Self::MountCheck { .. }
             | Self::Mount(_)
             | Self::Write { .. }
+            | Self::Status(_)
             | Self::Internal(_) => Code::Internal,
         }
     }
@@ -140,6 +143,7 @@ impl PublishError {
             | Self::NotReadOnly
             | Self::BadAttribute { .. }
             | Self::Busy(_)
+            | Self::Status(_)
             | Self::Internal(_) => reason::NONE,
             Self::TargetNotAbsolute(_) => reason::UNEXPECTED_TARGET_PATH,
             Self::Target { .. } | Self::MountCheck { .. } => reason::FAILED_TO_ENSURE_MOUNT_POINT,

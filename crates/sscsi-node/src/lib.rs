@@ -15,6 +15,7 @@ pub mod http;
 mod identity;
 pub mod metrics;
 mod node;
+pub mod observer;
 mod publish;
 mod readiness;
 pub mod registration;
@@ -46,20 +47,24 @@ pub struct NodeConfig {
     pub rotation_poll_interval: Option<Duration>,
 }
 
+/// What the node services work with, assembled by the binary.
+#[derive(Debug, Clone)]
+pub struct NodeDeps {
+    pub mounter: Arc<dyn Mounter>,
+    pub spcs: Arc<dyn spc::SpcSource>,
+    pub providers: ProviderRegistry,
+    pub readiness: Readiness,
+    pub metrics: metrics::NodeMetrics,
+    pub observer: Arc<dyn observer::VolumeObserver>,
+}
+
 /// Builds both CSI services over shared state.
-pub fn services(
-    config: NodeConfig,
-    mounter: Arc<dyn Mounter>,
-    spcs: Arc<dyn spc::SpcSource>,
-    providers: ProviderRegistry,
-    readiness: Readiness,
-    metrics: metrics::NodeMetrics,
-) -> (IdentityService, NodeService) {
+pub fn services(config: NodeConfig, deps: NodeDeps) -> (IdentityService, NodeService) {
     let identity = IdentityService::new(
         config.driver_name.clone(),
         config.vendor_version.clone(),
-        readiness,
+        deps.readiness.clone(),
     );
-    let node = NodeService::new(config, mounter, spcs, providers, metrics);
+    let node = NodeService::new(config, deps);
     (identity, node)
 }

@@ -1,8 +1,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sscsi_core::ProviderRegistry;
-use sscsi_mount::Mounter;
 use sscsi_proto::csi::v1::node_server::Node;
 use sscsi_proto::csi::v1::node_service_capability::rpc::Type as RpcType;
 use sscsi_proto::csi::v1::node_service_capability::{Rpc, Type as CapabilityType};
@@ -15,13 +13,11 @@ use sscsi_proto::csi::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::NodeConfig;
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
-use crate::metrics::NodeMetrics;
 use crate::publish::Publisher;
-use crate::spc::SpcSource;
 use crate::volumes::VolumeTable;
+use crate::{NodeConfig, NodeDeps};
 
 /// CSI Node: publish and unpublish secret volumes.
 #[derive(Debug, Clone)]
@@ -31,14 +27,15 @@ pub struct NodeService {
 }
 
 impl NodeService {
-    pub fn new(
-        config: NodeConfig,
-        mounter: Arc<dyn Mounter>,
-        spcs: Arc<dyn SpcSource>,
-        providers: ProviderRegistry,
-        metrics: NodeMetrics,
-    ) -> Self {
-        let node_id = config.node_id.clone();
+    pub fn new(config: NodeConfig, deps: NodeDeps) -> Self {
+        let NodeDeps {
+            mounter,
+            spcs,
+            providers,
+            readiness: _,
+            metrics,
+            observer,
+        } = deps;
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             mounter,
@@ -47,9 +44,10 @@ impl NodeService {
             guards: VolumeGuards::default(),
             volumes: VolumeTable::default(),
             metrics,
+            observer,
         };
         Self {
-            node_id,
+            node_id: config.node_id,
             publisher: Arc::new(publisher),
         }
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sscsi_api::SecretProviderClass;
-use sscsi_core::{DEFAULT_FILE_MODE, MountRequest, ObjectVersion, ProviderRegistry, SecretFile};
+use sscsi_core::{
+    DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, ProviderRegistry, SecretFile,
+};
 use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 
@@ -15,6 +17,7 @@ use crate::context::PublishRequest;
 use crate::error::{PublishError, UnpublishError};
 use crate::guard::VolumeGuards;
 use crate::metrics::NodeMetrics;
+use crate::observer::{FailedPublish, MountedVolume, VolumeObserver};
 use crate::spc::{self, SpcSource};
 use crate::volumes::{VolumeState, VolumeTable};
 
@@ -27,6 +30,7 @@ pub(crate) struct Publisher {
     pub guards: VolumeGuards,
     pub volumes: VolumeTable,
     pub metrics: NodeMetrics,
+    pub observer: Arc<dyn VolumeObserver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +42,7 @@ pub(crate) enum PublishOutcome {
     /// Re-fetched; `changed` tells whether any file was rewritten.
     Refreshed { changed: bool },
     /// A re-fetch failed; the previous files stay and kubelet is told success.
-    RefreshFailed { reason: String },
+    RefreshFailed { reason: String, message: String },
 }
 
 impl PublishOutcome {
@@ -53,29 +57,54 @@ impl PublishOutcome {
     }
 }
 
+/// What a publish learned about its volume, for metrics and events, even
+/// when it failed half way.
+#[derive(Debug, Default)]
+struct Trace {
+    /// Known once the volume's record or its SecretProviderClass is read.
+    provider: String,
+    /// The pod and class, once the request parsed.
+    volume: Option<(PodInfo, String)>,
+}
+
 impl Publisher {
     pub async fn publish(
         &self,
         raw: NodePublishVolumeRequest,
     ) -> Result<PublishOutcome, PublishError> {
         let started = Instant::now();
-        // Known once the volume's record or its SecretProviderClass is read.
-        let mut provider = String::new();
-        let result = self.publish_volume(raw, &mut provider).await;
+        let mut trace = Trace::default();
+        let result = self.publish_volume(raw, &mut trace).await;
         let elapsed = started.elapsed();
-        match &result {
+        let provider = trace.provider.as_str();
+        let failure = match &result {
             // Counted as upstream counts a masked republish error.
-            Ok(PublishOutcome::RefreshFailed { reason }) => {
-                self.metrics.publish_failed(&provider, reason);
-                self.metrics.rotation_failed(&provider, reason);
+            Ok(PublishOutcome::RefreshFailed { reason, message }) => {
+                self.metrics.publish_failed(provider, reason);
+                self.metrics.rotation_failed(provider, reason);
+                Some((reason.clone(), message.clone()))
             }
             Ok(outcome) => {
-                self.metrics.published(&provider, elapsed);
+                self.metrics.published(provider, elapsed);
                 if let PublishOutcome::Refreshed { changed } = outcome {
-                    self.metrics.rotated(&provider, *changed, elapsed);
+                    self.metrics.rotated(provider, *changed, elapsed);
                 }
+                None
             }
-            Err(e) => self.metrics.publish_failed(&provider, e.reason()),
+            Err(e) => {
+                self.metrics.publish_failed(provider, e.reason());
+                Some((e.reason().to_owned(), e.to_string()))
+            }
+        };
+        if let (Some((reason, message)), Some((pod, spc))) = (failure, &trace.volume) {
+            let failure = FailedPublish {
+                pod,
+                secret_provider_class: spc,
+                provider,
+                reason: &reason,
+                message: &message,
+            };
+            self.observer.publish_failed(failure).await;
         }
         result
     }
@@ -83,21 +112,22 @@ impl Publisher {
     async fn publish_volume(
         &self,
         raw: NodePublishVolumeRequest,
-        provider: &mut String,
+        trace: &mut Trace,
     ) -> Result<PublishOutcome, PublishError> {
         let req = PublishRequest::parse(raw)?;
+        trace.volume = Some((req.pod.clone(), req.spc_name.clone()));
         let _guard = self.guards.try_lock(&req.volume_id)?;
         let mounted = self.prepare_target(&req.target_path)?;
         let state = self.volumes.get(&req.volume_id);
         if let Some(state) = &state {
-            provider.clone_from(&state.provider);
+            trace.provider.clone_from(&state.provider);
         }
         if mounted && !self.refresh_due(state.as_ref()) {
             return Ok(PublishOutcome::AlreadyMounted);
         }
         let current_versions = state.map(|s| s.versions).unwrap_or_default();
         match self
-            .fetch_and_write(&req, mounted, current_versions, provider)
+            .fetch_and_write(&req, mounted, current_versions, &mut trace.provider)
             .await
         {
             Ok(outcome) => Ok(outcome),
@@ -110,6 +140,7 @@ impl Publisher {
                 );
                 Ok(PublishOutcome::RefreshFailed {
                     reason: e.reason().to_owned(),
+                    message: e.to_string(),
                 })
             }
             Err(e) => Err(e),
@@ -179,7 +210,7 @@ impl Publisher {
                     spc: spc.qualified_name(),
                     source,
                 })?;
-        let request = mount_request(&spc, req, current_versions);
+        let request = mount_request(&spc, req, current_versions.clone());
         let fetch_started = Instant::now();
         let response = provider.mount(&request).await;
         self.metrics
@@ -195,31 +226,57 @@ impl Publisher {
                 .mount(&req.target_path)
                 .map_err(PublishError::Mount)?;
         }
-        let written = self.write(req, response.files).await;
-        let outcome = match written {
-            Ok(_) if !mounted => PublishOutcome::Mounted,
-            Ok(out) => PublishOutcome::Refreshed {
-                changed: out != WriteOutcome::Unchanged,
-            },
+        let content_changed = match self.write(req, response.files).await {
+            Ok(written) => !mounted || written != WriteOutcome::Unchanged,
             Err(e) => {
-                if !mounted {
-                    // Leave no half-prepared mount: kubelet's retry starts over.
-                    if let Err(unmount) = self.mounter.unmount(&req.target_path) {
-                        tracing::warn!(target = %req.target_path.display(), error = %unmount, "unmount after failed publish");
-                    }
-                }
+                self.abandon_first_mount(req, mounted);
                 return Err(e);
             }
+        };
+        let mut versions = response.versions;
+        versions.sort();
+        if content_changed || versions != current_versions {
+            let volume = MountedVolume {
+                pod: &req.pod,
+                secret_provider_class: &req.spc_name,
+                provider: provider_name,
+                target_path: &req.target_path,
+                versions: &versions,
+                content_changed,
+                refresh: mounted,
+            };
+            if let Err(e) = self.observer.mounted(volume).await {
+                self.abandon_first_mount(req, mounted);
+                return Err(PublishError::Status(e));
+            }
+        }
+        let outcome = if mounted {
+            PublishOutcome::Refreshed {
+                changed: content_changed,
+            }
+        } else {
+            PublishOutcome::Mounted
         };
         self.volumes.insert(
             &req.volume_id,
             VolumeState {
                 provider: provider_name.clone(),
-                versions: response.versions,
+                versions,
                 last_fetch: Instant::now(),
             },
         );
         Ok(outcome)
+    }
+
+    /// After a failed first mount, leaves nothing mounted: kubelet's retry
+    /// starts over. A refresh keeps its mount and previous files.
+    fn abandon_first_mount(&self, req: &PublishRequest, mounted: bool) {
+        if mounted {
+            return;
+        }
+        if let Err(e) = self.mounter.unmount(&req.target_path) {
+            tracing::warn!(target = %req.target_path.display(), error = %e, "unmount after failed publish");
+        }
     }
 
     async fn write(

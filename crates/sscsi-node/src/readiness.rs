@@ -10,6 +10,8 @@ pub enum Condition {
     Serving,
     /// Kubelet reported a successful plugin registration.
     Registered,
+    /// The SecretProviderClass cache has listed every class once.
+    CachesSynced,
 }
 
 impl Condition {
@@ -17,6 +19,7 @@ impl Condition {
         match self {
             Self::Serving => "csi-serving",
             Self::Registered => "kubelet-registration",
+            Self::CachesSynced => "cache-sync",
         }
     }
 }

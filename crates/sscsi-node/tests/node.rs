@@ -14,8 +14,9 @@ use sscsi_core::{
 };
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Condition, NodeConfig, Readiness, client, server, services};
+use sscsi_node::{Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::*;
@@ -92,11 +93,14 @@ impl Harness {
         let mut registry = Registry::default();
         let (identity_svc, node_svc) = services(
             config,
-            mounter.clone(),
-            Arc::new(DirSpcSource::new(&spcs)),
-            providers,
-            readiness.clone(),
-            NodeMetrics::new(&mut registry),
+            NodeDeps {
+                mounter: mounter.clone(),
+                spcs: Arc::new(DirSpcSource::new(&spcs)),
+                providers,
+                readiness: readiness.clone(),
+                metrics: NodeMetrics::new(&mut registry),
+                observer: Arc::new(NoObserver),
+            },
         );
         let socket = dir.path().join("csi/csi.sock");
         let listener = server::bind_private(&socket).unwrap();

@@ -12,8 +12,9 @@ use prometheus_client::registry::Registry;
 use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Condition, NodeConfig, Readiness, client, server, services};
+use sscsi_node::{Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest};
@@ -90,11 +91,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let (identity, node) = services(
         config,
-        mounter.clone(),
-        Arc::new(DirSpcSource::new(&spc_dir)),
-        providers,
-        readiness.clone(),
-        NodeMetrics::new(&mut registry),
+        NodeDeps {
+            mounter: mounter.clone(),
+            spcs: Arc::new(DirSpcSource::new(&spc_dir)),
+            providers,
+            readiness: readiness.clone(),
+            metrics: NodeMetrics::new(&mut registry),
+            observer: Arc::new(NoObserver),
+        },
     );
     let socket = dir.join("csi/csi.sock");
     let listener = server::bind_private(&socket)?;

@@ -7,9 +7,10 @@ use sscsi_core::ProviderRegistry;
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::http::{self, HttpState};
 use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::observer::NoObserver;
 use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Condition, Endpoint, NodeConfig, Readiness, server, services};
+use sscsi_node::{Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
 use sscsi_provider_local::LocalProvider;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +90,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = NodeMetrics::new(&mut registry);
     let spcs = Arc::new(DirSpcSource::new(spc_dir));
-    let (identity, node) = services(config, mounter, spcs, providers, readiness.clone(), metrics);
+    let deps = NodeDeps {
+        mounter,
+        spcs,
+        providers,
+        readiness: readiness.clone(),
+        metrics,
+        observer: Arc::new(NoObserver),
+    };
+    let (identity, node) = services(config, deps);
 
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
     let shutdown = CancellationToken::new();

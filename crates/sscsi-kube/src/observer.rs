@@ -1,0 +1,235 @@
+//! SecretProviderClassPodStatus objects and Events on the pod.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use sscsi_api::{
+    NODE_NAME_LABEL, SecretProviderClassObject, SecretProviderClassPodStatus,
+    SecretProviderClassPodStatusStatus, pod_status_name,
+};
+use sscsi_core::PodInfo;
+use sscsi_node::observer::{FailedPublish, MountedVolume, ObserverError, VolumeObserver};
+
+/// The event source, as upstream's controller names itself.
+const REPORTER: &str = "csi-secrets-store-controller";
+
+#[derive(Clone)]
+pub struct KubeObserver {
+    client: Client,
+    node_id: String,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for KubeObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeObserver")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl KubeObserver {
+    pub fn new(client: Client, node_id: String) -> Self {
+        let reporter = Reporter {
+            controller: REPORTER.to_owned(),
+            instance: Some(node_id.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            node_id,
+            recorder,
+        }
+    }
+
+    /// Creates the status object, or brings an existing one up to date;
+    /// writes nothing when it already says what is mounted.
+    async fn record_status(&self, volume: &MountedVolume<'_>) -> Result<(), kube::Error> {
+        let pod = volume.pod;
+        let api: Api<SecretProviderClassPodStatus> =
+            Api::namespaced(self.client.clone(), &pod.namespace);
+        let name = pod_status_name(&pod.name, &pod.namespace, volume.secret_provider_class);
+        let desired = self.desired(&name, volume);
+        // One retry covers a create racing another, or a stale update.
+        for _ in 0..2 {
+            let result = match api.get_opt(&name).await? {
+                None => api.create(&PostParams::default(), &desired).await.map(drop),
+                Some(current) if same(&current, &desired) => return Ok(()),
+                Some(current) => {
+                    let mut next = desired.clone();
+                    next.metadata.resource_version = current.metadata.resource_version;
+                    api.replace(&name, &PostParams::default(), &next)
+                        .await
+                        .map(drop)
+                }
+            };
+            match result {
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                other => return other,
+            }
+        }
+        Ok(())
+    }
+
+    fn desired(&self, name: &str, volume: &MountedVolume<'_>) -> SecretProviderClassPodStatus {
+        let pod = volume.pod;
+        let mut objects: Vec<SecretProviderClassObject> = volume
+            .versions
+            .iter()
+            .map(|v| SecretProviderClassObject {
+                id: v.id.clone(),
+                version: v.version.clone(),
+            })
+            .collect();
+        objects.sort();
+        let mut status = SecretProviderClassPodStatus::new(name, Default::default());
+        status.metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(pod.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                NODE_NAME_LABEL.to_owned(),
+                self.node_id.clone(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "Pod".to_owned(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        status.status = Some(SecretProviderClassPodStatusStatus {
+            pod_name: pod.name.clone(),
+            secret_provider_class_name: volume.secret_provider_class.to_owned(),
+            mounted: true,
+            target_path: volume.target_path.display().to_string(),
+            objects: Some(objects),
+        });
+        status
+    }
+
+    async fn event(&self, pod: &PodInfo, type_: EventType, reason: &str, note: String) {
+        let reference = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate(note, MAX_NOTE_BYTES)),
+            action: "NodePublishVolume".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(pod = pod.name, namespace = pod.namespace, error = %e, "could not record an event");
+        }
+    }
+}
+
+/// The API server rejects an event note over 1 KiB.
+const MAX_NOTE_BYTES: usize = 1024;
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPodStatus) -> bool {
+    let label = |s: &SecretProviderClassPodStatus| {
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(NODE_NAME_LABEL))
+            .cloned()
+    };
+    let owners = |s: &SecretProviderClassPodStatus| {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone()))
+            .collect::<Vec<_>>()
+    };
+    current.status == desired.status
+        && label(current) == label(desired)
+        && owners(current) == owners(desired)
+}
+
+#[async_trait]
+impl VolumeObserver for KubeObserver {
+    async fn mounted(&self, volume: MountedVolume<'_>) -> Result<(), ObserverError> {
+        self.record_status(&volume).await.map_err(|e| {
+            ObserverError(format!(
+                "failed to create or update SecretProviderClassPodStatus for pod {}/{}: {e}",
+                volume.pod.namespace, volume.pod.name
+            ))
+        })?;
+        if volume.refresh && volume.content_changed {
+            let note = format!(
+                "successfully rotated mounted contents for SecretProviderClass {}/{} (provider {})",
+                volume.pod.namespace, volume.secret_provider_class, volume.provider
+            );
+            self.event(
+                volume.pod,
+                EventType::Normal,
+                "SecretRotationComplete",
+                note,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn publish_failed(&self, failure: FailedPublish<'_>) {
+        // Events need a reason; upstream has none for argument errors.
+        let reason = if failure.reason.is_empty() {
+            "FailedMount"
+        } else {
+            failure.reason
+        };
+        let provider = if failure.provider.is_empty() {
+            "unknown"
+        } else {
+            failure.provider
+        };
+        let note = format!(
+            "SecretProviderClass {}/{}, provider {provider}: {}",
+            failure.pod.namespace, failure.secret_provider_class, failure.message
+        );
+        self.event(failure.pod, EventType::Warning, reason, note)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_cut_to_what_the_api_accepts() {
+        assert_eq!(truncate("short".into(), 1024), "short");
+        let long = truncate("é".repeat(1000), 1024);
+        assert!(
+            long.len() <= 1024 && long.ends_with("..."),
+            "{}",
+            long.len()
+        );
+    }
+}

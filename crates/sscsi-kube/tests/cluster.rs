@@ -1,0 +1,216 @@
+//! The node plugin against the Kubernetes API test double, with the real
+//! kube client: SecretProviderClasses from the cache, SecretProviderClassPodStatus
+//! objects and Events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, PostParams};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sscsi_api::SecretProviderClass;
+use sscsi_core::{PodInfo, ProviderRegistry};
+use sscsi_kube::{KubeObserver, SpcCache};
+use sscsi_mount::FakeMounter;
+use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::{Condition, NodeConfig, NodeDeps, NodeService, Readiness, services};
+use sscsi_proto::csi::v1::node_server::Node;
+use sscsi_provider_local::LocalProvider;
+use sscsi_testkit::kube_api::ApiServer;
+use tokio_util::sync::CancellationToken;
+
+const GROUP: &str = "secrets-store.csi.x-k8s.io";
+
+fn spc(name: &str) -> SecretProviderClass {
+    serde_json::from_value(json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"provider": "local", "parameters": {"objects": "- objectName: b\n- objectName: a\n"}}
+    }))
+    .unwrap()
+}
+
+struct Cluster {
+    api: ApiServer,
+    node: NodeService,
+    store: tempfile::TempDir,
+    readiness: Readiness,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start(rotation: Option<Duration>) -> Cluster {
+    let api = ApiServer::start().await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    std::fs::write(store.path().join("a"), "alpha").unwrap();
+    std::fs::write(store.path().join("b"), "bravo").unwrap();
+    let mut providers = ProviderRegistry::new();
+    providers.register(Arc::new(LocalProvider::new(store.path()).unwrap()));
+    let readiness = Readiness::default();
+    let stop = CancellationToken::new();
+    let (cache, _task) = SpcCache::start(client.clone(), readiness.clone(), stop.clone());
+    let deps = NodeDeps {
+        mounter: Arc::new(FakeMounter::new()),
+        spcs: Arc::new(cache),
+        providers,
+        readiness: readiness.clone(),
+        metrics: NodeMetrics::new(&mut Registry::default()),
+        observer: Arc::new(KubeObserver::new(client, "node-1".into())),
+    };
+    let config = NodeConfig {
+        driver_name: "secrets-store.csi.k8s.io".into(),
+        vendor_version: "test".into(),
+        node_id: "node-1".into(),
+        rotation_poll_interval: rotation,
+    };
+    let (_, node) = services(config, deps);
+    Cluster {
+        api,
+        node,
+        store,
+        readiness,
+        _stop: stop.drop_guard(),
+    }
+}
+
+impl Cluster {
+    fn client(&self) -> kube::Client {
+        kube::Client::try_from(kube::Config::new(self.api.url().parse().unwrap())).unwrap()
+    }
+
+    async fn publish(&self, target: &std::path::Path, spc: &str) -> Result<(), tonic::Status> {
+        let pod = PodInfo {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: "uid-web-0".into(),
+            service_account: "web".into(),
+        };
+        let req = sscsi_node::client::inline_volume_publish_request("csi-1", target, spc, &pod);
+        self.node
+            .node_publish_volume(tonic::Request::new(req))
+            .await
+            .map(drop)
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.api.objects("events.k8s.io", "events", Some("shop"))
+    }
+
+    async fn wait_synced(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.readiness.is_met(Condition::CachesSynced) {
+            assert!(Instant::now() < deadline, "cache never synced");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the cache has seen a class created through the API.
+    async fn create_spc(&self, name: &str) {
+        let api: Api<SecretProviderClass> = Api::namespaced(self.client(), "shop");
+        api.create(&PostParams::default(), &spc(name))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() {
+    let cluster = start(None).await;
+    cluster.wait_synced().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+
+    // No class yet: upstream's reason, a Warning event on the pod, nothing written.
+    let err = cluster.publish(&target, "app").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let events = cluster.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "SecretProviderClassNotFound");
+    assert_eq!(event["regarding"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["name"], "web-0");
+    assert_eq!(event["regarding"]["uid"], "uid-web-0");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("shop/app") && note.contains("not found"),
+        "{note}"
+    );
+    assert!(
+        cluster
+            .api
+            .objects(GROUP, "secretproviderclasspodstatuses", None)
+            .is_empty()
+    );
+
+    // Once the class exists a later publish succeeds.
+    cluster.create_spc("app").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cluster.publish(&target, "app").await {
+            Ok(()) => break,
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
+
+    let statuses = cluster
+        .api
+        .objects(GROUP, "secretproviderclasspodstatuses", Some("shop"));
+    assert_eq!(statuses.len(), 1);
+    let s = &statuses[0];
+    assert_eq!(s["metadata"]["name"], "web-0-shop-app");
+    assert_eq!(
+        s["metadata"]["labels"]["internal.secrets-store.csi.k8s.io/node-name"],
+        "node-1"
+    );
+    assert_eq!(
+        s["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "web-0", "uid": "uid-web-0"}])
+    );
+    assert_eq!(s["status"]["podName"], "web-0");
+    assert_eq!(s["status"]["secretProviderClassName"], "app");
+    assert_eq!(s["status"]["mounted"], true);
+    assert_eq!(s["status"]["targetPath"], target.display().to_string());
+    let ids: Vec<&str> = s["status"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["a", "b"], "objects sorted by id");
+}
+
+#[tokio::test]
+async fn refresh_updates_pod_status_only_when_versions_change() {
+    let cluster = start(Some(Duration::ZERO)).await;
+    cluster.create_spc("app").await;
+    cluster.wait_synced().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish(&target, "app").await.unwrap();
+    let rv = |c: &Cluster| {
+        c.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"))[0]["metadata"]["resourceVersion"].clone()
+    };
+    let first = rv(&cluster);
+
+    cluster.publish(&target, "app").await.unwrap();
+    assert_eq!(rv(&cluster), first, "nothing changed, nothing written");
+    assert!(cluster.events().is_empty());
+
+    std::fs::write(cluster.store.path().join("b"), "bravo-2").unwrap();
+    cluster.publish(&target, "app").await.unwrap();
+    assert_ne!(rv(&cluster), first, "a new version is recorded");
+    let events = cluster.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Normal");
+    assert_eq!(events[0]["reason"], "SecretRotationComplete");
+}

@@ -79,10 +79,15 @@ pub struct NodeArgs {
     /// Size cap of each volume's tmpfs (64Mi, 1Gi, 512Ki or bytes).
     #[arg(long, env = "SSCSI_TMPFS_SIZE", default_value = "64Mi", value_parser = sscsi_mount::parse_size)]
     pub tmpfs_size: u64,
-    /// Directory of SecretProviderClass YAML files to serve volumes from
-    /// (the Kubernetes API source is not implemented yet, so this is required).
+    /// Read SecretProviderClasses from the YAML files of this directory
+    /// instead of the Kubernetes API (development without a cluster; no
+    /// pod status objects or events are written then).
     #[arg(long, env = "SSCSI_SPC_DIR")]
-    pub spc_dir: PathBuf,
+    pub spc_dir: Option<PathBuf>,
+    /// Kubeconfig file for running outside a cluster. Default: the pod's
+    /// service account, else the file KUBECONFIG names.
+    #[arg(long, env = "SSCSI_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Enable the `local` provider, serving files under this directory.
     #[arg(long, env = "SSCSI_LOCAL_PROVIDER_ROOT")]
     pub local_provider_root: Option<PathBuf>,
@@ -170,7 +175,6 @@ mod tests {
             "--rotation-poll-interval=30s",
             "--metrics-addr=:8095",
             "--log-format-json",
-            "--spc-dir=/etc/spc",
         ])
         .unwrap();
         let Command::Node(args) = cli.command else {

@@ -4,12 +4,13 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use sscsi_core::ProviderRegistry;
+use sscsi_kube::{KubeObserver, SpcCache};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::http::{self, HttpState};
 use sscsi_node::metrics::NodeMetrics;
-use sscsi_node::observer::NoObserver;
+use sscsi_node::observer::{NoObserver, VolumeObserver};
 use sscsi_node::registration::{self, RegistrationConfig};
-use sscsi_node::spc::DirSpcSource;
+use sscsi_node::spc::{DirSpcSource, SpcSource};
 use sscsi_node::{Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
 use sscsi_provider_local::LocalProvider;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         kubelet_registration_path,
         tmpfs_size,
         spc_dir,
+        kubeconfig,
         local_provider_root,
         no_tmpfs,
     } = args;
@@ -89,19 +91,34 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     let mut registry = Registry::default();
     let metrics = NodeMetrics::new(&mut registry);
-    let spcs = Arc::new(DirSpcSource::new(spc_dir));
+    let shutdown = CancellationToken::new();
+    let (spcs, observer): (Arc<dyn SpcSource>, Arc<dyn VolumeObserver>) = match spc_dir {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "SecretProviderClasses from files; no pod status or events");
+            (Arc::new(DirSpcSource::new(dir)), Arc::new(NoObserver))
+        }
+        None => {
+            let client = sscsi_kube::client(kubeconfig.as_deref())
+                .await
+                .context("connect to Kubernetes (or run with --spc-dir)")?;
+            let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
+            (
+                Arc::new(cache),
+                Arc::new(KubeObserver::new(client, config.node_id.clone())),
+            )
+        }
+    };
     let deps = NodeDeps {
         mounter,
         spcs,
         providers,
         readiness: readiness.clone(),
         metrics,
-        observer: Arc::new(NoObserver),
+        observer,
     };
     let (identity, node) = services(config, deps);
 
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
-    let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone())?;
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -84,12 +84,15 @@ impl Node {
             .args(["--metrics-addr=", "--health-addr="])
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid=node-a", "--log-level=trace"])
-            .arg(format!("--spc-dir={}", dir.join("spc").display()))
             .arg(format!(
                 "--local-provider-root={}",
                 dir.join("store").display()
             ))
             .args(extra);
+        // Files unless the test points the node at an API server.
+        if !extra.iter().any(|a| a.starts_with("--kubeconfig")) {
+            cmd.arg(format!("--spc-dir={}", dir.join("spc").display()));
+        }
         let log = dir.join("node.log");
         let file = std::fs::File::create(&log).unwrap();
         cmd.stdout(Stdio::from(file.try_clone().unwrap()))
@@ -379,4 +382,118 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
         !socket.exists(),
         "registration socket removed on shutdown:\n{log}"
     );
+}
+
+/// `sscsi node` against the Kubernetes API test double: the class comes
+/// from the API, the pod status object and events go to it, and nothing
+/// secret reaches the logs at the most verbose level.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_records_pod_status_and_events() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
+    let spcs: Api<DynamicObject> =
+        Api::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk));
+    let spc: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": "app", "namespace": "team"},
+        "spec": {"provider": "local", "parameters": {"objects": "- objectName: password\n"}}
+    }))
+    .unwrap();
+    spcs.create(&PostParams::default(), &spc).await.unwrap();
+
+    let health = free_port();
+    let node = Node::start(
+        dir.path(),
+        &[
+            &format!("--kubeconfig={}", kubeconfig.display()),
+            &format!("--health-addr=127.0.0.1:{health}"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(health, "/readyz"))
+            .await
+            .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let channel = sscsi_node::client::connect(&node.socket).await.unwrap();
+    let mut csi = NodeClient::new(channel);
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-app-0".into(),
+        service_account: "app".into(),
+    };
+    let target = dir
+        .path()
+        .join("pods/u-app-0/volumes/kubernetes.io~csi/secrets/mount");
+    let mut request =
+        sscsi_node::client::inline_volume_publish_request("csi-k", &target, "app", &pod);
+    request
+        .secrets
+        .insert("nodepublish-key".into(), "node-publish-secret-value".into());
+    request.volume_context.insert(
+        TOKENS_KEY.into(),
+        r#"{"vault":{"token":"sa-token-value-xyz","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#
+            .into(),
+    );
+    csi.node_publish_volume(request.clone()).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("password")).unwrap(),
+        "very-secret-value-42"
+    );
+
+    let statuses = api.objects(
+        "secrets-store.csi.x-k8s.io",
+        "secretproviderclasspodstatuses",
+        Some("team"),
+    );
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0]["metadata"]["name"], "app-0-team-app");
+    assert_eq!(statuses[0]["status"]["objects"][0]["id"], "password");
+
+    // A class that does not exist: NotFound and a Warning event on the pod.
+    let missing_target = dir
+        .path()
+        .join("pods/u-app-0/volumes/kubernetes.io~csi/other/mount");
+    let mut missing =
+        sscsi_node::client::inline_volume_publish_request("csi-x", &missing_target, "nope", &pod);
+    missing.secrets = request.secrets.clone();
+    let err = csi.node_publish_volume(missing).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let events = api.objects("events.k8s.io", "events", Some("team"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "SecretProviderClassNotFound"),
+        "{events:?}"
+    );
+
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop())
+        .await
+        .unwrap();
+    let recorded =
+        serde_json::to_string(&(api.objects("events.k8s.io", "events", None), statuses)).unwrap();
+    for secret in [
+        "very-secret-value-42",
+        "sa-token-value-xyz",
+        "node-publish-secret-value",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        assert!(!recorded.contains(secret), "{secret} leaked into the API");
+    }
 }

@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::volumes::{ObjectAges, VolumeTable};
+
 /// Upstream's `os_type` label value on Linux nodes.
 const OS_TYPE: &str = "linux";
 
@@ -71,6 +73,7 @@ pub struct NodeMetrics {
     publish_duration: Family<ProviderLabels, Histogram>,
     backend_requests: Family<BackendLabels, Counter>,
     backend_duration: Family<BackendLabels, Histogram>,
+    volumes: VolumeTable,
 }
 
 impl NodeMetrics {
@@ -86,7 +89,9 @@ impl NodeMetrics {
             publish_duration: Family::new_with_constructor(histogram),
             backend_requests: Family::default(),
             backend_duration: Family::new_with_constructor(histogram),
+            volumes: VolumeTable::default(),
         };
+        registry.register_collector(Box::new(ObjectAges(m.volumes.clone())));
         // The encoder appends `_total` to counters, giving upstream's names.
         registry.register(
             "node_publish",
@@ -139,6 +144,11 @@ impl NodeMetrics {
             m.backend_duration.clone(),
         );
         m
+    }
+
+    /// The volume table whose objects' ages are exported.
+    pub(crate) fn volumes(&self) -> VolumeTable {
+        self.volumes.clone()
     }
 
     pub(crate) fn published(&self, provider: &str, elapsed: Duration) {

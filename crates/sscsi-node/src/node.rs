@@ -16,7 +16,6 @@ use tonic::{Request, Response, Status};
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
 use crate::publish::Publisher;
-use crate::volumes::VolumeTable;
 use crate::{NodeConfig, NodeDeps};
 
 /// CSI Node: publish and unpublish secret volumes.
@@ -42,7 +41,7 @@ impl NodeService {
             spcs,
             providers,
             guards: VolumeGuards::default(),
-            volumes: VolumeTable::default(),
+            volumes: metrics.volumes(),
             metrics,
             observer,
         };

@@ -260,6 +260,8 @@ impl Publisher {
         self.volumes.insert(
             &req.volume_id,
             VolumeState {
+                pod: req.pod.clone(),
+                secret_provider_class: req.spc_name.clone(),
                 provider: provider_name.clone(),
                 versions,
                 last_fetch: Instant::now(),

@@ -6,10 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sscsi_core::ObjectVersion;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use sscsi_core::{ObjectVersion, PodInfo};
 
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeState {
+    pub pod: PodInfo,
+    pub secret_provider_class: String,
     pub provider: String,
     pub versions: Vec<ObjectVersion>,
     pub last_fetch: Instant,
@@ -41,5 +46,54 @@ impl VolumeTable {
             .lock()
             .expect("volume table lock poisoned")
             .remove(volume_id);
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    namespace: String,
+    pod: String,
+    secret_provider_class: String,
+    provider: String,
+    object: String,
+}
+
+/// `sscsi_mounted_object_age_seconds`: for every mounted object, the time
+/// since its volume's last successful fetch, read at scrape time. A rotation
+/// that silently stopped shows as an age that keeps growing.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectAges(pub VolumeTable);
+
+impl Collector for ObjectAges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let volumes: Vec<VolumeState> = self
+            .0
+            .volumes
+            .lock()
+            .expect("volume table lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let gauge = ConstGauge::new(0.0f64);
+        let mut family = encoder.encode_descriptor(
+            "sscsi_mounted_object_age_seconds",
+            "Seconds since the mounted object's content was last fetched successfully",
+            None,
+            gauge.metric_type(),
+        )?;
+        for volume in volumes {
+            let age = volume.last_fetch.elapsed().as_secs_f64();
+            for object in &volume.versions {
+                let labels = ObjectLabels {
+                    namespace: volume.pod.namespace.clone(),
+                    pod: volume.pod.name.clone(),
+                    secret_provider_class: volume.secret_provider_class.clone(),
+                    provider: volume.provider.clone(),
+                    object: object.id.clone(),
+                };
+                ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

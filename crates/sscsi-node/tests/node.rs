@@ -317,6 +317,23 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
         assert!(line.contains("mode=755"), "{line}");
     }
 
+    // Every mounted object's age is exported, and goes once the volume does.
+    let ages = h.metrics("sscsi_mounted_object_age_seconds{");
+    let objects: Vec<&str> = ages
+        .iter()
+        .map(|l| {
+            l.split("object=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(objects, vec!["api-key", "db/password"], "sorted by id: {ages:?}");
+    let labels = r#"namespace="shop",pod="web-0",secret_provider_class="app",provider="local""#;
+    assert!(ages[0].contains(labels), "{ages:?}");
+
     // Rotation off: a republish neither re-fetches nor rewrites.
     let version = data_link(&target);
     std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
@@ -326,6 +343,7 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
 
     h.unpublish("vol").await.unwrap();
     assert!(!target.exists());
+    assert!(h.metrics("sscsi_mounted_object_age_seconds{").is_empty());
     assert!(!h.mounter.is_mounted(&target).unwrap());
     h.unpublish("vol").await.expect("unpublish is idempotent");
     h.stop().await;

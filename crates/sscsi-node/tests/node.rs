@@ -330,7 +330,11 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
                 .unwrap()
         })
         .collect();
-    assert_eq!(objects, vec!["api-key", "db/password"], "sorted by id: {ages:?}");
+    assert_eq!(
+        objects,
+        vec!["api-key", "db/password"],
+        "sorted by id: {ages:?}"
+    );
     let labels = r#"namespace="shop",pod="web-0",secret_provider_class="app",provider="local""#;
     assert!(ages[0].contains(labels), "{ages:?}");
 

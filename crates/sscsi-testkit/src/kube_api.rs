@@ -4,11 +4,11 @@
 //! `/apis/<group>/<version>/...`) for any resource, with what sscsi needs:
 //! get, list and watch (resourceVersion, label and field selectors), create,
 //! update (replace), JSON merge patch and server-side apply patch, delete,
-//! and TokenRequest. Like the real server it refuses what is wrong: create of
+//! the status subresource, and TokenRequest. Like the real server it refuses what is wrong: create of
 //! an existing object is 409 AlreadyExists, an update with a stale
 //! resourceVersion is 409 Conflict, a missing object is 404 NotFound, and
 //! errors come as `Status` objects. Not modelled: authentication, admission,
-//! schema validation, subresources other than `token`, strategic merge patch
+//! schema validation, subresources other than `status` and `token`, strategic merge patch
 //! (415, as for custom resources), and garbage collection.
 
 use std::collections::BTreeMap;
@@ -151,6 +151,11 @@ impl ApiServer {
                 self.patch(&path, content_type, body)
             }
             (&Method::DELETE, Some(_), None) => self.delete(&path),
+            (&Method::GET, Some(_), Some("status")) => self.get(&path),
+            (&Method::PUT | &Method::PATCH, Some(_), Some("status")) => {
+                let merge = method == Method::PATCH;
+                self.write_status(&path, merge, body)
+            }
             _ => status_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -375,6 +380,34 @@ impl ApiServer {
             }
             None => not_found(path, &name),
         }
+    }
+
+    /// The status subresource: only `.status` changes, whatever else the
+    /// body says, as for a resource that declares the subresource.
+    fn write_status(&self, path: &ApiPath, merge: bool, body: Option<Value>) -> Response {
+        let Some(body) = body.filter(Value::is_object) else {
+            return status_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the body must be an object",
+            );
+        };
+        let name = path.name.clone().unwrap_or_default();
+        let mut state = self.state.lock().expect("state");
+        let key = Self::key(path, &name);
+        let Some(mut obj) = state.objects.get(&key).cloned() else {
+            return not_found(path, &name);
+        };
+        if stale(&body, &obj) {
+            return conflict(path, &name);
+        }
+        if merge {
+            merge_patch(&mut obj["status"], &body["status"]);
+        } else {
+            obj["status"] = body["status"].clone();
+        }
+        self.store(&mut state, key.clone(), obj, "MODIFIED");
+        (StatusCode::OK, axum::Json(state.objects[&key].clone())).into_response()
     }
 
     /// TokenRequest: a token bound to the requested audiences. The token is

@@ -176,3 +176,39 @@ async fn token_request_returns_a_bound_token() {
     assert!(!status.token.is_empty());
     assert_eq!(response.spec.audiences, vec!["vault"]);
 }
+
+#[tokio::test]
+async fn status_subresource_changes_only_the_status() {
+    use k8s_openapi::api::core::v1::{Pod, PodStatus};
+    let server = ApiServer::start().await;
+    let api: Api<Pod> = Api::namespaced(client(&server).await, "ns");
+    let mut pod = Pod::default();
+    pod.metadata.name = Some("p".into());
+    pod.metadata.labels = Some([("a".to_owned(), "1".to_owned())].into());
+    api.create(&PostParams::default(), &pod).await.unwrap();
+
+    let patch =
+        serde_json::json!({"metadata": {"labels": {"a": "2"}}, "status": {"phase": "Running"}});
+    let patched = api
+        .patch_status("p", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(
+        patched.metadata.labels.unwrap()["a"],
+        "1",
+        "metadata is not changed through status"
+    );
+
+    let mut replaced = api.get_status("p").await.unwrap();
+    replaced.status = Some(PodStatus {
+        phase: Some("Succeeded".into()),
+        ..Default::default()
+    });
+    let stored = api
+        .replace_status("p", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(stored.status.unwrap().phase.as_deref(), Some("Succeeded"));
+    assert_eq!(code(api.get_status("gone").await.unwrap_err()).0, 404);
+}

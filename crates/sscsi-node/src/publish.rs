@@ -93,7 +93,9 @@ impl Publisher {
             }
             Err(e) => {
                 self.metrics.publish_failed(provider, e.reason());
-                Some((e.reason().to_owned(), e.to_string()))
+                // ABORTED only says another call on the volume is running.
+                (!matches!(e, PublishError::Busy(_)))
+                    .then(|| (e.reason().to_owned(), e.to_string()))
             }
         };
         if let (Some((reason, message)), Some((pod, spc))) = (failure, &trace.volume) {

@@ -13,7 +13,7 @@ use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_kube::{KubeObserver, SpcCache};
 use sscsi_mount::FakeMounter;
 use sscsi_node::metrics::NodeMetrics;
-use sscsi_node::{Condition, NodeConfig, NodeDeps, NodeService, Readiness, services};
+use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, NodeService, Readiness, services};
 use sscsi_proto::csi::v1::node_server::Node;
 use sscsi_provider_local::LocalProvider;
 use sscsi_testkit::kube_api::ApiServer;
@@ -63,6 +63,7 @@ async fn start(rotation: Option<Duration>) -> Cluster {
         vendor_version: "test".into(),
         node_id: "node-1".into(),
         rotation_poll_interval: rotation,
+        refresh_backoff: Backoff::default(),
     };
     let (_, node) = services(config, deps);
     Cluster {

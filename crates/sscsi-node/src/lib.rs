@@ -45,6 +45,34 @@ pub struct NodeConfig {
     /// With rotation on, a republish re-fetches once this long has passed
     /// since the volume's last successful fetch; `None`: rotation off.
     pub rotation_poll_interval: Option<Duration>,
+    /// How long a volume waits after a failed refresh before the next try.
+    pub refresh_backoff: Backoff,
+}
+
+/// Exponential backoff with jitter, capped: after `n` failures in a row the
+/// next try waits `base · 2^(n-1)`, at most `cap`, ±20 %. Keeps a throttled
+/// backend from being hit by every republish of every volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(10),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(30);
+        let delay = self.base.saturating_mul(1 << exponent).min(self.cap);
+        delay.mul_f64(rand::random_range(0.8..1.2))
+    }
 }
 
 /// What the node services work with, assembled by the binary.
@@ -67,4 +95,26 @@ pub fn services(config: NodeConfig, deps: NodeDeps) -> (IdentityService, NodeSer
     );
     let node = NodeService::new(config, deps);
     (identity, node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let backoff = Backoff {
+            base: Duration::from_secs(10),
+            cap: Duration::from_secs(300),
+        };
+        for (failures, nominal) in [(1, 10.0), (2, 20.0), (3, 40.0), (6, 300.0), (40, 300.0)] {
+            for _ in 0..20 {
+                let d = backoff.delay(failures).as_secs_f64();
+                assert!(
+                    d >= nominal * 0.8 && d <= nominal * 1.2,
+                    "{failures} failures: {d}s"
+                );
+            }
+        }
+    }
 }

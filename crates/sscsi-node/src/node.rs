@@ -37,6 +37,7 @@ impl NodeService {
         } = deps;
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
+            refresh_backoff: config.refresh_backoff,
             mounter,
             spcs,
             providers,

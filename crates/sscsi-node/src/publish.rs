@@ -13,6 +13,7 @@ use sscsi_core::{
 use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 
+use crate::Backoff;
 use crate::context::PublishRequest;
 use crate::error::{PublishError, UnpublishError};
 use crate::guard::VolumeGuards;
@@ -24,6 +25,7 @@ use crate::volumes::{VolumeState, VolumeTable};
 #[derive(Debug)]
 pub(crate) struct Publisher {
     pub rotation_poll_interval: Option<Duration>,
+    pub refresh_backoff: Backoff,
     pub mounter: Arc<dyn Mounter>,
     pub spcs: Arc<dyn SpcSource>,
     pub providers: ProviderRegistry,
@@ -37,6 +39,8 @@ pub(crate) struct Publisher {
 pub(crate) enum PublishOutcome {
     /// Already mounted and no re-fetch due: nothing was called or written.
     AlreadyMounted,
+    /// Already mounted; a recent refresh failed and the next try waits.
+    BackingOff,
     /// First mount: tmpfs mounted and files written.
     Mounted,
     /// Re-fetched; `changed` tells whether any file was rewritten.
@@ -49,6 +53,7 @@ impl PublishOutcome {
     pub fn describe(&self) -> &'static str {
         match self {
             Self::AlreadyMounted => "already mounted",
+            Self::BackingOff => "already mounted; backing off after a failed refresh",
             Self::Mounted => "mounted",
             Self::Refreshed { changed: true } => "refreshed, content changed",
             Self::Refreshed { changed: false } => "refreshed, content unchanged",
@@ -124,8 +129,17 @@ impl Publisher {
         if let Some(state) = &state {
             trace.provider.clone_from(&state.provider);
         }
-        if mounted && !self.refresh_due(state.as_ref()) {
-            return Ok(PublishOutcome::AlreadyMounted);
+        if mounted {
+            if state
+                .as_ref()
+                .and_then(|s| s.retry_at)
+                .is_some_and(|at| Instant::now() < at)
+            {
+                return Ok(PublishOutcome::BackingOff);
+            }
+            if !self.refresh_due(state.as_ref()) {
+                return Ok(PublishOutcome::AlreadyMounted);
+            }
         }
         let current_versions = state.map(|s| s.versions).unwrap_or_default();
         match self
@@ -136,8 +150,11 @@ impl Publisher {
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
             Err(e) if mounted => {
+                let retry_in = self
+                    .volumes
+                    .record_failure(&req.volume_id, self.refresh_backoff);
                 tracing::warn!(
-                    volume_id = req.volume_id, reason = e.reason(), error = %e,
+                    volume_id = req.volume_id, reason = e.reason(), error = %e, ?retry_in,
                     "refresh of a mounted volume failed; keeping the previous content"
                 );
                 Ok(PublishOutcome::RefreshFailed {
@@ -267,6 +284,8 @@ impl Publisher {
                 provider: provider_name.clone(),
                 versions,
                 last_fetch: Instant::now(),
+                failures: 0,
+                retry_at: None,
             },
         );
         Ok(outcome)

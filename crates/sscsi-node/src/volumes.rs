@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use sscsi_core::{ObjectVersion, PodInfo};
+
+use crate::Backoff;
 
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeState {
@@ -18,6 +20,10 @@ pub(crate) struct VolumeState {
     pub provider: String,
     pub versions: Vec<ObjectVersion>,
     pub last_fetch: Instant,
+    /// Refreshes failed in a row since the last successful fetch.
+    pub failures: u32,
+    /// No refresh before this, after a failure.
+    pub retry_at: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -39,6 +45,17 @@ impl VolumeTable {
             .lock()
             .expect("volume table lock poisoned")
             .insert(volume_id.to_owned(), state);
+    }
+
+    /// Records a failed refresh; returns the backoff delay, or None when the
+    /// volume has no record (e.g. mounted before a restart).
+    pub fn record_failure(&self, volume_id: &str, backoff: Backoff) -> Option<Duration> {
+        let mut volumes = self.volumes.lock().expect("volume table lock poisoned");
+        let state = volumes.get_mut(volume_id)?;
+        state.failures = state.failures.saturating_add(1);
+        let delay = backoff.delay(state.failures);
+        state.retry_at = Some(Instant::now() + delay);
+        Some(delay)
     }
 
     pub fn remove(&self, volume_id: &str) {

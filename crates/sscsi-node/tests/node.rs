@@ -16,7 +16,7 @@ use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::*;
@@ -88,6 +88,11 @@ impl Harness {
             vendor_version: "test".into(),
             node_id: "node-1".into(),
             rotation_poll_interval: rotation,
+            // Short, so a test can wait one out.
+            refresh_backoff: Backoff {
+                base: Duration::from_millis(300),
+                cap: Duration::from_secs(1),
+            },
         };
         let readiness = Readiness::default();
         let mut registry = Registry::default();
@@ -732,6 +737,51 @@ async fn a_failed_tmpfs_mount_fails_the_publish_and_leaves_nothing_mounted() {
     mounter.fail_mounts(false);
     h.publish("vol", "app").await.unwrap();
     assert_eq!(read(&h.target("vol").join("api-key")), "key-v1");
+    h.unpublish("vol").await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_backend_during_rotation_keeps_the_files_and_backs_off() {
+    let h = Harness::start(Some(Duration::ZERO), vec![]).await;
+    let target = h.target("vol");
+    h.publish("vol", "app").await.unwrap();
+    let version = data_link(&target);
+    let failed_fetches = |h: &Harness| {
+        h.metrics("sscsi_provider_requests_total{provider=\"local\",outcome=\"error\"}")
+            .first()
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+
+    std::fs::remove_file(h.store().join("api-key")).unwrap();
+    h.publish("vol", "app")
+        .await
+        .expect("a failed refresh is reported as success");
+    assert_eq!(failed_fetches(&h).as_deref(), Some("1"));
+    // Within the backoff, republishes do not call the backend again.
+    for _ in 0..2 {
+        h.publish("vol", "app").await.unwrap();
+    }
+    assert_eq!(failed_fetches(&h).as_deref(), Some("1"), "backing off");
+    assert_eq!(
+        read(&target.join("api-key")),
+        "key-v1",
+        "previous files intact"
+    );
+    assert_eq!(data_link(&target), version);
+
+    // After the backoff (500 ms ±20 %) it tries again, fails, and waits longer.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(failed_fetches(&h).as_deref(), Some("2"));
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(failed_fetches(&h).as_deref(), Some("2"));
+
+    // The backend recovers: the next try after the (capped) backoff succeeds.
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.publish("vol", "app").await.unwrap();
+    assert_eq!(read(&target.join("api-key")), "key-v2");
     h.unpublish("vol").await.unwrap();
     h.stop().await;
 }

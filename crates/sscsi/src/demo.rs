@@ -14,7 +14,7 @@ use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest};
@@ -86,6 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         vendor_version: env!("CARGO_PKG_VERSION").into(),
         node_id: "demo-node".into(),
         rotation_poll_interval: Some(Duration::ZERO),
+        refresh_backoff: Backoff::default(),
     };
     let readiness = Readiness::default();
     let mut registry = Registry::default();

@@ -11,7 +11,7 @@ use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::{NoObserver, VolumeObserver};
 use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::{DirSpcSource, SpcSource};
-use sscsi_node::{Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
+use sscsi_node::{Backoff, Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
 use sscsi_provider_local::LocalProvider;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +77,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         vendor_version: env!("CARGO_PKG_VERSION").to_owned(),
         node_id,
         rotation_poll_interval: enable_secret_rotation.then_some(rotation_poll_interval),
+        refresh_backoff: Backoff::default(),
     };
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,

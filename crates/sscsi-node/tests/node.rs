@@ -90,8 +90,8 @@ impl Harness {
             rotation_poll_interval: rotation,
             // Short, so a test can wait one out.
             refresh_backoff: Backoff {
-                base: Duration::from_millis(300),
-                cap: Duration::from_secs(1),
+                base: Duration::from_millis(500),
+                cap: Duration::from_millis(1500),
             },
         };
         let readiness = Readiness::default();

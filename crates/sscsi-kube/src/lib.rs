@@ -3,12 +3,14 @@
 //! SecretProviderClassPodStatus objects and Events on the pod.
 
 mod observer;
+mod refresh;
 mod spc_cache;
 
 use std::path::Path;
 
 pub use kube::Client;
 pub use observer::KubeObserver;
+pub use refresh::{REFRESH_ANNOTATION, watch_refresh_requests};
 pub use spc_cache::SpcCache;
 
 #[derive(Debug, thiserror::Error)]

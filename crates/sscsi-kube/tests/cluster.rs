@@ -215,3 +215,68 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     assert_eq!(events[0]["type"], "Normal");
     assert_eq!(events[0]["reason"], "SecretRotationComplete");
 }
+
+#[tokio::test]
+async fn the_refresh_annotation_re_fetches_before_the_interval() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+
+    let cluster = start(Some(Duration::from_secs(3600))).await;
+    cluster.create_spc("app").await;
+    cluster.wait_synced().await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "shop");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-0", "namespace": "shop", "uid": "uid-web-0"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let stop = CancellationToken::new();
+    let _watch = sscsi_kube::watch_refresh_requests(
+        cluster.client(),
+        "node-1",
+        cluster.node.refresher(),
+        stop.clone(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish(&target, "app").await.unwrap();
+    std::fs::write(cluster.store.path().join("a"), "alpha-2").unwrap();
+    cluster.publish(&target, "app").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("a")).unwrap(),
+        "alpha",
+        "the interval has not passed"
+    );
+
+    // Ask for a refresh with a new value each time, until the watch (whose
+    // first list only sets a baseline) acts on one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for attempt in 0.. {
+        let value = format!("request-{attempt}");
+        let patch = json!({"metadata": {"annotations": {sscsi_kube::REFRESH_ANNOTATION: value}}});
+        pods.patch("web-0", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if std::fs::read_to_string(target.join("a")).unwrap() == "alpha-2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the annotation did not trigger a refresh"
+        );
+    }
+    let events = cluster.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "SecretRotationComplete"),
+        "{events:?}"
+    );
+    stop.cancel();
+}

@@ -29,8 +29,9 @@ struct VolumeContext {
     service_account: String,
 }
 
-/// A NodePublishVolume request that passed validation.
-#[derive(Debug)]
+/// A NodePublishVolume request that passed validation. The last one of
+/// each volume is kept, so an on-demand refresh can repeat it.
+#[derive(Debug, Clone)]
 pub(crate) struct PublishRequest {
     pub volume_id: String,
     pub target_path: PathBuf,

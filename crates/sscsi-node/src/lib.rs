@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use identity::IdentityService;
-pub use node::NodeService;
+pub use node::{NodeService, Refresher};
 pub use readiness::{Condition, Readiness};
 pub use server::Endpoint;
 use sscsi_core::ProviderRegistry;

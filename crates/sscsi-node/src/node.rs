@@ -53,6 +53,25 @@ impl NodeService {
     }
 }
 
+impl NodeService {
+    /// A handle for on-demand refreshes of mounted volumes.
+    pub fn refresher(&self) -> Refresher {
+        Refresher(self.publisher.clone())
+    }
+}
+
+/// Re-fetches a pod's volumes now (the `secrets-store.csi.k8s.io/refresh`
+/// annotation), with the request kubelet last sent for each.
+#[derive(Debug, Clone)]
+pub struct Refresher(Arc<Publisher>);
+
+impl Refresher {
+    /// Returns how many volumes were re-fetched.
+    pub async fn refresh_pod(&self, namespace: &str, name: &str) -> usize {
+        self.0.refresh_pod(namespace, name).await
+    }
+}
+
 #[tonic::async_trait]
 impl Node for NodeService {
     /// Mounts the volume's secrets. Idempotent: a second call for a mounted

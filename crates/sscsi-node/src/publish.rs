@@ -80,9 +80,45 @@ impl Publisher {
         let started = Instant::now();
         let mut trace = Trace::default();
         let result = self.publish_volume(raw, &mut trace).await;
-        let elapsed = started.elapsed();
+        self.account(&result, &trace, started.elapsed()).await;
+        result
+    }
+
+    /// Re-fetches every volume of a pod now, ignoring the poll interval and
+    /// any backoff, with the request kubelet last sent (`secrets-store.csi.k8s.io/refresh`).
+    /// A volume whose tokens have expired waits for kubelet's next
+    /// republish, which brings fresh ones. Returns how many were re-fetched.
+    pub async fn refresh_pod(&self, namespace: &str, name: &str) -> usize {
+        let mut refreshed = 0;
+        for volume_id in self.volumes.of_pod(namespace, name) {
+            let started = Instant::now();
+            let mut trace = Trace::default();
+            let result = self.refresh_volume(&volume_id, &mut trace).await;
+            if let Ok(Some(outcome)) = &result {
+                refreshed += 1;
+                tracing::info!(
+                    volume_id,
+                    namespace,
+                    pod = name,
+                    outcome = outcome.describe(),
+                    "on-demand refresh"
+                );
+            }
+            let result = result.map(|o| o.unwrap_or(PublishOutcome::AlreadyMounted));
+            self.account(&result, &trace, started.elapsed()).await;
+        }
+        refreshed
+    }
+
+    /// Metrics, and a Warning event on the pod for a failure.
+    async fn account(
+        &self,
+        result: &Result<PublishOutcome, PublishError>,
+        trace: &Trace,
+        elapsed: Duration,
+    ) {
         let provider = trace.provider.as_str();
-        let failure = match &result {
+        let failure = match result {
             // Counted as upstream counts a masked republish error.
             Ok(PublishOutcome::RefreshFailed { reason, message }) => {
                 self.metrics.publish_failed(provider, reason);
@@ -113,7 +149,42 @@ impl Publisher {
             };
             self.observer.publish_failed(failure).await;
         }
-        result
+    }
+
+    async fn refresh_volume(
+        &self,
+        volume_id: &str,
+        trace: &mut Trace,
+    ) -> Result<Option<PublishOutcome>, PublishError> {
+        let _guard = self.guards.try_lock(volume_id)?;
+        // Unpublished meanwhile: nothing to refresh.
+        let Some(state) = self.volumes.get(volume_id) else {
+            return Ok(None);
+        };
+        let req = state.request.clone();
+        trace.volume = Some((req.pod.clone(), req.spc_name.clone()));
+        trace.provider.clone_from(&state.provider);
+        if let Some(audience) = expired_token(&req) {
+            tracing::info!(
+                volume_id,
+                audience,
+                "token expired; the refresh waits for kubelet's next republish"
+            );
+            return Ok(None);
+        }
+        let mounted = self
+            .mounter
+            .is_mounted(&req.target_path)
+            .map_err(|source| PublishError::MountCheck {
+                path: req.target_path.clone(),
+                source,
+            })?;
+        if !mounted {
+            return Ok(None);
+        }
+        self.fetch_masked(&req, true, state.versions, trace)
+            .await
+            .map(Some)
     }
 
     async fn publish_volume(
@@ -142,8 +213,19 @@ impl Publisher {
             }
         }
         let current_versions = state.map(|s| s.versions).unwrap_or_default();
+        self.fetch_masked(&req, mounted, current_versions, trace)
+            .await
+    }
+
+    async fn fetch_masked(
+        &self,
+        req: &PublishRequest,
+        mounted: bool,
+        current_versions: Vec<ObjectVersion>,
+        trace: &mut Trace,
+    ) -> Result<PublishOutcome, PublishError> {
         match self
-            .fetch_and_write(&req, mounted, current_versions, &mut trace.provider)
+            .fetch_and_write(req, mounted, current_versions, &mut trace.provider)
             .await
         {
             Ok(outcome) => Ok(outcome),
@@ -279,8 +361,7 @@ impl Publisher {
         self.volumes.insert(
             &req.volume_id,
             VolumeState {
-                pod: req.pod.clone(),
-                secret_provider_class: req.spc_name.clone(),
+                request: Arc::new(req.clone()),
                 provider: provider_name.clone(),
                 versions,
                 last_fetch: Instant::now(),
@@ -384,6 +465,16 @@ impl Publisher {
         self.volumes.remove(&req.volume_id);
         Ok(())
     }
+}
+
+/// The audience of a token that has expired or expires within a minute.
+/// A token without a readable expiry is taken as valid.
+fn expired_token(req: &PublishRequest) -> Option<&str> {
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    req.tokens.iter().find_map(|(audience, token)| {
+        let expiry: jiff::Timestamp = token.expiration_timestamp.parse().ok()?;
+        (expiry < soon).then_some(audience.as_str())
+    })
 }
 
 fn pod_ref(req: &PublishRequest) -> String {

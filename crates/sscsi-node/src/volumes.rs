@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
-use sscsi_core::{ObjectVersion, PodInfo};
+use sscsi_core::ObjectVersion;
 
 use crate::Backoff;
+use crate::context::PublishRequest;
 
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeState {
-    pub pod: PodInfo,
-    pub secret_provider_class: String,
+    /// The request of the last successful publish; tokens included, held
+    /// only in memory and wiped when dropped.
+    pub request: Arc<PublishRequest>,
     pub provider: String,
     pub versions: Vec<ObjectVersion>,
     pub last_fetch: Instant,
@@ -56,6 +58,16 @@ impl VolumeTable {
         let delay = backoff.delay(state.failures);
         state.retry_at = Some(Instant::now() + delay);
         Some(delay)
+    }
+
+    /// The volumes of one pod, by volume id.
+    pub fn of_pod(&self, namespace: &str, name: &str) -> Vec<String> {
+        let volumes = self.volumes.lock().expect("volume table lock poisoned");
+        volumes
+            .iter()
+            .filter(|(_, v)| v.request.pod.namespace == namespace && v.request.pod.name == name)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn remove(&self, volume_id: &str) {
@@ -102,9 +114,9 @@ impl Collector for ObjectAges {
             let age = volume.last_fetch.elapsed().as_secs_f64();
             for object in &volume.versions {
                 let labels = ObjectLabels {
-                    namespace: volume.pod.namespace.clone(),
-                    pod: volume.pod.name.clone(),
-                    secret_provider_class: volume.secret_provider_class.clone(),
+                    namespace: volume.request.pod.namespace.clone(),
+                    pod: volume.request.pod.name.clone(),
+                    secret_provider_class: volume.request.spc_name.clone(),
                     provider: volume.provider.clone(),
                     object: object.id.clone(),
                 };

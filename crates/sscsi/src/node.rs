@@ -93,20 +93,18 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = NodeMetrics::new(&mut registry);
     let shutdown = CancellationToken::new();
-    let (spcs, observer): (Arc<dyn SpcSource>, Arc<dyn VolumeObserver>) = match spc_dir {
+    let (spcs, observer, client): (Arc<dyn SpcSource>, Arc<dyn VolumeObserver>, _) = match spc_dir {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "SecretProviderClasses from files; no pod status or events");
-            (Arc::new(DirSpcSource::new(dir)), Arc::new(NoObserver))
+            (Arc::new(DirSpcSource::new(dir)), Arc::new(NoObserver), None)
         }
         None => {
             let client = sscsi_kube::client(kubeconfig.as_deref())
                 .await
                 .context("connect to Kubernetes (or run with --spc-dir)")?;
             let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
-            (
-                Arc::new(cache),
-                Arc::new(KubeObserver::new(client, config.node_id.clone())),
-            )
+            let observer = KubeObserver::new(client.clone(), config.node_id.clone());
+            (Arc::new(cache), Arc::new(observer), Some(client))
         }
     };
     let deps = NodeDeps {
@@ -117,7 +115,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         metrics,
         observer,
     };
+    let node_id = config.node_id.clone();
     let (identity, node) = services(config, deps);
+    if let Some(client) = client {
+        sscsi_kube::watch_refresh_requests(client, &node_id, node.refresher(), shutdown.clone());
+    }
 
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
     let signals = shutdown_on_signal(shutdown.clone())?;

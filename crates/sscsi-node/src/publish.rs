@@ -201,6 +201,7 @@ impl Publisher {
             trace.provider.clone_from(&state.provider);
         }
         if mounted {
+            self.volumes.update_request(&req.volume_id, &req);
             if state
                 .as_ref()
                 .and_then(|s| s.retry_at)
@@ -497,5 +498,52 @@ fn mount_request(
         pod: req.pod.clone(),
         default_file_mode: DEFAULT_FILE_MODE,
         current_versions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use sscsi_proto::TOKENS_KEY;
+    use sscsi_proto::csi::v1::VolumeCapability;
+
+    use super::*;
+
+    fn request_with_token_expiring(at: &str) -> PublishRequest {
+        let tokens = format!(r#"{{"vault":{{"token":"t","expirationTimestamp":"{at}"}}}}"#);
+        PublishRequest::parse(NodePublishVolumeRequest {
+            volume_id: "v".into(),
+            target_path: "/t".into(),
+            volume_capability: Some(VolumeCapability::default()),
+            readonly: true,
+            volume_context: HashMap::from([
+                ("secretProviderClass".into(), "spc".into()),
+                ("csi.storage.k8s.io/pod.namespace".into(), "ns".into()),
+                (TOKENS_KEY.into(), tokens),
+            ]),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refresh_waits_for_fresh_tokens() {
+        let past = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5)).to_string();
+        let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30)).to_string();
+        let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600)).to_string();
+        assert_eq!(
+            expired_token(&request_with_token_expiring(&past)),
+            Some("vault")
+        );
+        assert_eq!(
+            expired_token(&request_with_token_expiring(&soon)),
+            Some("vault")
+        );
+        assert_eq!(expired_token(&request_with_token_expiring(&later)), None);
+        assert_eq!(
+            expired_token(&request_with_token_expiring("not a time")),
+            None
+        );
     }
 }

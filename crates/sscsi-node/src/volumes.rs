@@ -60,6 +60,15 @@ impl VolumeTable {
         Some(delay)
     }
 
+    /// Keeps the newest request (fresh tokens) of a mounted volume, for
+    /// on-demand refreshes between fetches.
+    pub fn update_request(&self, volume_id: &str, request: &PublishRequest) {
+        let mut volumes = self.volumes.lock().expect("volume table lock poisoned");
+        if let Some(state) = volumes.get_mut(volume_id) {
+            state.request = Arc::new(request.clone());
+        }
+    }
+
     /// The volumes of one pod, by volume id.
     pub fn of_pod(&self, namespace: &str, name: &str) -> Vec<String> {
         let volumes = self.volumes.lock().expect("volume table lock poisoned");

@@ -5,6 +5,7 @@
 mod observer;
 mod refresh;
 mod spc_cache;
+mod sync;
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ pub use kube::Client;
 pub use observer::KubeObserver;
 pub use refresh::{REFRESH_ANNOTATION, watch_refresh_requests};
 pub use spc_cache::SpcCache;
+pub use sync::{MANAGED_LABEL, SyncError, SyncPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

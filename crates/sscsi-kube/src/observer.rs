@@ -15,6 +15,8 @@ use sscsi_api::{
 use sscsi_core::PodInfo;
 use sscsi_node::observer::{FailedPublish, MountedVolume, ObserverError, VolumeObserver};
 
+use crate::sync::{SyncPolicy, sync_secrets};
+
 /// The event source, as upstream's controller names itself.
 const REPORTER: &str = "csi-secrets-store-controller";
 
@@ -23,6 +25,7 @@ pub struct KubeObserver {
     client: Client,
     node_id: String,
     recorder: Recorder,
+    sync: SyncPolicy,
 }
 
 impl std::fmt::Debug for KubeObserver {
@@ -44,7 +47,14 @@ impl KubeObserver {
             client,
             node_id,
             recorder,
+            sync: SyncPolicy::Disabled,
         }
+    }
+
+    /// Mirrors `secretObjects` into Kubernetes Secrets under `policy`.
+    pub fn with_secret_sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
     }
 
     /// Creates the status object, or brings an existing one up to date;
@@ -175,12 +185,14 @@ fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPod
 #[async_trait]
 impl VolumeObserver for KubeObserver {
     async fn mounted(&self, volume: MountedVolume<'_>) -> Result<(), ObserverError> {
-        self.record_status(&volume).await.map_err(|e| {
-            ObserverError(format!(
-                "failed to create or update SecretProviderClassPodStatus for pod {}/{}: {e}",
-                volume.pod.namespace, volume.pod.name
-            ))
-        })?;
+        if volume.versions_changed {
+            self.record_status(&volume).await.map_err(|e| {
+                ObserverError(format!(
+                    "failed to create or update SecretProviderClassPodStatus for pod {}/{}: {e}",
+                    volume.pod.namespace, volume.pod.name
+                ))
+            })?;
+        }
         if volume.refresh && volume.content_changed {
             let note = format!(
                 "successfully rotated mounted contents for SecretProviderClass {}/{} (provider {})",
@@ -193,6 +205,24 @@ impl VolumeObserver for KubeObserver {
                 note,
             )
             .await;
+        }
+        // Sync never fails the mount: its errors are events.
+        let errors = sync_secrets(
+            &self.client,
+            &self.sync,
+            volume.pod,
+            volume.secret_objects,
+            volume.files,
+        )
+        .await;
+        for e in errors {
+            tracing::warn!(pod = volume.pod.name, namespace = volume.pod.namespace, error = %e, "secret sync failed");
+            let note = format!(
+                "SecretProviderClass {}/{}: {e}",
+                volume.pod.namespace, volume.secret_provider_class
+            );
+            self.event(volume.pod, EventType::Warning, e.reason(), note)
+                .await;
         }
         Ok(())
     }

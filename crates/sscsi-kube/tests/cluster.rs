@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use sscsi_api::SecretProviderClass;
 use sscsi_core::{PodInfo, ProviderRegistry};
-use sscsi_kube::{KubeObserver, SpcCache};
+use sscsi_kube::{KubeObserver, SpcCache, SyncPolicy};
 use sscsi_mount::FakeMounter;
 use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, NodeService, Readiness, services};
@@ -40,6 +40,10 @@ struct Cluster {
 }
 
 async fn start(rotation: Option<Duration>) -> Cluster {
+    start_with_sync(rotation, SyncPolicy::Disabled).await
+}
+
+async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluster {
     let api = ApiServer::start().await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -56,7 +60,7 @@ async fn start(rotation: Option<Duration>) -> Cluster {
         providers,
         readiness: readiness.clone(),
         metrics: NodeMetrics::new(&mut Registry::default()),
-        observer: Arc::new(KubeObserver::new(client, "node-1".into())),
+        observer: Arc::new(KubeObserver::new(client, "node-1".into()).with_secret_sync(sync)),
     };
     let config = NodeConfig {
         driver_name: "secrets-store.csi.k8s.io".into(),
@@ -279,4 +283,263 @@ async fn the_refresh_annotation_re_fetches_before_the_interval() {
         "{events:?}"
     );
     stop.cancel();
+}
+
+fn synced_spc(name: &str, secret_objects: serde_json::Value) -> SecretProviderClass {
+    serde_json::from_value(json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "provider": "local",
+            "parameters": {"objects": "- objectName: b\n- objectName: a\n"},
+            "secretObjects": secret_objects
+        }
+    }))
+    .unwrap()
+}
+
+async fn create_pod(cluster: &Cluster, name: &str, owner: Option<(&str, &str)>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let owners = owner.map_or(json!([]), |(rs, uid)| {
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": uid, "controller": true}])
+    });
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "ownerReferences": owners},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(cluster.client(), "shop")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+impl Cluster {
+    async fn publish_pod(
+        &self,
+        pod: &str,
+        volume: &str,
+        target: &std::path::Path,
+        spc: &str,
+    ) -> Result<(), tonic::Status> {
+        let pod = PodInfo {
+            name: pod.into(),
+            namespace: "shop".into(),
+            uid: format!("uid-{pod}"),
+            service_account: "web".into(),
+        };
+        let req = sscsi_node::client::inline_volume_publish_request(volume, target, spc, &pod);
+        self.node
+            .node_publish_volume(tonic::Request::new(req))
+            .await
+            .map(drop)
+    }
+
+    fn secret(&self, name: &str) -> Option<serde_json::Value> {
+        self.api
+            .objects("", "secrets", Some("shop"))
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == name)
+    }
+
+    async fn wait_for_class(&self, name: &str) {
+        let api: Api<SecretProviderClass> = Api::namespaced(self.client(), "shop");
+        api.get(name).await.unwrap();
+        // The cache follows the watch; give it the object.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn b64(s: &str) -> String {
+    use k8s_openapi::ByteString;
+    serde_json::to_value(ByteString(s.as_bytes().to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn secret_objects_are_mirrored_and_written_only_on_change() {
+    let cluster = start_with_sync(
+        Some(Duration::ZERO),
+        SyncPolicy::Enabled {
+            allowed_namespaces: None,
+        },
+    )
+    .await;
+    let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
+    let secret_objects = json!([{
+        "secretName": "app-secret", "type": "Opaque",
+        "labels": {"team": "shop"}, "annotations": {"note": "synced"},
+        "data": [{"objectName": "a", "key": "username"}, {"objectName": "b", "key": "password"}]
+    }]);
+    spcs.create(&PostParams::default(), &synced_spc("app", secret_objects))
+        .await
+        .unwrap();
+    cluster.wait_synced().await;
+    cluster.wait_for_class("app").await;
+    create_pod(&cluster, "web-0", Some(("web-abc", "rs-1"))).await;
+    create_pod(&cluster, "web-1", Some(("web-def", "rs-2"))).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster
+        .publish_pod("web-0", "csi-a", &target, "app")
+        .await
+        .unwrap();
+    let secret = cluster.secret("app-secret").expect("Secret created");
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["data"]["username"], b64("alpha"));
+    assert_eq!(secret["data"]["password"], b64("bravo"));
+    assert_eq!(
+        secret["metadata"]["labels"],
+        json!({"team": "shop", "secrets-store.csi.k8s.io/managed": "true"})
+    );
+    assert_eq!(secret["metadata"]["annotations"], json!({"note": "synced"}));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "rs-1"}])
+    );
+    let rv = secret["metadata"]["resourceVersion"].clone();
+
+    // An unchanged re-fetch writes nothing.
+    cluster
+        .publish_pod("web-0", "csi-a", &target, "app")
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.secret("app-secret").unwrap()["metadata"]["resourceVersion"],
+        rv
+    );
+
+    // A changed secret reaches the file and the Secret in the same re-fetch.
+    std::fs::write(cluster.store.path().join("b"), "bravo-2").unwrap();
+    cluster
+        .publish_pod("web-0", "csi-a", &target, "app")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("b")).unwrap(),
+        "bravo-2"
+    );
+    let secret = cluster.secret("app-secret").unwrap();
+    assert_eq!(secret["data"]["password"], b64("bravo-2"));
+    assert_ne!(secret["metadata"]["resourceVersion"], rv);
+
+    // A pod of the next ReplicaSet (a rollout) adds its owner; the old one stays.
+    let target2 = dir
+        .path()
+        .join("pods/uid-web-1/volumes/kubernetes.io~csi/secrets/mount");
+    cluster
+        .publish_pod("web-1", "csi-b", &target2, "app")
+        .await
+        .unwrap();
+    let owners: Vec<String> = cluster.secret("app-secret").unwrap()["metadata"]["ownerReferences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(owners, vec!["rs-1", "rs-2"]);
+    assert!(
+        cluster.events().iter().all(|e| e["type"] != "Warning"),
+        "{:?}",
+        cluster.events()
+    );
+}
+
+#[tokio::test]
+async fn sync_errors_are_events_and_never_fail_the_mount() {
+    let allowed = SyncPolicy::Enabled {
+        allowed_namespaces: Some(["other".to_owned()].into()),
+    };
+    let cluster = start_with_sync(None, allowed).await;
+    let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
+    let objects =
+        json!([{"secretName": "s", "type": "Opaque", "data": [{"objectName": "a", "key": "k"}]}]);
+    spcs.create(&PostParams::default(), &synced_spc("app", objects))
+        .await
+        .unwrap();
+    cluster.wait_synced().await;
+    cluster.wait_for_class("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster
+        .publish_pod("web-0", "csi-a", &target, "app")
+        .await
+        .expect("the mount succeeds");
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
+    assert!(
+        cluster.secret("s").is_none(),
+        "nothing synced into a namespace not allowed"
+    );
+    let events = cluster.events();
+    let note = events
+        .iter()
+        .find(|e| e["reason"] == "SecretSyncNotAllowed")
+        .and_then(|e| e["note"].as_str())
+        .unwrap_or_else(|| panic!("no sync event: {events:?}"));
+    assert!(note.contains("namespace shop is not allowed"), "{note}");
+
+    // A file the secretObject names but the volume lacks, and a TLS Secret.
+    let cluster = start_with_sync(
+        None,
+        SyncPolicy::Enabled {
+            allowed_namespaces: None,
+        },
+    )
+    .await;
+    let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
+    let objects = json!([
+        {"secretName": "s", "type": "Opaque", "data": [{"objectName": "missing", "key": "k"}]},
+        {"secretName": "t", "type": "kubernetes.io/tls", "data": [{"objectName": "a", "key": "tls.key"}]}
+    ]);
+    spcs.create(&PostParams::default(), &synced_spc("app", objects))
+        .await
+        .unwrap();
+    cluster.wait_synced().await;
+    cluster.wait_for_class("app").await;
+    cluster
+        .publish_pod("web-0", "csi-a", &target.with_file_name("mount2"), "app")
+        .await
+        .unwrap();
+    let warnings: Vec<String> = cluster
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "Warning")
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap(),
+                e["note"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let has = |reason: &str, text: &str| {
+        warnings
+            .iter()
+            .any(|w| w.starts_with(reason) && w.contains(text))
+    };
+    assert!(
+        has(
+            "FailedToCreateSecret: ",
+            r#"file matching objectName "missing" not found in the pod"#
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        has(
+            "SecretTypeNotSupported: ",
+            "kubernetes.io/tls is not synced yet"
+        ),
+        "{warnings:?}"
+    );
+    assert!(cluster.secret("s").is_none() && cluster.secret("t").is_none());
 }

@@ -6,7 +6,8 @@ use std::fmt;
 use std::path::Path;
 
 use async_trait::async_trait;
-use sscsi_core::{ObjectVersion, PodInfo};
+use sscsi_api::SecretObject;
+use sscsi_core::{ObjectVersion, PodInfo, SecretFile};
 
 /// A volume whose files are in place.
 #[derive(Debug, Clone, Copy)]
@@ -17,10 +18,16 @@ pub struct MountedVolume<'a> {
     pub target_path: &'a Path,
     /// Sorted by id.
     pub versions: &'a [ObjectVersion],
+    /// True on the first mount and when the versions differ from the last fetch.
+    pub versions_changed: bool,
     /// True on the first mount and when a refresh rewrote files.
     pub content_changed: bool,
     /// True when this is a refresh of a mounted volume.
     pub refresh: bool,
+    /// The volume's files, as written.
+    pub files: &'a [SecretFile],
+    /// The SecretProviderClass's `secretObjects`: Secrets to mirror the files into.
+    pub secret_objects: &'a [SecretObject],
 }
 
 /// A publish that failed (or a refresh that failed and was masked).
@@ -43,8 +50,9 @@ pub struct ObserverError(pub String);
 
 #[async_trait]
 pub trait VolumeObserver: Send + Sync + fmt::Debug {
-    /// Called after files are in place. Records which object versions are
-    /// mounted; an error fails a first mount.
+    /// Called after every successful fetch, once the files are in place.
+    /// Records which object versions are mounted; an error fails a first
+    /// mount (a refresh keeps its files and is retried with backoff).
     async fn mounted(&self, volume: MountedVolume<'_>) -> Result<(), ObserverError>;
 
     /// Called after a failed publish. Best effort: never fails the call.

@@ -328,7 +328,8 @@ impl Publisher {
                 .mount(&req.target_path)
                 .map_err(PublishError::Mount)?;
         }
-        let content_changed = match self.write(req, response.files).await {
+        let files = Arc::new(response.files);
+        let content_changed = match self.write(req, files.clone()).await {
             Ok(written) => !mounted || written != WriteOutcome::Unchanged,
             Err(e) => {
                 self.abandon_first_mount(req, mounted);
@@ -337,20 +338,22 @@ impl Publisher {
         };
         let mut versions = response.versions;
         versions.sort();
-        if content_changed || versions != current_versions {
-            let volume = MountedVolume {
-                pod: &req.pod,
-                secret_provider_class: &req.spc_name,
-                provider: provider_name,
-                target_path: &req.target_path,
-                versions: &versions,
-                content_changed,
-                refresh: mounted,
-            };
-            if let Err(e) = self.observer.mounted(volume).await {
-                self.abandon_first_mount(req, mounted);
-                return Err(PublishError::Status(e));
-            }
+        let secret_objects = spc.spec.secret_objects.as_deref().unwrap_or_default();
+        let volume = MountedVolume {
+            pod: &req.pod,
+            secret_provider_class: &req.spc_name,
+            provider: provider_name,
+            target_path: &req.target_path,
+            versions: &versions,
+            versions_changed: !mounted || versions != current_versions,
+            content_changed,
+            refresh: mounted,
+            files: &files,
+            secret_objects,
+        };
+        if let Err(e) = self.observer.mounted(volume).await {
+            self.abandon_first_mount(req, mounted);
+            return Err(PublishError::Status(e));
         }
         let outcome = if mounted {
             PublishOutcome::Refreshed {
@@ -387,7 +390,7 @@ impl Publisher {
     async fn write(
         &self,
         req: &PublishRequest,
-        files: Vec<SecretFile>,
+        files: Arc<Vec<SecretFile>>,
     ) -> Result<WriteOutcome, PublishError> {
         let writer = AtomicWriter::new(&req.target_path);
         let write_err = |source| PublishError::Write {

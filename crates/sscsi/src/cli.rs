@@ -57,6 +57,14 @@ pub struct NodeArgs {
     /// (Go duration syntax: 2m, 30s, 1h30m).
     #[arg(long, env = "SSCSI_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_duration)]
     pub rotation_poll_interval: Duration,
+    /// Mirror SecretProviderClass `secretObjects` into Kubernetes Secrets
+    /// after each successful fetch (chart `syncSecret.enabled`).
+    #[arg(long, env = "SSCSI_ENABLE_SECRET_SYNC")]
+    pub enable_secret_sync: bool,
+    /// Namespaces Secrets may be synced into (comma-separated); all when
+    /// unset. A pod elsewhere gets a Warning event instead.
+    #[arg(long, env = "SSCSI_SYNC_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub sync_allowed_namespaces: Option<Vec<String>>,
     /// Listen address for Prometheus `/metrics` (`:8095` is every
     /// interface); empty disables it.
     #[arg(long, env = "SSCSI_METRICS_ADDR", default_value = ":8095")]

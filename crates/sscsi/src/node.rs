@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use sscsi_core::ProviderRegistry;
-use sscsi_kube::{KubeObserver, SpcCache};
+use sscsi_kube::{KubeObserver, SpcCache, SyncPolicy};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::http::{self, HttpState};
 use sscsi_node::metrics::NodeMetrics;
@@ -28,6 +28,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         drivername,
         enable_secret_rotation,
         rotation_poll_interval,
+        enable_secret_sync,
+        sync_allowed_namespaces,
         metrics_addr,
         health_addr,
         plugin_registration_dir,
@@ -103,7 +105,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 .await
                 .context("connect to Kubernetes (or run with --spc-dir)")?;
             let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
-            let observer = KubeObserver::new(client.clone(), config.node_id.clone());
+            let sync = if enable_secret_sync {
+                let allowed_namespaces =
+                    sync_allowed_namespaces.map(|names| names.into_iter().collect());
+                SyncPolicy::Enabled { allowed_namespaces }
+            } else {
+                SyncPolicy::Disabled
+            };
+            let observer =
+                KubeObserver::new(client.clone(), config.node_id.clone()).with_secret_sync(sync);
             (Arc::new(cache), Arc::new(observer), Some(client))
         }
     };

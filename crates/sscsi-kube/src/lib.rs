@@ -6,6 +6,7 @@ mod observer;
 mod refresh;
 mod spc_cache;
 mod sync;
+pub mod tls;
 
 use std::path::Path;
 

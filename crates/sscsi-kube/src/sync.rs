@@ -5,8 +5,10 @@
 //! `secrets-store.csi.k8s.io/managed=true`), `annotations`, and
 //! `data[].objectName` → `data[].key` from the mounted files; owners are the
 //! pod's owners (the pod itself when it has none), merged across pods.
-//! Beyond upstream: the Secret is written only when its data, type, labels,
-//! annotations or owners differ, and only into namespaces the operator allows.
+//! `kubernetes.io/tls` Secrets get `tls.crt`/`tls.key` cut out of a PEM
+//! bundle (see [`crate::tls`]). Beyond upstream: the Secret is written only
+//! when its data, type, labels, annotations or owners differ, and only into
+//! namespaces the operator allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,8 +20,12 @@ use kube::api::{Api, PostParams};
 use sscsi_api::SecretObject;
 use sscsi_core::{PodInfo, SecretFile};
 
+use crate::tls::{TlsError, tls_part};
+
 /// The label upstream puts on every Secret it syncs.
 pub const MANAGED_LABEL: &str = "secrets-store.csi.k8s.io/managed";
+
+const TLS_TYPE: &str = "kubernetes.io/tls";
 
 /// Which namespaces Secrets may be synced into.
 #[derive(Debug, Clone, Default)]
@@ -50,10 +56,15 @@ pub enum SyncError {
         object: String,
     },
     #[error(
-        "secretObjects[{index}] (Secret {secret}): type kubernetes.io/tls is not synced yet by sscsi \
-         (its tls.crt/tls.key extraction is not implemented)"
+        "secretObjects[{index}] (Secret {secret}): objectName {object:?} for key {key}: {source}"
     )]
-    TlsUnsupported { index: usize, secret: String },
+    Tls {
+        index: usize,
+        secret: String,
+        object: String,
+        key: String,
+        source: TlsError,
+    },
     #[error("Secret {namespace}/{name}: {source}")]
     Api {
         namespace: String,
@@ -67,7 +78,7 @@ impl SyncError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NamespaceNotAllowed(_) => "SecretSyncNotAllowed",
-            Self::TlsUnsupported { .. } => "SecretTypeNotSupported",
+            Self::Tls { .. } => "SecretTypeNotSupported",
             // Upstream's reason for every other sync failure.
             Self::Missing { .. } | Self::FileNotFound { .. } | Self::Api { .. } => {
                 "FailedToCreateSecret"
@@ -172,12 +183,6 @@ fn desired_secret(
             field: "type",
         });
     }
-    if type_ == "kubernetes.io/tls" {
-        return Err(SyncError::TlsUnsupported {
-            index,
-            secret: name,
-        });
-    }
     let entries = object.data.as_deref().unwrap_or_default();
     if entries.is_empty() {
         return Err(SyncError::Missing {
@@ -203,7 +208,18 @@ fn desired_secret(
                 secret: name.clone(),
                 object: object_name.to_owned(),
             })?;
-        data.insert(key.to_owned(), ByteString(file.contents.expose().to_vec()));
+        let value = if type_ == TLS_TYPE {
+            tls_part(key, file.contents.expose()).map_err(|source| SyncError::Tls {
+                index,
+                secret: name.clone(),
+                object: object_name.to_owned(),
+                key: key.to_owned(),
+                source,
+            })?
+        } else {
+            file.contents.expose().to_vec()
+        };
+        data.insert(key.to_owned(), ByteString(value));
     }
     let mut labels = object.labels.clone().unwrap_or_default();
     labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());

@@ -488,7 +488,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
         .unwrap_or_else(|| panic!("no sync event: {events:?}"));
     assert!(note.contains("namespace shop is not allowed"), "{note}");
 
-    // A file the secretObject names but the volume lacks, and a TLS Secret.
+    // A file the secretObject names but the volume lacks.
     let cluster = start_with_sync(
         None,
         SyncPolicy::Enabled {
@@ -498,8 +498,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
     .await;
     let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
     let objects = json!([
-        {"secretName": "s", "type": "Opaque", "data": [{"objectName": "missing", "key": "k"}]},
-        {"secretName": "t", "type": "kubernetes.io/tls", "data": [{"objectName": "a", "key": "tls.key"}]}
+        {"secretName": "s", "type": "Opaque", "data": [{"objectName": "missing", "key": "k"}]}
     ]);
     spcs.create(&PostParams::default(), &synced_spc("app", objects))
         .await
@@ -534,12 +533,77 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
         ),
         "{warnings:?}"
     );
-    assert!(
-        has(
-            "SecretTypeNotSupported: ",
-            "kubernetes.io/tls is not synced yet"
-        ),
-        "{warnings:?}"
-    );
     assert!(cluster.secret("s").is_none() && cluster.secret("t").is_none());
+}
+
+#[tokio::test]
+async fn tls_secret_objects_get_tls_crt_and_tls_key_from_a_pem_bundle() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
+    let cluster = start_with_sync(
+        None,
+        SyncPolicy::Enabled {
+            allowed_namespaces: None,
+        },
+    )
+    .await;
+    let mut bundle = read("rsa-pkcs8.key");
+    bundle.extend(read("rsa.crt"));
+    std::fs::write(cluster.store.path().join("bundle.pem"), &bundle).unwrap();
+    std::fs::write(cluster.store.path().join("cert.pfx"), read("rsa.pfx")).unwrap();
+    let spc: SecretProviderClass = serde_json::from_value(json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": "tls", "namespace": "shop"},
+        "spec": {
+            "provider": "local",
+            "parameters": {"objects": "- objectName: bundle.pem\n- objectName: cert.pfx\n"},
+            "secretObjects": [
+                {"secretName": "ingress-tls", "type": "kubernetes.io/tls",
+                 "data": [{"objectName": "bundle.pem", "key": "tls.key"}, {"objectName": "bundle.pem", "key": "tls.crt"}]},
+                {"secretName": "pfx-tls", "type": "kubernetes.io/tls",
+                 "data": [{"objectName": "cert.pfx", "key": "tls.key"}]}
+            ]
+        }
+    }))
+    .unwrap();
+    Api::<SecretProviderClass>::namespaced(cluster.client(), "shop")
+        .create(&PostParams::default(), &spc)
+        .await
+        .unwrap();
+    cluster.wait_synced().await;
+    cluster.wait_for_class("tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir
+        .path()
+        .join("pods/uid-web-0/volumes/kubernetes.io~csi/tls/mount");
+    cluster
+        .publish_pod("web-0", "csi-t", &target, "tls")
+        .await
+        .unwrap();
+
+    let secret = cluster.secret("ingress-tls").expect("TLS Secret synced");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let decoded = |key: &str| {
+        let value: k8s_openapi::ByteString =
+            serde_json::from_value(secret["data"][key].clone()).unwrap();
+        String::from_utf8(value.0).unwrap()
+    };
+    assert_eq!(
+        decoded("tls.key"),
+        String::from_utf8(read("rsa-pkcs1.key")).unwrap()
+    );
+    assert_eq!(
+        decoded("tls.crt"),
+        String::from_utf8(read("rsa.crt")).unwrap()
+    );
+
+    assert!(cluster.secret("pfx-tls").is_none());
+    let events = cluster.events();
+    let pfx = events
+        .iter()
+        .find(|e| e["reason"] == "SecretTypeNotSupported")
+        .unwrap_or_else(|| panic!("no event for the PFX object: {events:?}"));
+    let note = pfx["note"].as_str().unwrap();
+    assert!(note.contains("pfx-tls") && note.contains("PFX"), "{note}");
 }

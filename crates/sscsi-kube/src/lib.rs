@@ -14,7 +14,7 @@ pub use kube::Client;
 pub use observer::KubeObserver;
 pub use refresh::{REFRESH_ANNOTATION, watch_refresh_requests};
 pub use spc_cache::SpcCache;
-pub use sync::{MANAGED_LABEL, SyncError, SyncPolicy};
+pub use sync::{MANAGED_LABEL, SyncError, SyncOutcome, SyncPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

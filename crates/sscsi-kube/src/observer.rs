@@ -13,7 +13,9 @@ use sscsi_api::{
     SecretProviderClassPodStatusStatus, pod_status_name,
 };
 use sscsi_core::PodInfo;
-use sscsi_node::observer::{FailedPublish, MountedVolume, ObserverError, VolumeObserver};
+use sscsi_node::observer::{
+    FailedPublish, MountedReport, MountedVolume, ObserverError, VolumeObserver,
+};
 
 use crate::sync::{SyncPolicy, sync_secrets};
 
@@ -184,7 +186,7 @@ fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPod
 
 #[async_trait]
 impl VolumeObserver for KubeObserver {
-    async fn mounted(&self, volume: MountedVolume<'_>) -> Result<(), ObserverError> {
+    async fn mounted(&self, volume: MountedVolume<'_>) -> Result<MountedReport, ObserverError> {
         if volume.versions_changed {
             self.record_status(&volume).await.map_err(|e| {
                 ObserverError(format!(
@@ -206,8 +208,8 @@ impl VolumeObserver for KubeObserver {
             )
             .await;
         }
-        // Sync never fails the mount: its errors are events.
-        let errors = sync_secrets(
+        // Sync never fails the mount: its errors are events and metrics.
+        let outcome = sync_secrets(
             &self.client,
             &self.sync,
             volume.pod,
@@ -215,8 +217,13 @@ impl VolumeObserver for KubeObserver {
             volume.files,
         )
         .await;
-        for e in errors {
+        let mut report = MountedReport {
+            secrets_synced: outcome.synced,
+            sync_failures: Vec::new(),
+        };
+        for e in outcome.errors {
             tracing::warn!(pod = volume.pod.name, namespace = volume.pod.namespace, error = %e, "secret sync failed");
+            report.sync_failures.push(e.reason());
             let note = format!(
                 "SecretProviderClass {}/{}: {e}",
                 volume.pod.namespace, volume.secret_provider_class
@@ -224,7 +231,7 @@ impl VolumeObserver for KubeObserver {
             self.event(volume.pod, EventType::Warning, e.reason(), note)
                 .await;
         }
-        Ok(())
+        Ok(report)
     }
 
     async fn publish_failed(&self, failure: FailedPublish<'_>) {

@@ -87,48 +87,68 @@ impl SyncError {
     }
 }
 
-/// Syncs every secretObject; returns the errors, one per Secret that failed.
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// Secrets now in sync (written, or already up to date).
+    pub synced: usize,
+    /// One error per Secret that failed, or one for the whole namespace.
+    pub errors: Vec<SyncError>,
+}
+
+impl SyncOutcome {
+    fn failed(error: SyncError) -> Self {
+        Self {
+            synced: 0,
+            errors: vec![error],
+        }
+    }
+}
+
+/// Syncs every secretObject.
 pub async fn sync_secrets(
     client: &Client,
     policy: &SyncPolicy,
     pod: &PodInfo,
     objects: &[SecretObject],
     files: &[SecretFile],
-) -> Vec<SyncError> {
+) -> SyncOutcome {
     let SyncPolicy::Enabled { allowed_namespaces } = policy else {
-        return Vec::new();
+        return SyncOutcome::default();
     };
     if objects.is_empty() {
-        return Vec::new();
+        return SyncOutcome::default();
     }
     if allowed_namespaces
         .as_ref()
         .is_some_and(|allowed| !allowed.contains(&pod.namespace))
     {
-        return vec![SyncError::NamespaceNotAllowed(pod.namespace.clone())];
+        return SyncOutcome::failed(SyncError::NamespaceNotAllowed(pod.namespace.clone()));
     }
     let owners = match owners_of(client, pod).await {
         Ok(owners) => owners,
         Err(source) => {
-            return vec![SyncError::Api {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
+            let (namespace, name) = (pod.namespace.clone(), pod.name.clone());
+            return SyncOutcome::failed(SyncError::Api {
+                namespace,
+                name,
                 source,
-            }];
+            });
         }
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), &pod.namespace);
-    let mut errors = Vec::new();
+    let mut outcome = SyncOutcome::default();
     for (index, object) in objects.iter().enumerate() {
         let result = match desired_secret(index, object, files, &pod.namespace, &owners) {
             Ok(secret) => apply(&api, secret).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            errors.push(e);
+        match result {
+            Ok(()) => outcome.synced += 1,
+            Err(e) => outcome.errors.push(e),
         }
     }
-    errors
+    outcome
 }
 
 /// The pod's own owners (ReplicaSet, StatefulSet, Job, ...), reduced to the

@@ -33,6 +33,7 @@ fn spc(name: &str) -> SecretProviderClass {
 
 struct Cluster {
     api: ApiServer,
+    registry: Registry,
     node: NodeService,
     store: tempfile::TempDir,
     readiness: Readiness,
@@ -52,6 +53,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
     let mut providers = ProviderRegistry::new();
     providers.register(Arc::new(LocalProvider::new(store.path()).unwrap()));
     let readiness = Readiness::default();
+    let mut registry = Registry::default();
     let stop = CancellationToken::new();
     let (cache, _task) = SpcCache::start(client.clone(), readiness.clone(), stop.clone());
     let deps = NodeDeps {
@@ -59,7 +61,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
         spcs: Arc::new(cache),
         providers,
         readiness: readiness.clone(),
-        metrics: NodeMetrics::new(&mut Registry::default()),
+        metrics: NodeMetrics::new(&mut registry),
         observer: Arc::new(KubeObserver::new(client, "node-1".into()).with_secret_sync(sync)),
     };
     let config = NodeConfig {
@@ -72,6 +74,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
     let (_, node) = services(config, deps);
     Cluster {
         api,
+        registry,
         node,
         store,
         readiness,
@@ -96,6 +99,14 @@ impl Cluster {
             .node_publish_volume(tonic::Request::new(req))
             .await
             .map(drop)
+    }
+
+    /// The value of the metric series `series` (name with labels), if any.
+    fn metric(&self, series: &str) -> Option<String> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().to_owned()))
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
@@ -446,6 +457,10 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
         .map(|o| o["uid"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(owners, vec!["rs-1", "rs-2"]);
+    // Four syncs in sync (three fetches of web-0, one of web-1), no failure.
+    let synced = r#"sync_k8s_secret_total{provider="local",os_type="linux"}"#;
+    assert_eq!(cluster.metric(synced).as_deref(), Some("4"));
+    assert_eq!(cluster.metric("sscsi_sync_k8s_secret_error_total"), None);
     assert!(
         cluster.events().iter().all(|e| e["type"] != "Warning"),
         "{:?}",
@@ -487,6 +502,8 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
         .and_then(|e| e["note"].as_str())
         .unwrap_or_else(|| panic!("no sync event: {events:?}"));
     assert!(note.contains("namespace shop is not allowed"), "{note}");
+    let refused = r#"sscsi_sync_k8s_secret_error_total{provider="local",error_type="SecretSyncNotAllowed",os_type="linux"}"#;
+    assert_eq!(cluster.metric(refused).as_deref(), Some("1"));
 
     // A file the secretObject names but the volume lacks.
     let cluster = start_with_sync(
@@ -606,4 +623,58 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_a_pem_bundle() {
         .unwrap_or_else(|| panic!("no event for the PFX object: {events:?}"));
     let note = pfx["note"].as_str().unwrap();
     assert!(note.contains("pfx-tls") && note.contains("PFX"), "{note}");
+}
+
+/// Upstream issue #899: a rollout where the old ReplicaSet, the Secret's only
+/// owner, goes away before the new pods mount. The garbage collector deletes
+/// the Secret; a new pod's mount must bring it back before the pod's
+/// containers start, that is before NodePublishVolume returns.
+#[tokio::test]
+async fn a_synced_secret_is_back_before_a_new_pod_starts_after_a_rollout() {
+    let cluster = start_with_sync(
+        None,
+        SyncPolicy::Enabled {
+            allowed_namespaces: None,
+        },
+    )
+    .await;
+    let objects = json!([{"secretName": "app-secret", "type": "Opaque", "data": [{"objectName": "a", "key": "k"}]}]);
+    Api::<SecretProviderClass>::namespaced(cluster.client(), "shop")
+        .create(&PostParams::default(), &synced_spc("app", objects))
+        .await
+        .unwrap();
+    cluster.wait_synced().await;
+    cluster.wait_for_class("app").await;
+    create_pod(&cluster, "old-0", Some(("web-old", "rs-old"))).await;
+    create_pod(&cluster, "new-0", Some(("web-new", "rs-new"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir
+        .path()
+        .join("pods/uid-old-0/volumes/kubernetes.io~csi/s/mount");
+    cluster
+        .publish_pod("old-0", "csi-old", &old, "app")
+        .await
+        .unwrap();
+    assert!(cluster.secret("app-secret").is_some());
+
+    // The old ReplicaSet is deleted; the garbage collector removes what only it owned.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client(), "shop");
+    secrets
+        .delete("app-secret", &Default::default())
+        .await
+        .unwrap();
+
+    let new = dir
+        .path()
+        .join("pods/uid-new-0/volumes/kubernetes.io~csi/s/mount");
+    cluster
+        .publish_pod("new-0", "csi-new", &new, "app")
+        .await
+        .unwrap();
+    let secret = cluster
+        .secret("app-secret")
+        .expect("the Secret exists when the new pod's mount returns");
+    assert_eq!(secret["data"]["k"], b64("alpha"));
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "rs-new");
 }

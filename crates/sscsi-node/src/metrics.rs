@@ -73,6 +73,8 @@ pub struct NodeMetrics {
     publish_duration: Family<ProviderLabels, Histogram>,
     backend_requests: Family<BackendLabels, Counter>,
     backend_duration: Family<BackendLabels, Histogram>,
+    sync_secret: Family<ProviderLabels, Counter>,
+    sync_secret_error: Family<ErrorLabels, Counter>,
     volumes: VolumeTable,
 }
 
@@ -89,8 +91,21 @@ impl NodeMetrics {
             publish_duration: Family::new_with_constructor(histogram),
             backend_requests: Family::default(),
             backend_duration: Family::new_with_constructor(histogram),
+            sync_secret: Family::default(),
+            sync_secret_error: Family::default(),
             volumes: VolumeTable::default(),
         };
+        // Upstream declares `sync_k8s_secret` but never records it; we do.
+        registry.register(
+            "sync_k8s_secret",
+            "Kubernetes Secrets synced from secretObjects",
+            m.sync_secret.clone(),
+        );
+        registry.register(
+            "sscsi_sync_k8s_secret_error",
+            "Kubernetes Secrets that could not be synced, by event reason",
+            m.sync_secret_error.clone(),
+        );
         registry.register_collector(Box::new(ObjectAges(m.volumes.clone())));
         // The encoder appends `_total` to counters, giving upstream's names.
         registry.register(
@@ -202,6 +217,26 @@ impl NodeMetrics {
             &self.node_unpublish_error
         };
         family.get_or_create(&OsLabels { os_type: OS_TYPE }).inc();
+    }
+
+    pub(crate) fn synced(&self, provider: &str, report: &crate::observer::MountedReport) {
+        if report.secrets_synced > 0 {
+            let labels = ProviderLabels {
+                provider: provider.to_owned(),
+                os_type: OS_TYPE,
+            };
+            self.sync_secret
+                .get_or_create(&labels)
+                .inc_by(report.secrets_synced as u64);
+        }
+        for reason in &report.sync_failures {
+            let labels = ErrorLabels {
+                provider: provider.to_owned(),
+                error_type: (*reason).to_owned(),
+                os_type: OS_TYPE,
+            };
+            self.sync_secret_error.get_or_create(&labels).inc();
+        }
     }
 
     pub(crate) fn backend_request(&self, provider: &str, ok: bool, elapsed: Duration) {

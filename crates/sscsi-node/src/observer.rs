@@ -43,6 +43,15 @@ pub struct FailedPublish<'a> {
     pub message: &'a str,
 }
 
+/// What `mounted` did beyond recording the status, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountedReport {
+    /// Secrets of `secretObjects` in sync (written or already up to date).
+    pub secrets_synced: usize,
+    /// One event reason per Secret that could not be synced.
+    pub sync_failures: Vec<&'static str>,
+}
+
 /// The status recorder's failure; fails a first mount, as upstream does.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -53,7 +62,7 @@ pub trait VolumeObserver: Send + Sync + fmt::Debug {
     /// Called after every successful fetch, once the files are in place.
     /// Records which object versions are mounted; an error fails a first
     /// mount (a refresh keeps its files and is retried with backoff).
-    async fn mounted(&self, volume: MountedVolume<'_>) -> Result<(), ObserverError>;
+    async fn mounted(&self, volume: MountedVolume<'_>) -> Result<MountedReport, ObserverError>;
 
     /// Called after a failed publish. Best effort: never fails the call.
     async fn publish_failed(&self, failure: FailedPublish<'_>);
@@ -65,8 +74,8 @@ pub struct NoObserver;
 
 #[async_trait]
 impl VolumeObserver for NoObserver {
-    async fn mounted(&self, _: MountedVolume<'_>) -> Result<(), ObserverError> {
-        Ok(())
+    async fn mounted(&self, _: MountedVolume<'_>) -> Result<MountedReport, ObserverError> {
+        Ok(MountedReport::default())
     }
 
     async fn publish_failed(&self, _: FailedPublish<'_>) {}

@@ -351,9 +351,12 @@ impl Publisher {
             files: &files,
             secret_objects,
         };
-        if let Err(e) = self.observer.mounted(volume).await {
-            self.abandon_first_mount(req, mounted);
-            return Err(PublishError::Status(e));
+        match self.observer.mounted(volume).await {
+            Ok(report) => self.metrics.synced(provider_name, &report),
+            Err(e) => {
+                self.abandon_first_mount(req, mounted);
+                return Err(PublishError::Status(e));
+            }
         }
         let outcome = if mounted {
             PublishOutcome::Refreshed {

@@ -1,5 +1,5 @@
 //! `kubernetes.io/tls` Secrets: `tls.crt` and `tls.key` cut out of a PEM
-//! bundle, as upstream does. `tls.crt` is every CERTIFICATE block;
+//! bundle or a PFX archive with an empty password, as upstream does. `tls.crt` is every CERTIFICATE block;
 //! `tls.key` is the private key, re-encoded from PKCS#8 as PKCS#1
 //! (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), the forms Go's crypto
 //! libraries (and so upstream) write. Other key types are refused, as upstream
@@ -14,8 +14,10 @@ const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsError {
-    #[error("the file is not PEM (PFX/PKCS#12 content is not supported yet)")]
-    NotPem,
+    #[error("the file is neither PEM nor a PFX (PKCS#12) archive with an empty password")]
+    NotPemOrPfx,
+    #[error("the PFX archive holds no private key with its certificates")]
+    PfxWithoutKey,
     #[error("key {0:?} is not valid in a kubernetes.io/tls Secret (only tls.crt and tls.key)")]
     UnsupportedKey(String),
     #[error("no CERTIFICATE block in the file")]
@@ -33,10 +35,10 @@ pub fn tls_part(key: &str, content: &[u8]) -> Result<Vec<u8>, TlsError> {
     if key != "tls.crt" && key != "tls.key" {
         return Err(TlsError::UnsupportedKey(key.to_owned()));
     }
-    let blocks = pem::parse_many(content).map_err(|_| TlsError::NotPem)?;
-    if blocks.is_empty() {
-        return Err(TlsError::NotPem);
-    }
+    let blocks = match pem::parse_many(content) {
+        Ok(blocks) if !blocks.is_empty() => blocks,
+        _ => from_pfx(content)?,
+    };
     let config = EncodeConfig::new().set_line_ending(LineEnding::LF);
     if key == "tls.crt" {
         let certs: Vec<Pem> = blocks
@@ -67,6 +69,38 @@ pub fn tls_part(key: &str, content: &[u8]) -> Result<Vec<u8>, TlsError> {
         _ => block.clone(),
     };
     Ok(pem::encode_config(&key, config).into_bytes())
+}
+
+/// A PFX archive with an empty password (what upstream accepts), raw or
+/// base64 (as Key Vault stores it), as PEM blocks: the key, then the leaf
+/// certificate and the rest of the chain.
+fn from_pfx(content: &[u8]) -> Result<Vec<Pem>, TlsError> {
+    use base64::Engine;
+    use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+
+    let open = |der: &[u8]| KeyStore::from_pkcs12(der, "", Pkcs12ImportPolicy::Relaxed).ok();
+    let text: Vec<u8> = content
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let store = open(content)
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .ok()
+                .and_then(|der| open(&der))
+        })
+        .ok_or(TlsError::NotPemOrPfx)?;
+    let (_, chain) = store.private_key_chain().ok_or(TlsError::PfxWithoutKey)?;
+    let mut blocks = vec![Pem::new("PRIVATE KEY", chain.key().as_der().to_vec())];
+    blocks.extend(
+        chain
+            .certs()
+            .iter()
+            .map(|c| Pem::new("CERTIFICATE", c.as_der().to_vec())),
+    );
+    Ok(blocks)
 }
 
 fn from_pkcs8(der: &[u8]) -> Result<Pem, TlsError> {
@@ -154,14 +188,35 @@ mod tests {
     }
 
     #[test]
+    fn pfx_archives_raw_or_base64_give_the_same_parts() {
+        for (pfx, kind, expected_key) in [
+            ("rsa.pfx", "rsa", "rsa-pkcs1.key"),
+            ("rsa.pfx.b64", "rsa", "rsa-pkcs1.key"),
+            ("ec-3des.pfx", "ec", "ec-sec1.key"),
+        ] {
+            let content = fixture(pfx);
+            assert_eq!(
+                text(tls_part("tls.key", &content)),
+                fixture_text(expected_key),
+                "{pfx}"
+            );
+            assert_eq!(
+                text(tls_part("tls.crt", &content)),
+                fixture_text(&format!("{kind}.crt")),
+                "{pfx}"
+            );
+        }
+    }
+
+    #[test]
     fn refusals_name_the_problem() {
         assert_eq!(
             tls_part("tls.key", &fixture("ed25519.key")),
             Err(TlsError::UnsupportedAlgorithm("1.3.101.112".into()))
         );
         assert_eq!(
-            tls_part("tls.key", &fixture("rsa.pfx")),
-            Err(TlsError::NotPem)
+            tls_part("tls.key", b"\x00\x01 not a pfx"),
+            Err(TlsError::NotPemOrPfx)
         );
         assert_eq!(
             tls_part("tls.key", &fixture("rsa.crt")),

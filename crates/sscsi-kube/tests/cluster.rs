@@ -554,7 +554,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
 }
 
 #[tokio::test]
-async fn tls_secret_objects_get_tls_crt_and_tls_key_from_a_pem_bundle() {
+async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
     let cluster = start_with_sync(
@@ -579,7 +579,9 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_a_pem_bundle() {
                 {"secretName": "ingress-tls", "type": "kubernetes.io/tls",
                  "data": [{"objectName": "bundle.pem", "key": "tls.key"}, {"objectName": "bundle.pem", "key": "tls.crt"}]},
                 {"secretName": "pfx-tls", "type": "kubernetes.io/tls",
-                 "data": [{"objectName": "cert.pfx", "key": "tls.key"}]}
+                 "data": [{"objectName": "cert.pfx", "key": "tls.key"}, {"objectName": "cert.pfx", "key": "tls.crt"}]},
+                {"secretName": "bad-tls", "type": "kubernetes.io/tls",
+                 "data": [{"objectName": "bundle.pem", "key": "ca.crt"}]}
             ]
         }
     }))
@@ -615,14 +617,34 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_a_pem_bundle() {
         String::from_utf8(read("rsa.crt")).unwrap()
     );
 
-    assert!(cluster.secret("pfx-tls").is_none());
+    let pfx = cluster
+        .secret("pfx-tls")
+        .expect("TLS Secret synced from a PFX");
+    let decoded = |key: &str| {
+        let value: k8s_openapi::ByteString =
+            serde_json::from_value(pfx["data"][key].clone()).unwrap();
+        String::from_utf8(value.0).unwrap()
+    };
+    assert_eq!(
+        decoded("tls.key"),
+        String::from_utf8(read("rsa-pkcs1.key")).unwrap()
+    );
+    assert_eq!(
+        decoded("tls.crt"),
+        String::from_utf8(read("rsa.crt")).unwrap()
+    );
+
+    assert!(cluster.secret("bad-tls").is_none());
     let events = cluster.events();
-    let pfx = events
+    let bad = events
         .iter()
         .find(|e| e["reason"] == "SecretTypeNotSupported")
-        .unwrap_or_else(|| panic!("no event for the PFX object: {events:?}"));
-    let note = pfx["note"].as_str().unwrap();
-    assert!(note.contains("pfx-tls") && note.contains("PFX"), "{note}");
+        .unwrap_or_else(|| panic!("no event for the bad TLS object: {events:?}"));
+    let note = bad["note"].as_str().unwrap();
+    assert!(
+        note.contains("bad-tls") && note.contains(r#"key "ca.crt" is not valid"#),
+        "{note}"
+    );
 }
 
 /// Upstream issue #899: a rollout where the old ReplicaSet, the Secret's only

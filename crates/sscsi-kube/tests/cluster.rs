@@ -461,6 +461,23 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
     let synced = r#"sync_k8s_secret_total{provider="local",os_type="linux"}"#;
     assert_eq!(cluster.metric(synced).as_deref(), Some("4"));
     assert_eq!(cluster.metric("sscsi_sync_k8s_secret_error_total"), None);
+
+    // A failing backend during rotation: files and Secret stay as they were.
+    let before = cluster.secret("app-secret").unwrap();
+    std::fs::remove_file(cluster.store.path().join("b")).unwrap();
+    cluster
+        .publish_pod("web-0", "csi-a", &target, "app")
+        .await
+        .expect("masked, as upstream");
+    assert_eq!(
+        std::fs::read_to_string(target.join("b")).unwrap(),
+        "bravo-2"
+    );
+    assert_eq!(
+        cluster.secret("app-secret").unwrap(),
+        before,
+        "the Secret is untouched"
+    );
     assert!(
         cluster.events().iter().all(|e| e["type"] != "Warning"),
         "{:?}",

@@ -41,10 +41,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
 fn codegen(check: bool) -> anyhow::Result<()> {
@@ -75,22 +72,13 @@ fn codegen(check: bool) -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .status()
-        .with_context(|| format!("run {cargo}"))?;
+    let status =
+        Command::new(&cargo).args(args).status().with_context(|| format!("run {cargo}"))?;
     if !status.success() {
         bail!("cargo {} failed: {status}", args.join(" "));
     }

@@ -223,10 +223,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         crd
     };
     vec![
-        merge(vec![
-            v1::SecretProviderClass::crd(),
-            v1alpha1::SecretProviderClass::crd(),
-        ]),
+        merge(vec![v1::SecretProviderClass::crd(), v1alpha1::SecretProviderClass::crd()]),
         merge(vec![
             v1::SecretProviderClassPodStatus::crd(),
             v1alpha1::SecretProviderClassPodStatus::crd(),

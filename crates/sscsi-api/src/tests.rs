@@ -48,10 +48,7 @@ fn parses_upstream_objects() {
 #[test]
 fn crds_serve_v1_and_deprecated_v1alpha1_with_printer_columns() {
     let crds = crds();
-    let names: Vec<_> = crds
-        .iter()
-        .map(|c| c.metadata.name.clone().unwrap())
-        .collect();
+    let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
     assert_eq!(
         names,
         vec![
@@ -66,24 +63,11 @@ fn crds_serve_v1_and_deprecated_v1alpha1_with_printer_columns() {
             .spec
             .versions
             .iter()
-            .map(|v| {
-                (
-                    v.name.as_str(),
-                    v.served,
-                    v.storage,
-                    v.deprecated.unwrap_or(false),
-                )
-            })
+            .map(|v| (v.name.as_str(), v.served, v.storage, v.deprecated.unwrap_or(false)))
             .collect();
-        assert_eq!(
-            versions,
-            vec![("v1", true, true, false), ("v1alpha1", true, false, true)]
-        );
+        assert_eq!(versions, vec![("v1", true, true, false), ("v1alpha1", true, false, true)]);
         for v in &crd.spec.versions {
-            assert!(
-                v.subresources.is_none(),
-                "no status subresource, as upstream"
-            );
+            assert!(v.subresources.is_none(), "no status subresource, as upstream");
             assert!(!v.additional_printer_columns.as_ref().unwrap().is_empty());
         }
     }
@@ -91,10 +75,7 @@ fn crds_serve_v1_and_deprecated_v1alpha1_with_printer_columns() {
     let schema = serde_json::to_value(spc_v1.schema.as_ref().unwrap()).unwrap();
     let spec = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(spec["parameters"]["additionalProperties"]["type"], "string");
-    assert_eq!(
-        spec["secretObjects"]["items"]["properties"]["type"]["type"],
-        "string"
-    );
+    assert_eq!(spec["secretObjects"]["items"]["properties"]["type"]["type"], "string");
     let columns: Vec<_> = spc_v1
         .additional_printer_columns
         .as_ref()
@@ -108,10 +89,7 @@ fn crds_serve_v1_and_deprecated_v1alpha1_with_printer_columns() {
 #[test]
 fn status_name_and_served_versions() {
     assert_eq!(pod_status_name("web-0", "shop", "db"), "web-0-shop-db");
-    assert!(SecretProviderClass::is_served(
-        "secrets-store.csi.x-k8s.io/v1",
-        "SecretProviderClass"
-    ));
+    assert!(SecretProviderClass::is_served("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"));
     assert!(SecretProviderClass::is_served(
         "secrets-store.csi.x-k8s.io/v1alpha1",
         "SecretProviderClass"

@@ -24,8 +24,5 @@ pub const DEFAULT_FILE_MODE: u32 = 0o644;
 /// when the bytes do and says nothing useful about them.
 pub fn content_digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes)[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

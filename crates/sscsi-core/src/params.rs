@@ -13,10 +13,7 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -30,22 +27,15 @@ pub fn parse_yaml<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, Par
 /// a secret volume).
 pub fn parse_octal_mode(field: &str, value: &str) -> Result<u32, ParamError> {
     let digits = value.trim();
-    let invalid = || {
-        ParamError::new(
-            field,
-            format!("{value:?} is not an octal file mode like \"0644\""),
-        )
-    };
+    let invalid =
+        || ParamError::new(field, format!("{value:?} is not an octal file mode like \"0644\""));
     if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
     {
         return Err(invalid());
     }
     let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid())?;
     if mode > 0o777 {
-        return Err(ParamError::new(
-            field,
-            format!("{value:?} sets bits beyond 0777"),
-        ));
+        return Err(ParamError::new(field, format!("{value:?} sets bits beyond 0777")));
     }
     Ok(mode)
 }
@@ -77,10 +67,6 @@ mod tests {
         assert_eq!(v.len(), 2);
         let err = parse_yaml::<Vec<O>>("objects", "- name: [unclosed").unwrap_err();
         assert_eq!(err.field, "objects");
-        assert!(
-            err.to_string()
-                .starts_with("parameter \"objects\": invalid YAML"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("parameter \"objects\": invalid YAML"), "{err}");
     }
 }

@@ -71,16 +71,7 @@ mod tests {
 
     #[test]
     fn accepts_plain_and_nested_names() {
-        for ok in [
-            "a",
-            "secret.txt",
-            "dir/file",
-            "a/b/c/d",
-            ".hidden",
-            "a/..b",
-            "a..b",
-            "x/.y",
-        ] {
+        for ok in ["a", "secret.txt", "dir/file", "a/b/c/d", ".hidden", "a/..b", "a..b", "x/.y"] {
             assert_eq!(validate_relative_path(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_relative_path(&"n".repeat(255)), Ok(()));
@@ -117,11 +108,7 @@ mod tests {
             (&long_path, PathError::TooLong),
         ];
         for (path, want) in table {
-            assert_eq!(
-                validate_relative_path(path),
-                Err(want(path.to_string())),
-                "{path:?}"
-            );
+            assert_eq!(validate_relative_path(path), Err(want(path.to_string())), "{path:?}");
         }
     }
 }

@@ -19,11 +19,7 @@ pub struct UnknownProvider {
 }
 
 fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
 }
 
 impl ProviderRegistry {
@@ -40,10 +36,7 @@ impl ProviderRegistry {
         self.providers
             .get(name)
             .cloned()
-            .ok_or_else(|| UnknownProvider {
-                name: name.to_owned(),
-                available: self.names(),
-            })
+            .ok_or_else(|| UnknownProvider { name: name.to_owned(), available: self.names() })
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -19,10 +19,7 @@ pub use sync::{MANAGED_LABEL, SyncError, SyncOutcome, SyncPolicy};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("read kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: String,
-        source: kube::config::KubeconfigError,
-    },
+    Kubeconfig { path: String, source: kube::config::KubeconfigError },
     #[error("no Kubernetes configuration (not in a cluster and no kubeconfig): {0}")]
     Infer(#[from] kube::config::InferConfigError),
     #[error("build the Kubernetes client: {0}")]
@@ -34,10 +31,8 @@ pub enum ClientError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig_err = |source| ClientError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            };
+            let kubeconfig_err =
+                |source| ClientError::Kubeconfig { path: path.display().to_string(), source };
             let file = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_err)?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await

@@ -32,25 +32,16 @@ pub struct KubeObserver {
 
 impl std::fmt::Debug for KubeObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeObserver")
-            .field("node_id", &self.node_id)
-            .finish()
+        f.debug_struct("KubeObserver").field("node_id", &self.node_id).finish()
     }
 }
 
 impl KubeObserver {
     pub fn new(client: Client, node_id: String) -> Self {
-        let reporter = Reporter {
-            controller: REPORTER.to_owned(),
-            instance: Some(node_id.clone()),
-        };
+        let reporter =
+            Reporter { controller: REPORTER.to_owned(), instance: Some(node_id.clone()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self {
-            client,
-            node_id,
-            recorder,
-            sync: SyncPolicy::Disabled,
-        }
+        Self { client, node_id, recorder, sync: SyncPolicy::Disabled }
     }
 
     /// Mirrors `secretObjects` into Kubernetes Secrets under `policy`.
@@ -75,9 +66,7 @@ impl KubeObserver {
                 Some(current) => {
                     let mut next = desired.clone();
                     next.metadata.resource_version = current.metadata.resource_version;
-                    api.replace(&name, &PostParams::default(), &next)
-                        .await
-                        .map(drop)
+                    api.replace(&name, &PostParams::default(), &next).await.map(drop)
                 }
             };
             match result {
@@ -93,20 +82,14 @@ impl KubeObserver {
         let mut objects: Vec<SecretProviderClassObject> = volume
             .versions
             .iter()
-            .map(|v| SecretProviderClassObject {
-                id: v.id.clone(),
-                version: v.version.clone(),
-            })
+            .map(|v| SecretProviderClassObject { id: v.id.clone(), version: v.version.clone() })
             .collect();
         objects.sort();
         let mut status = SecretProviderClassPodStatus::new(name, Default::default());
         status.metadata = ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(pod.namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                NODE_NAME_LABEL.to_owned(),
-                self.node_id.clone(),
-            )])),
+            labels: Some(BTreeMap::from([(NODE_NAME_LABEL.to_owned(), self.node_id.clone())])),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".to_owned(),
                 kind: "Pod".to_owned(),
@@ -165,11 +148,7 @@ fn truncate(mut s: String, max: usize) -> String {
 
 fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPodStatus) -> bool {
     let label = |s: &SecretProviderClassPodStatus| {
-        s.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(NODE_NAME_LABEL))
-            .cloned()
+        s.metadata.labels.as_ref().and_then(|l| l.get(NODE_NAME_LABEL)).cloned()
     };
     let owners = |s: &SecretProviderClassPodStatus| {
         s.metadata
@@ -200,27 +179,14 @@ impl VolumeObserver for KubeObserver {
                 "successfully rotated mounted contents for SecretProviderClass {}/{} (provider {})",
                 volume.pod.namespace, volume.secret_provider_class, volume.provider
             );
-            self.event(
-                volume.pod,
-                EventType::Normal,
-                "SecretRotationComplete",
-                note,
-            )
-            .await;
+            self.event(volume.pod, EventType::Normal, "SecretRotationComplete", note).await;
         }
         // Sync never fails the mount: its errors are events and metrics.
-        let outcome = sync_secrets(
-            &self.client,
-            &self.sync,
-            volume.pod,
-            volume.secret_objects,
-            volume.files,
-        )
-        .await;
-        let mut report = MountedReport {
-            secrets_synced: outcome.synced,
-            sync_failures: Vec::new(),
-        };
+        let outcome =
+            sync_secrets(&self.client, &self.sync, volume.pod, volume.secret_objects, volume.files)
+                .await;
+        let mut report =
+            MountedReport { secrets_synced: outcome.synced, sync_failures: Vec::new() };
         for e in outcome.errors {
             tracing::warn!(pod = volume.pod.name, namespace = volume.pod.namespace, error = %e, "secret sync failed");
             report.sync_failures.push(e.reason());
@@ -228,30 +194,20 @@ impl VolumeObserver for KubeObserver {
                 "SecretProviderClass {}/{}: {e}",
                 volume.pod.namespace, volume.secret_provider_class
             );
-            self.event(volume.pod, EventType::Warning, e.reason(), note)
-                .await;
+            self.event(volume.pod, EventType::Warning, e.reason(), note).await;
         }
         Ok(report)
     }
 
     async fn publish_failed(&self, failure: FailedPublish<'_>) {
         // Events need a reason; upstream has none for argument errors.
-        let reason = if failure.reason.is_empty() {
-            "FailedMount"
-        } else {
-            failure.reason
-        };
-        let provider = if failure.provider.is_empty() {
-            "unknown"
-        } else {
-            failure.provider
-        };
+        let reason = if failure.reason.is_empty() { "FailedMount" } else { failure.reason };
+        let provider = if failure.provider.is_empty() { "unknown" } else { failure.provider };
         let note = format!(
             "SecretProviderClass {}/{}, provider {provider}: {}",
             failure.pod.namespace, failure.secret_provider_class, failure.message
         );
-        self.event(failure.pod, EventType::Warning, reason, note)
-            .await;
+        self.event(failure.pod, EventType::Warning, reason, note).await;
     }
 }
 
@@ -263,10 +219,6 @@ mod tests {
     fn notes_are_cut_to_what_the_api_accepts() {
         assert_eq!(truncate("short".into(), 1024), "short");
         let long = truncate("é".repeat(1000), 1024);
-        assert!(
-            long.len() <= 1024 && long.ends_with("..."),
-            "{}",
-            long.len()
-        );
+        assert!(long.len() <= 1024 && long.ends_with("..."), "{}", long.len());
     }
 }

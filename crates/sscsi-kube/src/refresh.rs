@@ -22,9 +22,7 @@ pub fn watch_refresh_requests(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let mut events = watcher(Api::<Pod>::all(client), config)
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(Api::<Pod>::all(client), config).default_backoff().boxed();
     tokio::spawn(async move {
         // The annotation's value per pod, as last seen.
         let mut seen: HashMap<(String, String), Option<String>> = HashMap::new();

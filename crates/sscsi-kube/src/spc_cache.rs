@@ -24,9 +24,7 @@ pub struct SpcCache {
 
 impl std::fmt::Debug for SpcCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpcCache")
-            .field("classes", &self.store.state().len())
-            .finish()
+        f.debug_struct("SpcCache").field("classes", &self.store.state().len()).finish()
     }
 }
 
@@ -42,10 +40,7 @@ impl SpcCache {
         let (store, writer) = reflector::store();
         let stream = reflector::reflector(
             writer,
-            watcher(
-                Api::<SecretProviderClass>::all(client),
-                watcher::Config::default(),
-            ),
+            watcher(Api::<SecretProviderClass>::all(client), watcher::Config::default()),
         )
         .default_backoff()
         .applied_objects();

@@ -34,9 +34,7 @@ pub enum SyncPolicy {
     #[default]
     Disabled,
     /// Every namespace, or only these.
-    Enabled {
-        allowed_namespaces: Option<BTreeSet<String>>,
-    },
+    Enabled { allowed_namespaces: Option<BTreeSet<String>> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,27 +48,13 @@ pub enum SyncError {
     #[error(
         "secretObjects[{index}] (Secret {secret}): file matching objectName {object:?} not found in the pod"
     )]
-    FileNotFound {
-        index: usize,
-        secret: String,
-        object: String,
-    },
+    FileNotFound { index: usize, secret: String, object: String },
     #[error(
         "secretObjects[{index}] (Secret {secret}): objectName {object:?} for key {key}: {source}"
     )]
-    Tls {
-        index: usize,
-        secret: String,
-        object: String,
-        key: String,
-        source: TlsError,
-    },
+    Tls { index: usize, secret: String, object: String, key: String, source: TlsError },
     #[error("Secret {namespace}/{name}: {source}")]
-    Api {
-        namespace: String,
-        name: String,
-        source: kube::Error,
-    },
+    Api { namespace: String, name: String, source: kube::Error },
 }
 
 impl SyncError {
@@ -98,10 +82,7 @@ pub struct SyncOutcome {
 
 impl SyncOutcome {
     fn failed(error: SyncError) -> Self {
-        Self {
-            synced: 0,
-            errors: vec![error],
-        }
+        Self { synced: 0, errors: vec![error] }
     }
 }
 
@@ -119,21 +100,14 @@ pub async fn sync_secrets(
     if objects.is_empty() {
         return SyncOutcome::default();
     }
-    if allowed_namespaces
-        .as_ref()
-        .is_some_and(|allowed| !allowed.contains(&pod.namespace))
-    {
+    if allowed_namespaces.as_ref().is_some_and(|allowed| !allowed.contains(&pod.namespace)) {
         return SyncOutcome::failed(SyncError::NamespaceNotAllowed(pod.namespace.clone()));
     }
     let owners = match owners_of(client, pod).await {
         Ok(owners) => owners,
         Err(source) => {
             let (namespace, name) = (pod.namespace.clone(), pod.name.clone());
-            return SyncOutcome::failed(SyncError::Api {
-                namespace,
-                name,
-                source,
-            });
+            return SyncOutcome::failed(SyncError::Api { namespace, name, source });
         }
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), &pod.namespace);
@@ -191,43 +165,26 @@ fn desired_secret(
 ) -> Result<Secret, SyncError> {
     let name = object.secret_name.trim().to_owned();
     if name.is_empty() {
-        return Err(SyncError::Missing {
-            index,
-            field: "secretName",
-        });
+        return Err(SyncError::Missing { index, field: "secretName" });
     }
     let type_ = object.type_.trim();
     if type_.is_empty() {
-        return Err(SyncError::Missing {
-            index,
-            field: "type",
-        });
+        return Err(SyncError::Missing { index, field: "type" });
     }
     let entries = object.data.as_deref().unwrap_or_default();
     if entries.is_empty() {
-        return Err(SyncError::Missing {
-            index,
-            field: "data",
-        });
+        return Err(SyncError::Missing { index, field: "data" });
     }
     let mut data = BTreeMap::new();
     for entry in entries {
         let object_name = entry.object_name.trim();
         let key = entry.key.trim();
         if key.is_empty() {
-            return Err(SyncError::Missing {
-                index,
-                field: "data[].key",
-            });
+            return Err(SyncError::Missing { index, field: "data[].key" });
         }
-        let file = files
-            .iter()
-            .find(|f| f.path == object_name)
-            .ok_or_else(|| SyncError::FileNotFound {
-                index,
-                secret: name.clone(),
-                object: object_name.to_owned(),
-            })?;
+        let file = files.iter().find(|f| f.path == object_name).ok_or_else(|| {
+            SyncError::FileNotFound { index, secret: name.clone(), object: object_name.to_owned() }
+        })?;
         let value = if type_ == TLS_TYPE {
             tls_part(key, file.contents.expose()).map_err(|source| SyncError::Tls {
                 index,
@@ -243,11 +200,8 @@ fn desired_secret(
     }
     let mut labels = object.labels.clone().unwrap_or_default();
     labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
-    let mut secret = Secret {
-        data: Some(data),
-        type_: Some(type_.to_owned()),
-        ..Default::default()
-    };
+    let mut secret =
+        Secret { data: Some(data), type_: Some(type_.to_owned()), ..Default::default() };
     secret.metadata.name = Some(name);
     secret.metadata.namespace = Some(namespace.to_owned());
     secret.metadata.labels = Some(labels);
@@ -261,21 +215,14 @@ fn desired_secret(
 async fn apply(api: &Api<Secret>, desired: Secret) -> Result<(), SyncError> {
     let name = desired.metadata.name.clone().unwrap_or_default();
     let namespace = desired.metadata.namespace.clone().unwrap_or_default();
-    let api_err = |source| SyncError::Api {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    };
+    let api_err =
+        |source| SyncError::Api { namespace: namespace.clone(), name: name.clone(), source };
     for _ in 0..2 {
         let result = match api.get_opt(&name).await.map_err(api_err)? {
             None => api.create(&PostParams::default(), &desired).await.map(drop),
             Some(current) => {
                 let mut next = desired.clone();
-                let mut owners = current
-                    .metadata
-                    .owner_references
-                    .clone()
-                    .unwrap_or_default();
+                let mut owners = current.metadata.owner_references.clone().unwrap_or_default();
                 for owner in desired.metadata.owner_references.iter().flatten() {
                     if !owners.iter().any(|o| o.uid == owner.uid) {
                         owners.push(owner.clone());
@@ -286,9 +233,7 @@ async fn apply(api: &Api<Secret>, desired: Secret) -> Result<(), SyncError> {
                     return Ok(());
                 }
                 next.metadata.resource_version = current.metadata.resource_version;
-                api.replace(&name, &PostParams::default(), &next)
-                    .await
-                    .map(drop)
+                api.replace(&name, &PostParams::default(), &next).await.map(drop)
             }
         };
         match result {
@@ -302,21 +247,12 @@ async fn apply(api: &Api<Secret>, desired: Secret) -> Result<(), SyncError> {
 
 fn unchanged(current: &Secret, next: &Secret) -> bool {
     let owners = |s: &Secret| {
-        s.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| o.uid.clone())
-            .collect::<BTreeSet<_>>()
+        s.metadata.owner_references.iter().flatten().map(|o| o.uid.clone()).collect::<BTreeSet<_>>()
     };
     current.data == next.data
         && current.type_ == next.type_
         && current.metadata.labels == next.metadata.labels
-        && current
-            .metadata
-            .annotations
-            .clone()
-            .filter(|a| !a.is_empty())
+        && current.metadata.annotations.clone().filter(|a| !a.is_empty())
             == next.metadata.annotations.clone().filter(|a| !a.is_empty())
         && owners(current) == owners(next)
 }

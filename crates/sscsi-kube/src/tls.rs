@@ -41,10 +41,7 @@ pub fn tls_part(key: &str, content: &[u8]) -> Result<Vec<u8>, TlsError> {
     };
     let config = EncodeConfig::new().set_line_ending(LineEnding::LF);
     if key == "tls.crt" {
-        let certs: Vec<Pem> = blocks
-            .into_iter()
-            .filter(|b| b.tag() == "CERTIFICATE")
-            .collect();
+        let certs: Vec<Pem> = blocks.into_iter().filter(|b| b.tag() == "CERTIFICATE").collect();
         if certs.is_empty() {
             return Err(TlsError::NoCertificate);
         }
@@ -57,12 +54,7 @@ pub fn tls_part(key: &str, content: &[u8]) -> Result<Vec<u8>, TlsError> {
     }
     let block = blocks
         .iter()
-        .find(|b| {
-            matches!(
-                b.tag(),
-                "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY"
-            )
-        })
+        .find(|b| matches!(b.tag(), "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY"))
         .ok_or(TlsError::NoPrivateKey)?;
     let key = match block.tag() {
         "PRIVATE KEY" => from_pkcs8(block.contents())?,
@@ -79,27 +71,15 @@ fn from_pfx(content: &[u8]) -> Result<Vec<Pem>, TlsError> {
     use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
 
     let open = |der: &[u8]| KeyStore::from_pkcs12(der, "", Pkcs12ImportPolicy::Relaxed).ok();
-    let text: Vec<u8> = content
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let text: Vec<u8> = content.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     let store = open(content)
         .or_else(|| {
-            base64::engine::general_purpose::STANDARD
-                .decode(&text)
-                .ok()
-                .and_then(|der| open(&der))
+            base64::engine::general_purpose::STANDARD.decode(&text).ok().and_then(|der| open(&der))
         })
         .ok_or(TlsError::NotPemOrPfx)?;
     let (_, chain) = store.private_key_chain().ok_or(TlsError::PfxWithoutKey)?;
     let mut blocks = vec![Pem::new("PRIVATE KEY", chain.key().as_der().to_vec())];
-    blocks.extend(
-        chain
-            .certs()
-            .iter()
-            .map(|c| Pem::new("CERTIFICATE", c.as_der().to_vec())),
-    );
+    blocks.extend(chain.certs().iter().map(|c| Pem::new("CERTIFICATE", c.as_der().to_vec())));
     Ok(blocks)
 }
 
@@ -150,17 +130,12 @@ mod tests {
 
     #[test]
     fn keys_come_out_as_openssl_converts_them() {
-        for (kind, pkcs8_key, expected) in [
-            ("rsa", "rsa-pkcs8.key", "rsa-pkcs1.key"),
-            ("ec", "ec-pkcs8.key", "ec-sec1.key"),
-        ] {
+        for (kind, pkcs8_key, expected) in
+            [("rsa", "rsa-pkcs8.key", "rsa-pkcs1.key"), ("ec", "ec-pkcs8.key", "ec-sec1.key")]
+        {
             let mut bundle = fixture(pkcs8_key);
             bundle.extend(fixture(&format!("{kind}.crt")));
-            assert_eq!(
-                text(tls_part("tls.key", &bundle)),
-                fixture_text(expected),
-                "{kind}"
-            );
+            assert_eq!(text(tls_part("tls.key", &bundle)), fixture_text(expected), "{kind}");
             assert_eq!(
                 text(tls_part("tls.crt", &bundle)),
                 fixture_text(&format!("{kind}.crt")),
@@ -181,10 +156,7 @@ mod tests {
         chain.extend(fixture("ec.crt"));
         let mut bundle = fixture("rsa-pkcs8.key");
         bundle.extend(&chain);
-        assert_eq!(
-            text(tls_part("tls.crt", &bundle)),
-            String::from_utf8(chain).unwrap()
-        );
+        assert_eq!(text(tls_part("tls.crt", &bundle)), String::from_utf8(chain).unwrap());
     }
 
     #[test]
@@ -195,11 +167,7 @@ mod tests {
             ("ec-3des.pfx", "ec", "ec-sec1.key"),
         ] {
             let content = fixture(pfx);
-            assert_eq!(
-                text(tls_part("tls.key", &content)),
-                fixture_text(expected_key),
-                "{pfx}"
-            );
+            assert_eq!(text(tls_part("tls.key", &content)), fixture_text(expected_key), "{pfx}");
             assert_eq!(
                 text(tls_part("tls.crt", &content)),
                 fixture_text(&format!("{kind}.crt")),
@@ -214,18 +182,9 @@ mod tests {
             tls_part("tls.key", &fixture("ed25519.key")),
             Err(TlsError::UnsupportedAlgorithm("1.3.101.112".into()))
         );
-        assert_eq!(
-            tls_part("tls.key", b"\x00\x01 not a pfx"),
-            Err(TlsError::NotPemOrPfx)
-        );
-        assert_eq!(
-            tls_part("tls.key", &fixture("rsa.crt")),
-            Err(TlsError::NoPrivateKey)
-        );
-        assert_eq!(
-            tls_part("tls.crt", &fixture("rsa-pkcs8.key")),
-            Err(TlsError::NoCertificate)
-        );
+        assert_eq!(tls_part("tls.key", b"\x00\x01 not a pfx"), Err(TlsError::NotPemOrPfx));
+        assert_eq!(tls_part("tls.key", &fixture("rsa.crt")), Err(TlsError::NoPrivateKey));
+        assert_eq!(tls_part("tls.crt", &fixture("rsa-pkcs8.key")), Err(TlsError::NoCertificate));
         assert_eq!(
             tls_part("ca.crt", &fixture("rsa.crt")),
             Err(TlsError::UnsupportedKey("ca.crt".into()))

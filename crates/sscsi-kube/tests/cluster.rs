@@ -72,14 +72,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
         refresh_backoff: Backoff::default(),
     };
     let (_, node) = services(config, deps);
-    Cluster {
-        api,
-        registry,
-        node,
-        store,
-        readiness,
-        _stop: stop.drop_guard(),
-    }
+    Cluster { api, registry, node, store, readiness, _stop: stop.drop_guard() }
 }
 
 impl Cluster {
@@ -95,18 +88,14 @@ impl Cluster {
             service_account: "web".into(),
         };
         let req = sscsi_node::client::inline_volume_publish_request("csi-1", target, spc, &pod);
-        self.node
-            .node_publish_volume(tonic::Request::new(req))
-            .await
-            .map(drop)
+        self.node.node_publish_volume(tonic::Request::new(req)).await.map(drop)
     }
 
     /// The value of the metric series `series` (name with labels), if any.
     fn metric(&self, series: &str) -> Option<String> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
-        out.lines()
-            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().to_owned()))
+        out.lines().find_map(|l| l.strip_prefix(series).map(|v| v.trim().to_owned()))
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
@@ -124,9 +113,7 @@ impl Cluster {
     /// Waits until the cache has seen a class created through the API.
     async fn create_spc(&self, name: &str) {
         let api: Api<SecretProviderClass> = Api::namespaced(self.client(), "shop");
-        api.create(&PostParams::default(), &spc(name))
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &spc(name)).await.unwrap();
     }
 }
 
@@ -135,9 +122,7 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     let cluster = start(None).await;
     cluster.wait_synced().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
 
     // No class yet: upstream's reason, a Warning event on the pod, nothing written.
     let err = cluster.publish(&target, "app").await.unwrap_err();
@@ -151,16 +136,8 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     assert_eq!(event["regarding"]["name"], "web-0");
     assert_eq!(event["regarding"]["uid"], "uid-web-0");
     let note = event["note"].as_str().unwrap();
-    assert!(
-        note.contains("shop/app") && note.contains("not found"),
-        "{note}"
-    );
-    assert!(
-        cluster
-            .api
-            .objects(GROUP, "secretproviderclasspodstatuses", None)
-            .is_empty()
-    );
+    assert!(note.contains("shop/app") && note.contains("not found"), "{note}");
+    assert!(cluster.api.objects(GROUP, "secretproviderclasspodstatuses", None).is_empty());
 
     // Once the class exists a later publish succeeds.
     cluster.create_spc("app").await;
@@ -176,16 +153,11 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     }
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
 
-    let statuses = cluster
-        .api
-        .objects(GROUP, "secretproviderclasspodstatuses", Some("shop"));
+    let statuses = cluster.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"));
     assert_eq!(statuses.len(), 1);
     let s = &statuses[0];
     assert_eq!(s["metadata"]["name"], "web-0-shop-app");
-    assert_eq!(
-        s["metadata"]["labels"]["internal.secrets-store.csi.k8s.io/node-name"],
-        "node-1"
-    );
+    assert_eq!(s["metadata"]["labels"]["internal.secrets-store.csi.k8s.io/node-name"], "node-1");
     assert_eq!(
         s["metadata"]["ownerReferences"],
         json!([{"apiVersion": "v1", "kind": "Pod", "name": "web-0", "uid": "uid-web-0"}])
@@ -209,9 +181,7 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     cluster.create_spc("app").await;
     cluster.wait_synced().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
     cluster.publish(&target, "app").await.unwrap();
     let rv = |c: &Cluster| {
         c.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"))[0]["metadata"]["resourceVersion"].clone()
@@ -256,9 +226,7 @@ async fn the_refresh_annotation_re_fetches_before_the_interval() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
     cluster.publish(&target, "app").await.unwrap();
     std::fs::write(cluster.store.path().join("a"), "alpha-2").unwrap();
     cluster.publish(&target, "app").await.unwrap();
@@ -274,25 +242,15 @@ async fn the_refresh_annotation_re_fetches_before_the_interval() {
     for attempt in 0.. {
         let value = format!("request-{attempt}");
         let patch = json!({"metadata": {"annotations": {sscsi_kube::REFRESH_ANNOTATION: value}}});
-        pods.patch("web-0", &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
+        pods.patch("web-0", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         if std::fs::read_to_string(target.join("a")).unwrap() == "alpha-2" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the annotation did not trigger a refresh"
-        );
+        assert!(Instant::now() < deadline, "the annotation did not trigger a refresh");
     }
     let events = cluster.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["reason"] == "SecretRotationComplete"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| e["reason"] == "SecretRotationComplete"), "{events:?}");
     stop.cancel();
 }
 
@@ -342,10 +300,7 @@ impl Cluster {
             service_account: "web".into(),
         };
         let req = sscsi_node::client::inline_volume_publish_request(volume, target, spc, &pod);
-        self.node
-            .node_publish_volume(tonic::Request::new(req))
-            .await
-            .map(drop)
+        self.node.node_publish_volume(tonic::Request::new(req)).await.map(drop)
     }
 
     fn secret(&self, name: &str) -> Option<serde_json::Value> {
@@ -365,44 +320,29 @@ impl Cluster {
 
 fn b64(s: &str) -> String {
     use k8s_openapi::ByteString;
-    serde_json::to_value(ByteString(s.as_bytes().to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
+    serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap().as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 async fn secret_objects_are_mirrored_and_written_only_on_change() {
-    let cluster = start_with_sync(
-        Some(Duration::ZERO),
-        SyncPolicy::Enabled {
-            allowed_namespaces: None,
-        },
-    )
-    .await;
+    let cluster =
+        start_with_sync(Some(Duration::ZERO), SyncPolicy::Enabled { allowed_namespaces: None })
+            .await;
     let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
     let secret_objects = json!([{
         "secretName": "app-secret", "type": "Opaque",
         "labels": {"team": "shop"}, "annotations": {"note": "synced"},
         "data": [{"objectName": "a", "key": "username"}, {"objectName": "b", "key": "password"}]
     }]);
-    spcs.create(&PostParams::default(), &synced_spc("app", secret_objects))
-        .await
-        .unwrap();
+    spcs.create(&PostParams::default(), &synced_spc("app", secret_objects)).await.unwrap();
     cluster.wait_synced().await;
     cluster.wait_for_class("app").await;
     create_pod(&cluster, "web-0", Some(("web-abc", "rs-1"))).await;
     create_pod(&cluster, "web-1", Some(("web-def", "rs-2"))).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
-    cluster
-        .publish_pod("web-0", "csi-a", &target, "app")
-        .await
-        .unwrap();
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish_pod("web-0", "csi-a", &target, "app").await.unwrap();
     let secret = cluster.secret("app-secret").expect("Secret created");
     assert_eq!(secret["type"], "Opaque");
     assert_eq!(secret["data"]["username"], b64("alpha"));
@@ -419,37 +359,20 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
     let rv = secret["metadata"]["resourceVersion"].clone();
 
     // An unchanged re-fetch writes nothing.
-    cluster
-        .publish_pod("web-0", "csi-a", &target, "app")
-        .await
-        .unwrap();
-    assert_eq!(
-        cluster.secret("app-secret").unwrap()["metadata"]["resourceVersion"],
-        rv
-    );
+    cluster.publish_pod("web-0", "csi-a", &target, "app").await.unwrap();
+    assert_eq!(cluster.secret("app-secret").unwrap()["metadata"]["resourceVersion"], rv);
 
     // A changed secret reaches the file and the Secret in the same re-fetch.
     std::fs::write(cluster.store.path().join("b"), "bravo-2").unwrap();
-    cluster
-        .publish_pod("web-0", "csi-a", &target, "app")
-        .await
-        .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("b")).unwrap(),
-        "bravo-2"
-    );
+    cluster.publish_pod("web-0", "csi-a", &target, "app").await.unwrap();
+    assert_eq!(std::fs::read_to_string(target.join("b")).unwrap(), "bravo-2");
     let secret = cluster.secret("app-secret").unwrap();
     assert_eq!(secret["data"]["password"], b64("bravo-2"));
     assert_ne!(secret["metadata"]["resourceVersion"], rv);
 
     // A pod of the next ReplicaSet (a rollout) adds its owner; the old one stays.
-    let target2 = dir
-        .path()
-        .join("pods/uid-web-1/volumes/kubernetes.io~csi/secrets/mount");
-    cluster
-        .publish_pod("web-1", "csi-b", &target2, "app")
-        .await
-        .unwrap();
+    let target2 = dir.path().join("pods/uid-web-1/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish_pod("web-1", "csi-b", &target2, "app").await.unwrap();
     let owners: Vec<String> = cluster.secret("app-secret").unwrap()["metadata"]["ownerReferences"]
         .as_array()
         .unwrap()
@@ -462,57 +385,31 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
     assert_eq!(cluster.metric(synced).as_deref(), Some("4"));
     assert_eq!(cluster.metric("sscsi_sync_k8s_secret_error_total"), None);
 
-    assert!(
-        cluster.events().iter().all(|e| e["type"] != "Warning"),
-        "{:?}",
-        cluster.events()
-    );
+    assert!(cluster.events().iter().all(|e| e["type"] != "Warning"), "{:?}", cluster.events());
 
     // A failing backend during rotation: files and Secret stay as they were.
     let before = cluster.secret("app-secret").unwrap();
     std::fs::remove_file(cluster.store.path().join("b")).unwrap();
-    cluster
-        .publish_pod("web-0", "csi-a", &target, "app")
-        .await
-        .expect("masked, as upstream");
-    assert_eq!(
-        std::fs::read_to_string(target.join("b")).unwrap(),
-        "bravo-2"
-    );
-    assert_eq!(
-        cluster.secret("app-secret").unwrap(),
-        before,
-        "the Secret is untouched"
-    );
+    cluster.publish_pod("web-0", "csi-a", &target, "app").await.expect("masked, as upstream");
+    assert_eq!(std::fs::read_to_string(target.join("b")).unwrap(), "bravo-2");
+    assert_eq!(cluster.secret("app-secret").unwrap(), before, "the Secret is untouched");
 }
 
 #[tokio::test]
 async fn sync_errors_are_events_and_never_fail_the_mount() {
-    let allowed = SyncPolicy::Enabled {
-        allowed_namespaces: Some(["other".to_owned()].into()),
-    };
+    let allowed = SyncPolicy::Enabled { allowed_namespaces: Some(["other".to_owned()].into()) };
     let cluster = start_with_sync(None, allowed).await;
     let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
     let objects =
         json!([{"secretName": "s", "type": "Opaque", "data": [{"objectName": "a", "key": "k"}]}]);
-    spcs.create(&PostParams::default(), &synced_spc("app", objects))
-        .await
-        .unwrap();
+    spcs.create(&PostParams::default(), &synced_spc("app", objects)).await.unwrap();
     cluster.wait_synced().await;
     cluster.wait_for_class("app").await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
-    cluster
-        .publish_pod("web-0", "csi-a", &target, "app")
-        .await
-        .expect("the mount succeeds");
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish_pod("web-0", "csi-a", &target, "app").await.expect("the mount succeeds");
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
-    assert!(
-        cluster.secret("s").is_none(),
-        "nothing synced into a namespace not allowed"
-    );
+    assert!(cluster.secret("s").is_none(), "nothing synced into a namespace not allowed");
     let events = cluster.events();
     let note = events
         .iter()
@@ -524,48 +421,26 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
     assert_eq!(cluster.metric(refused).as_deref(), Some("1"));
 
     // A file the secretObject names but the volume lacks.
-    let cluster = start_with_sync(
-        None,
-        SyncPolicy::Enabled {
-            allowed_namespaces: None,
-        },
-    )
-    .await;
+    let cluster = start_with_sync(None, SyncPolicy::Enabled { allowed_namespaces: None }).await;
     let spcs: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
     let objects = json!([
         {"secretName": "s", "type": "Opaque", "data": [{"objectName": "missing", "key": "k"}]}
     ]);
-    spcs.create(&PostParams::default(), &synced_spc("app", objects))
-        .await
-        .unwrap();
+    spcs.create(&PostParams::default(), &synced_spc("app", objects)).await.unwrap();
     cluster.wait_synced().await;
     cluster.wait_for_class("app").await;
-    cluster
-        .publish_pod("web-0", "csi-a", &target.with_file_name("mount2"), "app")
-        .await
-        .unwrap();
+    cluster.publish_pod("web-0", "csi-a", &target.with_file_name("mount2"), "app").await.unwrap();
     let warnings: Vec<String> = cluster
         .events()
         .iter()
         .filter(|e| e["type"] == "Warning")
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap(),
-                e["note"].as_str().unwrap()
-            )
-        })
+        .map(|e| format!("{}: {}", e["reason"].as_str().unwrap(), e["note"].as_str().unwrap()))
         .collect();
     let has = |reason: &str, text: &str| {
-        warnings
-            .iter()
-            .any(|w| w.starts_with(reason) && w.contains(text))
+        warnings.iter().any(|w| w.starts_with(reason) && w.contains(text))
     };
     assert!(
-        has(
-            "FailedToCreateSecret: ",
-            r#"file matching objectName "missing" not found in the pod"#
-        ),
+        has("FailedToCreateSecret: ", r#"file matching objectName "missing" not found in the pod"#),
         "{warnings:?}"
     );
     assert!(cluster.secret("s").is_none() && cluster.secret("t").is_none());
@@ -575,13 +450,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
 async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let read = |name: &str| std::fs::read(format!("{fixtures}/{name}")).unwrap();
-    let cluster = start_with_sync(
-        None,
-        SyncPolicy::Enabled {
-            allowed_namespaces: None,
-        },
-    )
-    .await;
+    let cluster = start_with_sync(None, SyncPolicy::Enabled { allowed_namespaces: None }).await;
     let mut bundle = read("rsa-pkcs8.key");
     bundle.extend(read("rsa.crt"));
     std::fs::write(cluster.store.path().join("bundle.pem"), &bundle).unwrap();
@@ -611,13 +480,8 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
     cluster.wait_synced().await;
     cluster.wait_for_class("tls").await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir
-        .path()
-        .join("pods/uid-web-0/volumes/kubernetes.io~csi/tls/mount");
-    cluster
-        .publish_pod("web-0", "csi-t", &target, "tls")
-        .await
-        .unwrap();
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/tls/mount");
+    cluster.publish_pod("web-0", "csi-t", &target, "tls").await.unwrap();
 
     let secret = cluster.secret("ingress-tls").expect("TLS Secret synced");
     assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -626,31 +490,17 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
             serde_json::from_value(secret["data"][key].clone()).unwrap();
         String::from_utf8(value.0).unwrap()
     };
-    assert_eq!(
-        decoded("tls.key"),
-        String::from_utf8(read("rsa-pkcs1.key")).unwrap()
-    );
-    assert_eq!(
-        decoded("tls.crt"),
-        String::from_utf8(read("rsa.crt")).unwrap()
-    );
+    assert_eq!(decoded("tls.key"), String::from_utf8(read("rsa-pkcs1.key")).unwrap());
+    assert_eq!(decoded("tls.crt"), String::from_utf8(read("rsa.crt")).unwrap());
 
-    let pfx = cluster
-        .secret("pfx-tls")
-        .expect("TLS Secret synced from a PFX");
+    let pfx = cluster.secret("pfx-tls").expect("TLS Secret synced from a PFX");
     let decoded = |key: &str| {
         let value: k8s_openapi::ByteString =
             serde_json::from_value(pfx["data"][key].clone()).unwrap();
         String::from_utf8(value.0).unwrap()
     };
-    assert_eq!(
-        decoded("tls.key"),
-        String::from_utf8(read("rsa-pkcs1.key")).unwrap()
-    );
-    assert_eq!(
-        decoded("tls.crt"),
-        String::from_utf8(read("rsa.crt")).unwrap()
-    );
+    assert_eq!(decoded("tls.key"), String::from_utf8(read("rsa-pkcs1.key")).unwrap());
+    assert_eq!(decoded("tls.crt"), String::from_utf8(read("rsa.crt")).unwrap());
 
     assert!(cluster.secret("bad-tls").is_none());
     let events = cluster.events();
@@ -659,10 +509,7 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
         .find(|e| e["reason"] == "SecretTypeNotSupported")
         .unwrap_or_else(|| panic!("no event for the bad TLS object: {events:?}"));
     let note = bad["note"].as_str().unwrap();
-    assert!(
-        note.contains("bad-tls") && note.contains(r#"key "ca.crt" is not valid"#),
-        "{note}"
-    );
+    assert!(note.contains("bad-tls") && note.contains(r#"key "ca.crt" is not valid"#), "{note}");
 }
 
 /// Upstream issue #899: a rollout where the old ReplicaSet, the Secret's only
@@ -671,13 +518,7 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
 /// containers start, that is before NodePublishVolume returns.
 #[tokio::test]
 async fn a_synced_secret_is_back_before_a_new_pod_starts_after_a_rollout() {
-    let cluster = start_with_sync(
-        None,
-        SyncPolicy::Enabled {
-            allowed_namespaces: None,
-        },
-    )
-    .await;
+    let cluster = start_with_sync(None, SyncPolicy::Enabled { allowed_namespaces: None }).await;
     let objects = json!([{"secretName": "app-secret", "type": "Opaque", "data": [{"objectName": "a", "key": "k"}]}]);
     Api::<SecretProviderClass>::namespaced(cluster.client(), "shop")
         .create(&PostParams::default(), &synced_spc("app", objects))
@@ -688,33 +529,19 @@ async fn a_synced_secret_is_back_before_a_new_pod_starts_after_a_rollout() {
     create_pod(&cluster, "old-0", Some(("web-old", "rs-old"))).await;
     create_pod(&cluster, "new-0", Some(("web-new", "rs-new"))).await;
     let dir = tempfile::tempdir().unwrap();
-    let old = dir
-        .path()
-        .join("pods/uid-old-0/volumes/kubernetes.io~csi/s/mount");
-    cluster
-        .publish_pod("old-0", "csi-old", &old, "app")
-        .await
-        .unwrap();
+    let old = dir.path().join("pods/uid-old-0/volumes/kubernetes.io~csi/s/mount");
+    cluster.publish_pod("old-0", "csi-old", &old, "app").await.unwrap();
     assert!(cluster.secret("app-secret").is_some());
 
     // The old ReplicaSet is deleted; the garbage collector removes what only it owned.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(cluster.client(), "shop");
-    secrets
-        .delete("app-secret", &Default::default())
-        .await
-        .unwrap();
+    secrets.delete("app-secret", &Default::default()).await.unwrap();
 
-    let new = dir
-        .path()
-        .join("pods/uid-new-0/volumes/kubernetes.io~csi/s/mount");
-    cluster
-        .publish_pod("new-0", "csi-new", &new, "app")
-        .await
-        .unwrap();
-    let secret = cluster
-        .secret("app-secret")
-        .expect("the Secret exists when the new pod's mount returns");
+    let new = dir.path().join("pods/uid-new-0/volumes/kubernetes.io~csi/s/mount");
+    cluster.publish_pod("new-0", "csi-new", &new, "app").await.unwrap();
+    let secret =
+        cluster.secret("app-secret").expect("the Secret exists when the new pod's mount returns");
     assert_eq!(secret["data"]["k"], b64("alpha"));
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "rs-new");
 }

@@ -41,11 +41,7 @@ pub enum WriteError {
     #[error("target {0} is not a directory")]
     NotADirectory(PathBuf),
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: io::Error },
 }
 
 impl WriteError {
@@ -56,11 +52,7 @@ impl WriteError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
-    move |source| WriteError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| WriteError::Io { op, path: path.to_owned(), source }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +70,7 @@ pub struct AtomicWriter {
 
 impl AtomicWriter {
     pub fn new(target: impl Into<PathBuf>) -> Self {
-        Self {
-            target: target.into(),
-        }
+        Self { target: target.into() }
     }
 
     /// Replaces the whole content of the volume with `files`.
@@ -92,8 +82,7 @@ impl AtomicWriter {
         }
 
         let unchanged = self.current_version_dir().is_some_and(|current| {
-            self.read_version(&current)
-                .is_ok_and(|files| same_content(&files, &wanted))
+            self.read_version(&current).is_ok_and(|files| same_content(&files, &wanted))
         });
         if unchanged {
             return Ok(WriteOutcome::Unchanged);
@@ -162,10 +151,7 @@ impl AtomicWriter {
                     stack.push((path, format!("{rel}/")));
                 } else if meta.is_file() {
                     let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-                    out.insert(
-                        rel,
-                        (meta.permissions().mode() & 0o777, SecretBytes::new(bytes)),
-                    );
+                    out.insert(rel, (meta.permissions().mode() & 0o777, SecretBytes::new(bytes)));
                 }
             }
         }
@@ -202,10 +188,7 @@ impl AtomicWriter {
     }
 
     fn update_user_links(&self, wanted: &Wanted<'_>) -> Result<(), WriteError> {
-        let top: BTreeSet<&str> = wanted
-            .keys()
-            .map(|p| p.split('/').next().unwrap_or(p))
-            .collect();
+        let top: BTreeSet<&str> = wanted.keys().map(|p| p.split('/').next().unwrap_or(p)).collect();
         for name in &top {
             let link = self.target.join(name);
             let want = format!("{DATA_DIR}/{name}");
@@ -266,9 +249,7 @@ impl AtomicWriter {
 /// `..<timestamp>.<random>`: a version directory's name. Never a valid user
 /// path, since user paths may not start with `..`.
 fn is_version_dir_name(name: &str) -> bool {
-    name.strip_prefix("..")
-        .and_then(|rest| rest.chars().next())
-        .is_some_and(|c| c.is_ascii_digit())
+    name.strip_prefix("..").and_then(|rest| rest.chars().next()).is_some_and(|c| c.is_ascii_digit())
 }
 
 /// The content a write asks for: path -> (mode, bytes), borrowed from the request.
@@ -287,15 +268,9 @@ fn validate(files: &[SecretFile]) -> Result<Wanted<'_>, WriteError> {
     for f in files {
         validate_relative_path(&f.path)?;
         if f.mode > 0o777 {
-            return Err(WriteError::Mode {
-                path: f.path.clone(),
-                mode: f.mode,
-            });
+            return Err(WriteError::Mode { path: f.path.clone(), mode: f.mode });
         }
-        if wanted
-            .insert(f.path.as_str(), (f.mode, f.contents.expose()))
-            .is_some()
-        {
+        if wanted.insert(f.path.as_str(), (f.mode, f.contents.expose())).is_some() {
             return Err(WriteError::Duplicate(f.path.clone()));
         }
     }
@@ -333,11 +308,9 @@ fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("create", &path))?;
-        file.write_all(f.contents.expose())
-            .map_err(io_err("write", &path))?;
+        file.write_all(f.contents.expose()).map_err(io_err("write", &path))?;
         // The open mode went through the umask; set the exact one.
-        file.set_permissions(fs::Permissions::from_mode(f.mode))
-            .map_err(io_err("chmod", &path))?;
+        file.set_permissions(fs::Permissions::from_mode(f.mode)).map_err(io_err("chmod", &path))?;
         file.sync_all().map_err(io_err("fsync", &path))?;
     }
     for dir in dirs.iter().rev() {
@@ -351,9 +324,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), WriteError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
 }
 
 #[cfg(test)]

@@ -68,20 +68,14 @@ impl Mounter for TmpfsMounter {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(data.as_str()),
         )
-        .map_err(|e| MountError::Mount {
-            path: target.to_owned(),
-            source: e.into(),
-        })
+        .map_err(|e| MountError::Mount { path: target.to_owned(), source: e.into() })
     }
 
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
         match nix::mount::umount2(target, MntFlags::empty()) {
             // EINVAL: not a mount point; ENOENT: already gone. Both mean done.
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(MountError::Unmount {
-                path: target.to_owned(),
-                source: e.into(),
-            }),
+            Err(e) => Err(MountError::Unmount { path: target.to_owned(), source: e.into() }),
         }
     }
 

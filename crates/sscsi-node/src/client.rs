@@ -40,23 +40,15 @@ pub fn inline_volume_publish_request(
         target_path: target_path.display().to_string(),
         volume_capability: Some(VolumeCapability {
             access_type: Some(AccessType::Mount(MountVolume::default())),
-            access_mode: Some(AccessMode {
-                mode: Mode::SingleNodeReaderOnly as i32,
-            }),
+            access_mode: Some(AccessMode { mode: Mode::SingleNodeReaderOnly as i32 }),
         }),
         readonly: true,
         volume_context: HashMap::from([
             ("secretProviderClass".into(), secret_provider_class.into()),
             ("csi.storage.k8s.io/pod.name".into(), pod.name.clone()),
-            (
-                "csi.storage.k8s.io/pod.namespace".into(),
-                pod.namespace.clone(),
-            ),
+            ("csi.storage.k8s.io/pod.namespace".into(), pod.namespace.clone()),
             ("csi.storage.k8s.io/pod.uid".into(), pod.uid.clone()),
-            (
-                "csi.storage.k8s.io/serviceAccount.name".into(),
-                pod.service_account.clone(),
-            ),
+            ("csi.storage.k8s.io/serviceAccount.name".into(), pod.service_account.clone()),
             ("csi.storage.k8s.io/ephemeral".into(), "true".into()),
         ]),
         ..Default::default()

@@ -95,17 +95,12 @@ impl PublishRequest {
             });
         }
         // KEP-5538: kubelet may pass tokens in `secrets`; that copy wins.
-        let tokens_json = secrets
-            .remove(TOKENS_KEY)
-            .or(volume_context.remove(TOKENS_KEY));
+        let tokens_json = secrets.remove(TOKENS_KEY).or(volume_context.remove(TOKENS_KEY));
         volume_context.remove(TOKENS_KEY);
         let tokens = match tokens_json {
             Some(mut json) => {
-                let parsed = if json.is_empty() {
-                    Ok(BTreeMap::new())
-                } else {
-                    parse_tokens(&json)
-                };
+                let parsed =
+                    if json.is_empty() { Ok(BTreeMap::new()) } else { parse_tokens(&json) };
                 json.zeroize();
                 parsed?
             }
@@ -129,10 +124,7 @@ impl PublishRequest {
 }
 
 fn secrets_map(secrets: HashMap<String, String>) -> BTreeMap<String, SecretBytes> {
-    secrets
-        .into_iter()
-        .map(|(k, v)| (k, SecretBytes::from(v)))
-        .collect()
+    secrets.into_iter().map(|(k, v)| (k, SecretBytes::from(v))).collect()
 }
 
 /// Parses kubelet's `{"<audience>":{"token":"…","expirationTimestamp":"…"}}`.
@@ -176,10 +168,7 @@ mod tests {
                 ("csi.storage.k8s.io/pod.name".into(), "web-0".into()),
                 ("csi.storage.k8s.io/pod.namespace".into(), "shop".into()),
                 ("csi.storage.k8s.io/pod.uid".into(), "uid-1".into()),
-                (
-                    "csi.storage.k8s.io/serviceAccount.name".into(),
-                    "web".into(),
-                ),
+                ("csi.storage.k8s.io/serviceAccount.name".into(), "web".into()),
                 ("objects".into(), "override".into()),
             ]),
             ..Default::default()
@@ -194,10 +183,8 @@ mod tests {
             r#"{"vault":{"token":"from-context","expirationTimestamp":"2026-11-22T12:00:00Z"}}"#
                 .into(),
         );
-        req.secrets.insert(
-            TOKENS_KEY.into(),
-            r#"{"sts.amazonaws.com":{"token":"from-secrets"}}"#.into(),
-        );
+        req.secrets
+            .insert(TOKENS_KEY.into(), r#"{"sts.amazonaws.com":{"token":"from-secrets"}}"#.into());
         req.secrets.insert("password".into(), "p".into());
         let p = PublishRequest::parse(req).unwrap();
         assert_eq!(p.spc_name, "spc");
@@ -210,20 +197,14 @@ mod tests {
                 service_account: "web".into()
             }
         );
-        assert_eq!(
-            p.attributes.get("objects").map(String::as_str),
-            Some("override")
-        );
+        assert_eq!(p.attributes.get("objects").map(String::as_str), Some("override"));
         assert!(!p.attributes.contains_key(TOKENS_KEY));
         assert_eq!(
             p.tokens.keys().collect::<Vec<_>>(),
             vec!["sts.amazonaws.com"],
             "the secrets copy wins"
         );
-        assert_eq!(
-            p.tokens["sts.amazonaws.com"].token.expose(),
-            b"from-secrets"
-        );
+        assert_eq!(p.tokens["sts.amazonaws.com"].token.expose(), b"from-secrets");
         assert_eq!(p.secrets.keys().collect::<Vec<_>>(), vec!["password"]);
     }
 
@@ -231,16 +212,10 @@ mod tests {
     fn validation_order_and_messages_match_upstream() {
         type Edit = fn(&mut NodePublishVolumeRequest);
         let cases: &[(Edit, &str)] = &[
-            (
-                |r| r.volume_capability = None,
-                "Volume capability missing in request",
-            ),
+            (|r| r.volume_capability = None, "Volume capability missing in request"),
             (|r| r.volume_id.clear(), "Volume ID missing in request"),
             (|r| r.target_path.clear(), "Target path missing in request"),
-            (
-                |r| r.volume_context.clear(),
-                "Volume attributes missing in request",
-            ),
+            (|r| r.volume_context.clear(), "Volume attributes missing in request"),
             (
                 |r| drop(r.volume_context.remove("secretProviderClass")),
                 "secretProviderClass is not set",
@@ -265,8 +240,7 @@ mod tests {
     #[test]
     fn bad_tokens_json_is_reported_without_its_content() {
         let mut req = valid();
-        req.volume_context
-            .insert(TOKENS_KEY.into(), r#"{"aud":"eyJ-secret-token"}"#.into());
+        req.volume_context.insert(TOKENS_KEY.into(), r#"{"aud":"eyJ-secret-token"}"#.into());
         let err = PublishRequest::parse(req).unwrap_err().to_string();
         assert!(err.contains(TOKENS_KEY), "{err}");
         assert!(!err.contains("eyJ-secret-token"), "{err}");

@@ -50,24 +50,13 @@ pub enum PublishError {
     #[error(transparent)]
     Spc(#[from] SpcError),
     #[error("SecretProviderClass {spc}: {source}")]
-    UnknownProvider {
-        spc: String,
-        source: UnknownProvider,
-    },
+    UnknownProvider { spc: String, source: UnknownProvider },
     #[error("failed to mount secrets store objects for pod {pod}: provider {provider:?}: {source}")]
-    Provider {
-        pod: String,
-        provider: String,
-        source: ProviderError,
-    },
+    Provider { pod: String, provider: String, source: ProviderError },
     #[error("failed to mount tmpfs: {0}")]
     Mount(MountError),
     #[error("failed to write the files of pod {pod} to {path}: {source}")]
-    Write {
-        pod: String,
-        path: PathBuf,
-        source: WriteError,
-    },
+    Write { pod: String, path: PathBuf, source: WriteError },
     #[error("failed to record the mounted volume: {0}")]
     Status(crate::observer::ObserverError),
     #[error("internal error: {0}")]
@@ -255,30 +244,15 @@ mod tests {
             source_name: "x".into(),
         };
         let bad_path = WriteError::InvalidPath(sscsi_core::path::PathError::Absolute("/x".into()));
-        let write_io = WriteError::Io {
-            op: "write",
-            path: "/t/a".into(),
-            source: io(),
-        };
+        let write_io = WriteError::Io { op: "write", path: "/t/a".into(), source: io() };
         let cases = [
             (PublishError::MissingVolumeId, Code::InvalidArgument, ""),
-            (
-                PublishError::Busy(crate::guard::Busy("v".into())),
-                Code::Aborted,
-                "",
-            ),
-            (
-                PublishError::Spc(spc_missing),
-                Code::NotFound,
-                "SecretProviderClassNotFound",
-            ),
+            (PublishError::Busy(crate::guard::Busy("v".into())), Code::Aborted, ""),
+            (PublishError::Spc(spc_missing), Code::NotFound, "SecretProviderClassNotFound"),
             (
                 PublishError::UnknownProvider {
                     spc: "ns/n".into(),
-                    source: UnknownProvider {
-                        name: "aws".into(),
-                        available: vec![],
-                    },
+                    source: UnknownProvider { name: "aws".into(), available: vec![] },
                 },
                 Code::InvalidArgument,
                 "FailedToLookupProviderGRPCClient",
@@ -302,36 +276,22 @@ mod tests {
                 "VaultLoginFailed",
             ),
             (
-                PublishError::Target {
-                    path: "/t".into(),
-                    source: io(),
-                },
+                PublishError::Target { path: "/t".into(), source: io() },
                 Code::Internal,
                 "FailedToEnsureMountPoint",
             ),
             (
-                PublishError::Mount(MountError::Mount {
-                    path: "/t".into(),
-                    source: io(),
-                }),
+                PublishError::Mount(MountError::Mount { path: "/t".into(), source: io() }),
                 Code::Internal,
                 "FailedToMount",
             ),
             (
-                PublishError::Write {
-                    pod: "ns/p".into(),
-                    path: "/t".into(),
-                    source: bad_path,
-                },
+                PublishError::Write { pod: "ns/p".into(), path: "/t".into(), source: bad_path },
                 Code::InvalidArgument,
                 "FileWriteError",
             ),
             (
-                PublishError::Write {
-                    pod: "ns/p".into(),
-                    path: "/t".into(),
-                    source: write_io,
-                },
+                PublishError::Write { pod: "ns/p".into(), path: "/t".into(), source: write_io },
                 Code::Internal,
                 "FileWriteError",
             ),

@@ -29,19 +29,13 @@ impl VolumeGuards {
         if !set.insert(volume_id.to_owned()) {
             return Err(Busy(volume_id.to_owned()));
         }
-        Ok(VolumeGuard {
-            in_flight: self.in_flight.clone(),
-            volume_id: volume_id.to_owned(),
-        })
+        Ok(VolumeGuard { in_flight: self.in_flight.clone(), volume_id: volume_id.to_owned() })
     }
 }
 
 impl Drop for VolumeGuard {
     fn drop(&mut self) {
-        self.in_flight
-            .lock()
-            .expect("volume guard lock poisoned")
-            .remove(&self.volume_id);
+        self.in_flight.lock().expect("volume guard lock poisoned").remove(&self.volume_id);
     }
 }
 

@@ -32,28 +32,19 @@ pub struct HttpState {
 /// `/healthz`: the process answers and so does its CSI socket.
 /// `/readyz`: every readiness condition holds.
 pub fn health_routes(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
 }
 
 /// `/metrics` in the Prometheus text format.
 pub fn metrics_routes(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
     let probe = async {
-        let channel = client::connect(&state.csi_socket)
-            .await
-            .map_err(|e| e.to_string())?;
-        let response = IdentityClient::new(channel)
-            .probe(ProbeRequest {})
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = client::connect(&state.csi_socket).await.map_err(|e| e.to_string())?;
+        let response =
+            IdentityClient::new(channel).probe(ProbeRequest {}).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(response.into_inner().ready.unwrap_or(false))
     };
     match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
@@ -61,11 +52,9 @@ async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
         Ok(Ok(false)) => {
             (StatusCode::SERVICE_UNAVAILABLE, "CSI Probe: not ready\n").into_response()
         }
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("CSI Probe failed: {e}\n"),
-        )
-            .into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("CSI Probe failed: {e}\n")).into_response()
+        }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "CSI Probe timed out\n").into_response(),
     }
 }
@@ -87,31 +76,21 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encode metrics: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("encode metrics: {e}\n")).into_response()
+        }
     }
 }
 
 /// Parses a listen address: `:8095` (all interfaces, as Go writes it),
 /// `127.0.0.1:8095` or `[::1]:8095`.
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
-    };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not a listen address like :8095 or 127.0.0.1:8095"))
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    full.parse().map_err(|_| format!("{s:?} is not a listen address like :8095 or 127.0.0.1:8095"))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.
@@ -120,9 +99,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]
@@ -131,18 +108,9 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            parse_listen_addr(":8095"),
-            Ok("0.0.0.0:8095".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("127.0.0.1:9808"),
-            Ok("127.0.0.1:9808".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("[::1]:80"),
-            Ok("[::1]:80".parse().unwrap())
-        );
+        assert_eq!(parse_listen_addr(":8095"), Ok("0.0.0.0:8095".parse().unwrap()));
+        assert_eq!(parse_listen_addr("127.0.0.1:9808"), Ok("127.0.0.1:9808".parse().unwrap()));
+        assert_eq!(parse_listen_addr("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
         assert!(parse_listen_addr("8095").is_err());
         assert!(parse_listen_addr("localhost:8095").is_err());
     }

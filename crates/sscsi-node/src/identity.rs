@@ -17,11 +17,7 @@ pub struct IdentityService {
 
 impl IdentityService {
     pub fn new(name: String, vendor_version: String, readiness: Readiness) -> Self {
-        Self {
-            name,
-            vendor_version,
-            readiness,
-        }
+        Self { name, vendor_version, readiness }
     }
 }
 
@@ -50,14 +46,10 @@ impl Identity for IdentityService {
         &self,
         _: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        Ok(Response::new(GetPluginCapabilitiesResponse {
-            capabilities: Vec::new(),
-        }))
+        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities: Vec::new() }))
     }
 
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        Ok(Response::new(ProbeResponse {
-            ready: Some(self.readiness.is_met(Condition::Serving)),
-        }))
+        Ok(Response::new(ProbeResponse { ready: Some(self.readiness.is_met(Condition::Serving)) }))
     }
 }

@@ -60,10 +60,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_secs(10),
-            cap: Duration::from_secs(300),
-        }
+        Self { base: Duration::from_secs(10), cap: Duration::from_secs(300) }
     }
 }
 
@@ -103,17 +100,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let backoff = Backoff {
-            base: Duration::from_secs(10),
-            cap: Duration::from_secs(300),
-        };
+        let backoff = Backoff { base: Duration::from_secs(10), cap: Duration::from_secs(300) };
         for (failures, nominal) in [(1, 10.0), (2, 20.0), (3, 40.0), (6, 300.0), (40, 300.0)] {
             for _ in 0..20 {
                 let d = backoff.delay(failures).as_secs_f64();
-                assert!(
-                    d >= nominal * 0.8 && d <= nominal * 1.2,
-                    "{failures} failures: {d}s"
-                );
+                assert!(d >= nominal * 0.8 && d <= nominal * 1.2, "{failures} failures: {d}s");
             }
         }
     }

@@ -167,13 +167,8 @@ impl NodeMetrics {
     }
 
     pub(crate) fn published(&self, provider: &str, elapsed: Duration) {
-        let labels = ProviderLabels {
-            provider: provider.to_owned(),
-            os_type: OS_TYPE,
-        };
-        self.publish_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        let labels = ProviderLabels { provider: provider.to_owned(), os_type: OS_TYPE };
+        self.publish_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.node_publish.get_or_create(&labels).inc();
     }
 
@@ -188,11 +183,7 @@ impl NodeMetrics {
 
     pub(crate) fn rotated(&self, provider: &str, changed: bool, elapsed: Duration) {
         let rotated = if changed { "true" } else { "false" };
-        let labels = RotationLabels {
-            provider: provider.to_owned(),
-            os_type: OS_TYPE,
-            rotated,
-        };
+        let labels = RotationLabels { provider: provider.to_owned(), os_type: OS_TYPE, rotated };
         self.rotation_reconcile.get_or_create(&labels).inc();
         self.rotation_reconcile_duration
             .get_or_create(&OsLabels { os_type: OS_TYPE })
@@ -211,23 +202,14 @@ impl NodeMetrics {
     }
 
     pub(crate) fn unpublished(&self, ok: bool) {
-        let family = if ok {
-            &self.node_unpublish
-        } else {
-            &self.node_unpublish_error
-        };
+        let family = if ok { &self.node_unpublish } else { &self.node_unpublish_error };
         family.get_or_create(&OsLabels { os_type: OS_TYPE }).inc();
     }
 
     pub(crate) fn synced(&self, provider: &str, report: &crate::observer::MountedReport) {
         if report.secrets_synced > 0 {
-            let labels = ProviderLabels {
-                provider: provider.to_owned(),
-                os_type: OS_TYPE,
-            };
-            self.sync_secret
-                .get_or_create(&labels)
-                .inc_by(report.secrets_synced as u64);
+            let labels = ProviderLabels { provider: provider.to_owned(), os_type: OS_TYPE };
+            self.sync_secret.get_or_create(&labels).inc_by(report.secrets_synced as u64);
         }
         for reason in &report.sync_failures {
             let labels = ErrorLabels {
@@ -245,9 +227,7 @@ impl NodeMetrics {
             outcome: if ok { "success" } else { "error" },
         };
         self.backend_requests.get_or_create(&labels).inc();
-        self.backend_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        self.backend_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 }
 

@@ -27,14 +27,7 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(config: NodeConfig, deps: NodeDeps) -> Self {
-        let NodeDeps {
-            mounter,
-            spcs,
-            providers,
-            readiness: _,
-            metrics,
-            observer,
-        } = deps;
+        let NodeDeps { mounter, spcs, providers, readiness: _, metrics, observer } = deps;
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             refresh_backoff: config.refresh_backoff,
@@ -46,10 +39,7 @@ impl NodeService {
             metrics,
             observer,
         };
-        Self {
-            node_id: config.node_id,
-            publisher: Arc::new(publisher),
-        }
+        Self { node_id: config.node_id, publisher: Arc::new(publisher) }
     }
 }
 
@@ -160,9 +150,7 @@ impl Node for NodeService {
         &self,
         _: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "NodeGetVolumeStats is not implemented",
-        ))
+        Err(Status::unimplemented("NodeGetVolumeStats is not implemented"))
     }
 
     async fn node_get_capabilities(
@@ -170,13 +158,9 @@ impl Node for NodeService {
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         let stage = NodeServiceCapability {
-            r#type: Some(CapabilityType::Rpc(Rpc {
-                r#type: RpcType::StageUnstageVolume as i32,
-            })),
+            r#type: Some(CapabilityType::Rpc(Rpc { r#type: RpcType::StageUnstageVolume as i32 })),
         };
-        Ok(Response::new(NodeGetCapabilitiesResponse {
-            capabilities: vec![stage],
-        }))
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities: vec![stage] }))
     }
 
     async fn node_get_info(

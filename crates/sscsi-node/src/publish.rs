@@ -175,16 +175,11 @@ impl Publisher {
         let mounted = self
             .mounter
             .is_mounted(&req.target_path)
-            .map_err(|source| PublishError::MountCheck {
-                path: req.target_path.clone(),
-                source,
-            })?;
+            .map_err(|source| PublishError::MountCheck { path: req.target_path.clone(), source })?;
         if !mounted {
             return Ok(None);
         }
-        self.fetch_masked(&req, true, state.versions, trace)
-            .await
-            .map(Some)
+        self.fetch_masked(&req, true, state.versions, trace).await.map(Some)
     }
 
     async fn publish_volume(
@@ -202,11 +197,7 @@ impl Publisher {
         }
         if mounted {
             self.volumes.update_request(&req.volume_id, &req);
-            if state
-                .as_ref()
-                .and_then(|s| s.retry_at)
-                .is_some_and(|at| Instant::now() < at)
-            {
+            if state.as_ref().and_then(|s| s.retry_at).is_some_and(|at| Instant::now() < at) {
                 return Ok(PublishOutcome::BackingOff);
             }
             if !self.refresh_due(state.as_ref()) {
@@ -214,8 +205,7 @@ impl Publisher {
             }
         }
         let current_versions = state.map(|s| s.versions).unwrap_or_default();
-        self.fetch_masked(&req, mounted, current_versions, trace)
-            .await
+        self.fetch_masked(&req, mounted, current_versions, trace).await
     }
 
     async fn fetch_masked(
@@ -225,17 +215,12 @@ impl Publisher {
         current_versions: Vec<ObjectVersion>,
         trace: &mut Trace,
     ) -> Result<PublishOutcome, PublishError> {
-        match self
-            .fetch_and_write(req, mounted, current_versions, &mut trace.provider)
-            .await
-        {
+        match self.fetch_and_write(req, mounted, current_versions, &mut trace.provider).await {
             Ok(outcome) => Ok(outcome),
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
             Err(e) if mounted => {
-                let retry_in = self
-                    .volumes
-                    .record_failure(&req.volume_id, self.refresh_backoff);
+                let retry_in = self.volumes.record_failure(&req.volume_id, self.refresh_backoff);
                 tracing::warn!(
                     volume_id = req.volume_id, reason = e.reason(), error = %e, ?retry_in,
                     "refresh of a mounted volume failed; keeping the previous content"
@@ -252,14 +237,9 @@ impl Publisher {
     /// Makes sure the target directory exists (kubelet ≥ 1.20 leaves that to
     /// the driver) and tells whether our tmpfs is already on it.
     fn prepare_target(&self, target: &Path) -> Result<bool, PublishError> {
-        let target_err = |source| PublishError::Target {
-            path: target.to_owned(),
-            source,
-        };
+        let target_err = |source| PublishError::Target { path: target.to_owned(), source };
         if !target.is_absolute() {
-            return Err(PublishError::TargetNotAbsolute(
-                target.display().to_string(),
-            ));
+            return Err(PublishError::TargetNotAbsolute(target.display().to_string()));
         }
         match std::fs::symlink_metadata(target) {
             Ok(m) if m.is_dir() => {}
@@ -278,10 +258,7 @@ impl Publisher {
         }
         self.mounter
             .is_mounted(target)
-            .map_err(|source| PublishError::MountCheck {
-                path: target.to_owned(),
-                source,
-            })
+            .map_err(|source| PublishError::MountCheck { path: target.to_owned(), source })
     }
 
     /// With rotation off a mounted volume is never re-fetched; with it on,
@@ -305,18 +282,13 @@ impl Publisher {
         let spc = self.spcs.get(&req.pod.namespace, &req.spc_name).await?;
         spc::validate(&spc)?;
         provider_name.clone_from(&spc.spec.provider);
-        let provider =
-            self.providers
-                .get(provider_name)
-                .map_err(|source| PublishError::UnknownProvider {
-                    spc: spc.qualified_name(),
-                    source,
-                })?;
+        let provider = self.providers.get(provider_name).map_err(|source| {
+            PublishError::UnknownProvider { spc: spc.qualified_name(), source }
+        })?;
         let request = mount_request(&spc, req, current_versions.clone());
         let fetch_started = Instant::now();
         let response = provider.mount(&request).await;
-        self.metrics
-            .backend_request(provider_name, response.is_ok(), fetch_started.elapsed());
+        self.metrics.backend_request(provider_name, response.is_ok(), fetch_started.elapsed());
         let response = response.map_err(|source| PublishError::Provider {
             pod: pod_ref(req),
             provider: provider_name.clone(),
@@ -324,9 +296,7 @@ impl Publisher {
         })?;
 
         if !mounted {
-            self.mounter
-                .mount(&req.target_path)
-                .map_err(PublishError::Mount)?;
+            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
         }
         let files = Arc::new(response.files);
         let content_changed = match self.write(req, files.clone()).await {
@@ -359,9 +329,7 @@ impl Publisher {
             }
         }
         let outcome = if mounted {
-            PublishOutcome::Refreshed {
-                changed: content_changed,
-            }
+            PublishOutcome::Refreshed { changed: content_changed }
         } else {
             PublishOutcome::Mounted
         };
@@ -434,39 +402,24 @@ impl Publisher {
                 return Ok(());
             }
             Err(source) => {
-                return Err(UnpublishError::Remove {
-                    path: target.to_owned(),
-                    source,
-                });
+                return Err(UnpublishError::Remove { path: target.to_owned(), source });
             }
             Ok(_) => {}
         }
-        if self
-            .mounter
-            .is_mounted(target)
-            .map_err(UnpublishError::Unmount)?
-        {
-            self.mounter
-                .unmount(target)
-                .map_err(UnpublishError::Unmount)?;
+        if self.mounter.is_mounted(target).map_err(UnpublishError::Unmount)? {
+            self.mounter.unmount(target).map_err(UnpublishError::Unmount)?;
         }
         // Without a tmpfs (a development mounter, or a mount already gone) the
         // files are on disk: remove what the writer made, and only that. After
         // an unmount this finds nothing.
         AtomicWriter::new(target)
             .remove_all()
-            .map_err(|source| UnpublishError::Cleanup {
-                path: target.to_owned(),
-                source,
-            })?;
+            .map_err(|source| UnpublishError::Cleanup { path: target.to_owned(), source })?;
         match std::fs::remove_dir(target) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(UnpublishError::Remove {
-                    path: target.to_owned(),
-                    source,
-                });
+                return Err(UnpublishError::Remove { path: target.to_owned(), source });
             }
         }
         self.volumes.remove(&req.volume_id);
@@ -538,18 +491,9 @@ mod tests {
         let past = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5)).to_string();
         let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30)).to_string();
         let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600)).to_string();
-        assert_eq!(
-            expired_token(&request_with_token_expiring(&past)),
-            Some("vault")
-        );
-        assert_eq!(
-            expired_token(&request_with_token_expiring(&soon)),
-            Some("vault")
-        );
+        assert_eq!(expired_token(&request_with_token_expiring(&past)), Some("vault"));
+        assert_eq!(expired_token(&request_with_token_expiring(&soon)), Some("vault"));
         assert_eq!(expired_token(&request_with_token_expiring(&later)), None);
-        assert_eq!(
-            expired_token(&request_with_token_expiring("not a time")),
-            None
-        );
+        assert_eq!(expired_token(&request_with_token_expiring("not a time")), None);
     }
 }

@@ -39,9 +39,7 @@ impl Default for Readiness {
 impl Readiness {
     pub fn new(required: &[Condition]) -> Self {
         let conditions = required.iter().map(|c| (*c, false)).collect();
-        Self {
-            conditions: Arc::new(Mutex::new(conditions)),
-        }
+        Self { conditions: Arc::new(Mutex::new(conditions)) }
     }
 
     /// Records a condition's state; one that was not required becomes required.
@@ -59,11 +57,7 @@ impl Readiness {
 
     /// The required conditions not met yet, by name.
     pub fn pending(&self) -> Vec<&'static str> {
-        self.lock()
-            .iter()
-            .filter(|(_, met)| !**met)
-            .map(|(c, _)| c.name())
-            .collect()
+        self.lock().iter().filter(|(_, met)| !**met).map(|(c, _)| c.name()).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Condition, bool>> {

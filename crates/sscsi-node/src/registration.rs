@@ -45,8 +45,7 @@ pub struct RegistrationConfig {
 impl RegistrationConfig {
     /// `<registry dir>/<driver name>-reg.sock`, the name the registrar uses.
     pub fn socket_path(&self) -> PathBuf {
-        self.registry_dir
-            .join(format!("{}-reg.sock", self.driver_name))
+        self.registry_dir.join(format!("{}-reg.sock", self.driver_name))
     }
 }
 
@@ -73,8 +72,7 @@ impl Registration for RegistrationService {
         request: Request<RegistrationStatus>,
     ) -> Result<Response<RegistrationStatusResponse>, Status> {
         let status = request.into_inner();
-        self.readiness
-            .mark(Condition::Registered, status.plugin_registered);
+        self.readiness.mark(Condition::Registered, status.plugin_registered);
         if status.plugin_registered {
             tracing::info!("kubelet registered the plugin");
         } else {
@@ -110,10 +108,8 @@ pub async fn run(
     };
     let mut retry = MIN_RETRY;
     loop {
-        let listener = bind_private(&path).map_err(|source| RegistrationError {
-            path: path.clone(),
-            source,
-        })?;
+        let listener = bind_private(&path)
+            .map_err(|source| RegistrationError { path: path.clone(), source })?;
         tracing::info!(socket = %path.display(), "serving kubelet plugin registration");
         let server = tonic::transport::Server::builder()
             .add_service(RegistrationServer::new(service.clone()))
@@ -134,10 +130,7 @@ pub async fn run(
         if !retry_now {
             return Ok(());
         }
-        tracing::info!(
-            ?retry,
-            "recreating the registration socket so kubelet retries"
-        );
+        tracing::info!(?retry, "recreating the registration socket so kubelet retries");
         tokio::select! {
             () = tokio::time::sleep(retry) => {}
             () = shutdown.cancelled() => return Ok(()),

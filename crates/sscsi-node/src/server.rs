@@ -28,12 +28,8 @@ impl FromStr for Endpoint {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s.strip_prefix("unix://") {
-            Some(path) if !path.is_empty() => Ok(Self {
-                path: PathBuf::from(path),
-            }),
-            _ => Err(format!(
-                "endpoint {s:?} must be a unix socket: unix:///path/to/csi.sock"
-            )),
+            Some(path) if !path.is_empty() => Ok(Self { path: PathBuf::from(path) }),
+            _ => Err(format!("endpoint {s:?} must be a unix socket: unix:///path/to/csi.sock")),
         }
     }
 }
@@ -53,10 +49,7 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; refusing to replace it",
-                    path.display()
-                ),
+                format!("{} exists and is not a socket; refusing to replace it", path.display()),
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -88,10 +81,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
-    let path = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(Path::to_owned));
+    let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
@@ -124,18 +114,8 @@ mod tests {
 
     #[test]
     fn parses_endpoints() {
-        assert_eq!(
-            "unix:///csi/csi.sock".parse(),
-            Ok(Endpoint {
-                path: "/csi/csi.sock".into()
-            })
-        );
-        assert_eq!(
-            "unix://tmp/csi.sock".parse(),
-            Ok(Endpoint {
-                path: "tmp/csi.sock".into()
-            })
-        );
+        assert_eq!("unix:///csi/csi.sock".parse(), Ok(Endpoint { path: "/csi/csi.sock".into() }));
+        assert_eq!("unix://tmp/csi.sock".parse(), Ok(Endpoint { path: "tmp/csi.sock".into() }));
         assert!("tcp://127.0.0.1:10000".parse::<Endpoint>().is_err());
         assert!("unix://".parse::<Endpoint>().is_err());
         assert!("/csi/csi.sock".parse::<Endpoint>().is_err());

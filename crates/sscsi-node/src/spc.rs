@@ -10,21 +10,13 @@ use sscsi_api::SecretProviderClass;
 #[derive(Debug, thiserror::Error)]
 pub enum SpcError {
     #[error("failed to get SecretProviderClass {namespace}/{name}: not found in {source_name}")]
-    NotFound {
-        namespace: String,
-        name: String,
-        source_name: String,
-    },
+    NotFound { namespace: String, name: String, source_name: String },
     #[error("spec.provider is not set in SecretProviderClass {namespace}/{name}")]
     NoProvider { namespace: String, name: String },
     #[error("spec.parameters is not set in SecretProviderClass {namespace}/{name}")]
     NoParameters { namespace: String, name: String },
     #[error("failed to get SecretProviderClass {namespace}/{name}: {message}")]
-    Source {
-        namespace: String,
-        name: String,
-        message: String,
-    },
+    Source { namespace: String, name: String, message: String },
 }
 
 /// Looks up a SecretProviderClass by namespace and name.
@@ -90,11 +82,9 @@ impl DirSpcSource {
 /// The SecretProviderClasses in one file. A file or document that does not
 /// parse is skipped with a warning, so one bad file does not break every volume.
 fn read_spcs(path: &Path) -> Vec<SecretProviderClass> {
-    let docs = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| {
-            serde_saphyr::from_multiple::<serde_json::Value>(&text).map_err(|e| e.to_string())
-        });
+    let docs = std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| {
+        serde_saphyr::from_multiple::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    });
     let docs = match docs {
         Ok(docs) => docs,
         Err(error) => {
@@ -122,13 +112,13 @@ impl SpcSource for DirSpcSource {
     async fn get(&self, namespace: &str, name: &str) -> Result<SecretProviderClass, SpcError> {
         let this = self.clone();
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
-        tokio::task::spawn_blocking(move || this.find(&namespace, &name))
-            .await
-            .map_err(|e| SpcError::Source {
+        tokio::task::spawn_blocking(move || this.find(&namespace, &name)).await.map_err(|e| {
+            SpcError::Source {
                 namespace: String::new(),
                 name: String::new(),
                 message: e.to_string(),
-            })?
+            }
+        })?
     }
 }
 
@@ -163,10 +153,7 @@ mod tests {
         let default_ns = source.get("default", "app").await.unwrap();
         assert_eq!(default_ns.spec.provider, "vault");
         let err = validate(&default_ns).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "spec.parameters is not set in SecretProviderClass default/app"
-        );
+        assert_eq!(err, "spec.parameters is not set in SecretProviderClass default/app");
 
         let err = source.get("shop", "missing").await.unwrap_err();
         assert!(matches!(err, SpcError::NotFound { .. }), "{err}");

@@ -35,11 +35,7 @@ pub(crate) struct VolumeTable {
 
 impl VolumeTable {
     pub fn get(&self, volume_id: &str) -> Option<VolumeState> {
-        self.volumes
-            .lock()
-            .expect("volume table lock poisoned")
-            .get(volume_id)
-            .cloned()
+        self.volumes.lock().expect("volume table lock poisoned").get(volume_id).cloned()
     }
 
     pub fn insert(&self, volume_id: &str, state: VolumeState) {
@@ -80,10 +76,7 @@ impl VolumeTable {
     }
 
     pub fn remove(&self, volume_id: &str) {
-        self.volumes
-            .lock()
-            .expect("volume table lock poisoned")
-            .remove(volume_id);
+        self.volumes.lock().expect("volume table lock poisoned").remove(volume_id);
     }
 }
 
@@ -104,14 +97,8 @@ pub(crate) struct ObjectAges(pub VolumeTable);
 
 impl Collector for ObjectAges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let volumes: Vec<VolumeState> = self
-            .0
-            .volumes
-            .lock()
-            .expect("volume table lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let volumes: Vec<VolumeState> =
+            self.0.volumes.lock().expect("volume table lock poisoned").values().cloned().collect();
         let gauge = ConstGauge::new(0.0f64);
         let mut family = encoder.encode_descriptor(
             "sscsi_mounted_object_age_seconds",

@@ -141,16 +141,11 @@ impl Harness {
     fn metrics(&self, prefix: &str) -> Vec<String> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
-        out.lines()
-            .filter(|l| l.starts_with(prefix))
-            .map(str::to_owned)
-            .collect()
+        out.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
     }
 
     fn target(&self, volume: &str) -> PathBuf {
-        self.dir.path().join(format!(
-            "pods/uid-1/volumes/kubernetes.io~csi/{volume}/mount"
-        ))
+        self.dir.path().join(format!("pods/uid-1/volumes/kubernetes.io~csi/{volume}/mount"))
     }
 
     fn store(&self) -> PathBuf {
@@ -182,11 +177,7 @@ impl Harness {
             volume_id: format!("csi-{volume}"),
             target_path: self.target(volume).display().to_string(),
         };
-        self.node
-            .clone()
-            .node_unpublish_volume(req)
-            .await
-            .map(|_| ())
+        self.node.clone().node_unpublish_volume(req).await.map(|_| ())
     }
 
     async fn stop(mut self) {
@@ -224,13 +215,8 @@ fn snapshot(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn identity_reports_name_capabilities_and_readiness() {
     let h = Harness::start(None, vec![]).await;
-    let info = h
-        .identity
-        .clone()
-        .get_plugin_info(GetPluginInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info =
+        h.identity.clone().get_plugin_info(GetPluginInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.name, "secrets-store.csi.k8s.io");
     assert_eq!(info.vendor_version, "test");
     let caps = h
@@ -241,27 +227,14 @@ async fn identity_reports_name_capabilities_and_readiness() {
         .unwrap()
         .into_inner();
     assert!(caps.capabilities.is_empty(), "node-only plugin: {caps:?}");
-    let probe = h
-        .identity
-        .clone()
-        .probe(ProbeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let probe = h.identity.clone().probe(ProbeRequest {}).await.unwrap().into_inner();
     assert_eq!(probe.ready, Some(true));
 
     let mut node = h.node.clone();
-    let info = node
-        .node_get_info(NodeGetInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.node_id, "node-1");
-    let caps = node
-        .node_get_capabilities(NodeGetCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let caps =
+        node.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().into_inner();
     let types: Vec<_> = caps
         .capabilities
         .iter()
@@ -270,10 +243,7 @@ async fn identity_reports_name_capabilities_and_readiness() {
             None => -1,
         })
         .collect();
-    assert_eq!(
-        types,
-        vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]
-    );
+    assert_eq!(types, vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]);
     let stats = node
         .node_get_volume_stats(NodeGetVolumeStatsRequest {
             volume_id: "v".into(),
@@ -311,10 +281,7 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
     assert!(h.mounter.is_mounted(&target).unwrap());
     if h.mounter.in_memory() {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = info
-            .lines()
-            .find(|l| l.contains(&*target.display().to_string()))
-            .unwrap();
+        let line = info.lines().find(|l| l.contains(&*target.display().to_string())).unwrap();
         for opt in ["nosuid", "nodev", "noexec"] {
             assert!(line.contains(opt), "{opt} missing: {line}");
         }
@@ -326,20 +293,9 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
     let ages = h.metrics("sscsi_mounted_object_age_seconds{");
     let objects: Vec<&str> = ages
         .iter()
-        .map(|l| {
-            l.split("object=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-        })
+        .map(|l| l.split("object=\"").nth(1).unwrap().split('"').next().unwrap())
         .collect();
-    assert_eq!(
-        objects,
-        vec!["api-key", "db/password"],
-        "sorted by id: {ages:?}"
-    );
+    assert_eq!(objects, vec!["api-key", "db/password"], "sorted by id: {ages:?}");
     let labels = r#"namespace="shop",pod="web-0",secret_provider_class="app",provider="local""#;
     assert!(ages[0].contains(labels), "{ages:?}");
 
@@ -408,15 +364,8 @@ async fn with_rotation_a_republish_updates_in_place_and_only_on_change() {
             r#"rotation_reconcile_error_total{provider="local",error_type="ProviderError",os_type="linux",rotated="true"} 1"#
         ]
     );
-    assert_eq!(
-        lines("node_unpublish_total"),
-        vec![r#"node_unpublish_total{os_type="linux"} 1"#]
-    );
-    assert_eq!(
-        lines("sscsi_provider_requests_total").len(),
-        2,
-        "one series per outcome"
-    );
+    assert_eq!(lines("node_unpublish_total"), vec![r#"node_unpublish_total{os_type="linux"} 1"#]);
+    assert_eq!(lines("sscsi_provider_requests_total").len(), 2, "one series per outcome");
     h.stop().await;
 }
 
@@ -430,16 +379,8 @@ async fn every_bad_request_gets_the_right_code_and_message() {
             Code::InvalidArgument,
             "Volume capability missing in request",
         ),
-        (
-            |r| r.volume_id.clear(),
-            Code::InvalidArgument,
-            "Volume ID missing in request",
-        ),
-        (
-            |r| r.target_path.clear(),
-            Code::InvalidArgument,
-            "Target path missing in request",
-        ),
+        (|r| r.volume_id.clear(), Code::InvalidArgument, "Volume ID missing in request"),
+        (|r| r.target_path.clear(), Code::InvalidArgument, "Target path missing in request"),
         (
             |r| r.volume_context.clear(),
             Code::InvalidArgument,
@@ -450,33 +391,19 @@ async fn every_bad_request_gets_the_right_code_and_message() {
             Code::InvalidArgument,
             "secretProviderClass is not set",
         ),
-        (
-            |r| r.readonly = false,
-            Code::InvalidArgument,
-            "Readonly is not true in request",
-        ),
+        (|r| r.readonly = false, Code::InvalidArgument, "Readonly is not true in request"),
         (
             |r| r.target_path = "relative/mount".into(),
             Code::InvalidArgument,
             "target path \"relative/mount\" is not an absolute path",
         ),
         (
-            |r| {
-                drop(
-                    r.volume_context
-                        .insert("secretProviderClass".into(), "missing".into()),
-                )
-            },
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "missing".into())),
             Code::NotFound,
             "failed to get SecretProviderClass shop/missing: not found",
         ),
         (
-            |r| {
-                drop(
-                    r.volume_context
-                        .insert("secretProviderClass".into(), "no-params".into()),
-                )
-            },
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "no-params".into())),
             Code::InvalidArgument,
             "spec.parameters is not set in SecretProviderClass shop/no-params",
         ),
@@ -491,12 +418,7 @@ async fn every_bad_request_gets_the_right_code_and_message() {
             "SecretProviderClass shop/unknown-provider: provider \"aws\" is not available in this sscsi; available: local",
         ),
         (
-            |r| {
-                drop(
-                    r.volume_context
-                        .insert("secretProviderClass".into(), "bad-object".into()),
-                )
-            },
+            |r| drop(r.volume_context.insert("secretProviderClass".into(), "bad-object".into())),
             Code::InvalidArgument,
             "failed to mount secrets store objects for pod shop/web-0: provider \"local\": objects[0].objectName: invalid path \"../outside\"",
         ),
@@ -506,11 +428,7 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         edit(&mut req);
         let status = h.node.clone().node_publish_volume(req).await.unwrap_err();
         assert_eq!(status.code(), code, "{}", status.message());
-        assert!(
-            status.message().starts_with(want),
-            "want {want:?}, got {:?}",
-            status.message()
-        );
+        assert!(status.message().starts_with(want), "want {want:?}, got {:?}", status.message());
         assert!(
             !h.mounter.is_mounted(&h.target("bad")).unwrap(),
             "nothing stays mounted after {want}"
@@ -539,15 +457,9 @@ async fn every_bad_request_gets_the_right_code_and_message() {
     for (req, want) in [
         (unpublish("", "/x"), "Volume ID missing in request"),
         (unpublish("v", ""), "Target path missing in request"),
-        (
-            unpublish("v", "rel/x"),
-            "target path \"rel/x\" is not an absolute path",
-        ),
+        (unpublish("v", "rel/x"), "target path \"rel/x\" is not an absolute path"),
     ] {
-        invalid(
-            node.node_unpublish_volume(req).await.map(|r| r.map(|_| ())),
-            want,
-        );
+        invalid(node.node_unpublish_volume(req).await.map(|r| r.map(|_| ())), want);
     }
 
     let cap = Some(VolumeCapability::default());
@@ -560,19 +472,10 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         };
     for (req, want) in [
         (stage("", "/s", cap.clone()), "Volume ID missing in request"),
-        (
-            stage("v", "", cap.clone()),
-            "Staging target path missing in request",
-        ),
-        (
-            stage("v", "/s", None),
-            "Volume capability missing in request",
-        ),
+        (stage("v", "", cap.clone()), "Staging target path missing in request"),
+        (stage("v", "/s", None), "Volume capability missing in request"),
     ] {
-        invalid(
-            node.node_stage_volume(req).await.map(|r| r.map(|_| ())),
-            want,
-        );
+        invalid(node.node_stage_volume(req).await.map(|r| r.map(|_| ())), want);
     }
     node.node_stage_volume(stage("v", "/s", cap)).await.unwrap();
 
@@ -584,10 +487,7 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         (unstage("", "/s"), "Volume ID missing in request"),
         (unstage("v", ""), "Staging target path missing in request"),
     ] {
-        invalid(
-            node.node_unstage_volume(req).await.map(|r| r.map(|_| ())),
-            want,
-        );
+        invalid(node.node_unstage_volume(req).await.map(|r| r.map(|_| ())), want);
     }
     node.node_unstage_volume(unstage("v", "/s")).await.unwrap();
     h.stop().await;
@@ -607,18 +507,11 @@ impl Provider for Evil {
         let files = self
             .0
             .iter()
-            .map(|p| SecretFile {
-                path: (*p).to_owned(),
-                mode: 0o644,
-                contents: "pwned".into(),
-            })
+            .map(|p| SecretFile { path: (*p).to_owned(), mode: 0o644, contents: "pwned".into() })
             .collect();
         Ok(MountResponse {
             files,
-            versions: vec![ObjectVersion {
-                id: "x".into(),
-                version: "1".into(),
-            }],
+            versions: vec![ObjectVersion { id: "x".into(), version: "1".into() }],
         })
     }
 }
@@ -629,31 +522,15 @@ async fn provider_paths_that_escape_the_target_write_nothing() {
         let h = Harness::start(None, vec![Arc::new(Evil(vec!["fine", path]))]).await;
         let before = snapshot(h.dir.path());
         let status = h.publish("vol", "evil").await.unwrap_err();
-        assert_eq!(
-            status.code(),
-            Code::InvalidArgument,
-            "{path}: {}",
-            status.message()
-        );
-        assert!(
-            status.message().contains("invalid path"),
-            "{path}: {}",
-            status.message()
-        );
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {}", status.message());
+        assert!(status.message().contains("invalid path"), "{path}: {}", status.message());
         let target = h.target("vol");
-        assert!(
-            !h.mounter.is_mounted(&target).unwrap(),
-            "{path}: unmounted after the failure"
-        );
+        assert!(!h.mounter.is_mounted(&target).unwrap(), "{path}: unmounted after the failure");
         let mut after = snapshot(h.dir.path());
         // The only new entries are the (empty) target directory and its parents.
         after.retain(|p| !target.starts_with(p));
         assert_eq!(after, before, "{path}: nothing written anywhere");
-        assert_eq!(
-            std::fs::read_dir(&target).unwrap().count(),
-            0,
-            "{path}: target left empty"
-        );
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "{path}: target left empty");
         h.stop().await;
     }
 }
@@ -673,15 +550,8 @@ impl Provider for Slow {
     async fn mount(&self, _: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.entered.notify_one();
         self.release.notified().await;
-        let file = SecretFile {
-            path: "f".into(),
-            mode: 0o644,
-            contents: "v".into(),
-        };
-        Ok(MountResponse {
-            files: vec![file],
-            versions: vec![],
-        })
+        let file = SecretFile { path: "f".into(), mode: 0o644, contents: "v".into() };
+        Ok(MountResponse { files: vec![file], versions: vec![] })
     }
 }
 
@@ -697,10 +567,7 @@ async fn concurrent_operations_on_one_volume_are_aborted() {
 
     let err = h.publish("vol", "slow").await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{}", err.message());
-    assert_eq!(
-        err.message(),
-        "an operation on volume csi-vol is already in progress"
-    );
+    assert_eq!(err.message(), "an operation on volume csi-vol is already in progress");
     let err = h.unpublish("vol").await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     // Another volume is not held up.
@@ -721,17 +588,9 @@ async fn a_failed_tmpfs_mount_fails_the_publish_and_leaves_nothing_mounted() {
     let h = Harness::start_with(mounter.clone(), None, vec![]).await;
     let status = h.publish("vol", "app").await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
-    assert!(
-        status.message().starts_with("failed to mount tmpfs"),
-        "{}",
-        status.message()
-    );
+    assert!(status.message().starts_with("failed to mount tmpfs"), "{}", status.message());
     assert!(mounter.mounted().is_empty());
-    assert_eq!(
-        std::fs::read_dir(h.target("vol")).unwrap().count(),
-        0,
-        "no files written"
-    );
+    assert_eq!(std::fs::read_dir(h.target("vol")).unwrap().count(), 0, "no files written");
 
     // kubelet retries; once mounting works the volume is published.
     mounter.fail_mounts(false);
@@ -754,20 +613,14 @@ async fn a_failing_backend_during_rotation_keeps_the_files_and_backs_off() {
     };
 
     std::fs::remove_file(h.store().join("api-key")).unwrap();
-    h.publish("vol", "app")
-        .await
-        .expect("a failed refresh is reported as success");
+    h.publish("vol", "app").await.expect("a failed refresh is reported as success");
     assert_eq!(failed_fetches(&h).as_deref(), Some("1"));
     // Within the backoff, republishes do not call the backend again.
     for _ in 0..2 {
         h.publish("vol", "app").await.unwrap();
     }
     assert_eq!(failed_fetches(&h).as_deref(), Some("1"), "backing off");
-    assert_eq!(
-        read(&target.join("api-key")),
-        "key-v1",
-        "previous files intact"
-    );
+    assert_eq!(read(&target.join("api-key")), "key-v1", "previous files intact");
     assert_eq!(data_link(&target), version);
 
     // After the backoff (500 ms ±20 %) it tries again, fails, and waits longer.

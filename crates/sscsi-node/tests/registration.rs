@@ -12,11 +12,7 @@ use tokio_util::sync::CancellationToken;
 async fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -30,33 +26,19 @@ async fn answers_as_node_driver_registrar_and_retries_a_failed_registration() {
         kubelet_endpoint: "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock".into(),
     };
     let socket = config.socket_path();
-    assert_eq!(
-        socket,
-        dir.path()
-            .join("plugins_registry/secrets-store.csi.k8s.io-reg.sock")
-    );
+    assert_eq!(socket, dir.path().join("plugins_registry/secrets-store.csi.k8s.io-reg.sock"));
     let readiness = Readiness::default();
     readiness.mark(Condition::Serving, true);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(registration::run(
-        config,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let task = tokio::spawn(registration::run(config, readiness.clone(), shutdown.clone()));
 
     wait_for(&socket).await;
-    assert!(
-        !readiness.is_ready(),
-        "not ready before kubelet registered us"
-    );
+    assert!(!readiness.is_ready(), "not ready before kubelet registered us");
     let mut kubelet = RegistrationClient::new(client::connect(&socket).await.unwrap());
     let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.r#type, "CSIPlugin");
     assert_eq!(info.name, "secrets-store.csi.k8s.io");
-    assert_eq!(
-        info.endpoint,
-        "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"
-    );
+    assert_eq!(info.endpoint, "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock");
     assert_eq!(info.supported_versions, vec!["1.0.0"]);
 
     kubelet
@@ -87,10 +69,7 @@ async fn answers_as_node_driver_registrar_and_retries_a_failed_registration() {
         if recreated {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "registration socket was not recreated"
-        );
+        assert!(Instant::now() < deadline, "registration socket was not recreated");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut kubelet = RegistrationClient::new(client::connect(&socket).await.unwrap());

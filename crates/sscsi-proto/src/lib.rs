@@ -58,17 +58,11 @@ impl fmt::Debug for RedactedMap<'_> {
 }
 
 fn secrets(map: &HashMap<String, String>) -> RedactedMap<'_> {
-    RedactedMap {
-        map,
-        show_plain_values: false,
-    }
+    RedactedMap { map, show_plain_values: false }
 }
 
 fn context(map: &HashMap<String, String>) -> RedactedMap<'_> {
-    RedactedMap {
-        map,
-        show_plain_values: true,
-    }
+    RedactedMap { map, show_plain_values: true }
 }
 
 impl fmt::Debug for csi::v1::NodePublishVolumeRequest {
@@ -102,14 +96,8 @@ impl fmt::Debug for csi::v1::NodeStageVolumeRequest {
 impl fmt::Debug for provider::v1alpha1::MountRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MountRequest")
-            .field(
-                "attributes",
-                &format_args!("<redacted {} bytes>", self.attributes.len()),
-            )
-            .field(
-                "secrets",
-                &format_args!("<redacted {} bytes>", self.secrets.len()),
-            )
+            .field("attributes", &format_args!("<redacted {} bytes>", self.attributes.len()))
+            .field("secrets", &format_args!("<redacted {} bytes>", self.secrets.len()))
             .field("target_path", &self.target_path)
             .field("permission", &self.permission)
             .field("current_object_version", &self.current_object_version)
@@ -122,10 +110,7 @@ impl fmt::Debug for provider::v1alpha1::File {
         f.debug_struct("File")
             .field("path", &self.path)
             .field("mode", &format_args!("{:#o}", self.mode))
-            .field(
-                "contents",
-                &format_args!("<redacted {} bytes>", self.contents.len()),
-            )
+            .field("contents", &format_args!("<redacted {} bytes>", self.contents.len()))
             .finish()
     }
 }
@@ -140,10 +125,7 @@ mod tests {
             volume_id: "vol".into(),
             secrets: HashMap::from([("password".into(), "hunter2-secret".into())]),
             volume_context: HashMap::from([
-                (
-                    TOKENS_KEY.into(),
-                    r#"{"aud":{"token":"eyJhbGciOi-token"}}"#.into(),
-                ),
+                (TOKENS_KEY.into(), r#"{"aud":{"token":"eyJhbGciOi-token"}}"#.into()),
                 ("secretProviderClass".into(), "my-spc".into()),
             ]),
             ..Default::default()
@@ -151,10 +133,7 @@ mod tests {
         let out = format!("{req:?}");
         assert!(!out.contains("hunter2-secret"), "{out}");
         assert!(!out.contains("eyJhbGciOi-token"), "{out}");
-        assert!(
-            out.contains("my-spc"),
-            "non-sensitive context stays visible: {out}"
-        );
+        assert!(out.contains("my-spc"), "non-sensitive context stays visible: {out}");
         assert!(out.contains("password"), "key names stay visible: {out}");
     }
 

@@ -56,11 +56,7 @@ pub enum LocalError {
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("objects[{index}].{field}: {source}")]
-    InvalidPath {
-        index: usize,
-        field: &'static str,
-        source: PathError,
-    },
+    InvalidPath { index: usize, field: &'static str, source: PathError },
     #[error("objects[{index}].filePermission: {source}")]
     Mode { index: usize, source: ParamError },
     #[error("objects[{index}].objectName {name:?} resolves outside the local provider root")]
@@ -68,11 +64,7 @@ pub enum LocalError {
     #[error("objects[{index}].objectName {name:?} not found under the local provider root")]
     NotFound { index: usize, name: String },
     #[error("objects[{index}].objectName {name:?}: {source}")]
-    Read {
-        index: usize,
-        name: String,
-        source: io::Error,
-    },
+    Read { index: usize, name: String, source: io::Error },
     #[error("objects[{index}]: file {path:?} is already produced by another object")]
     DuplicatePath { index: usize, path: String },
     #[error("local provider task failed: {0}")]
@@ -113,10 +105,7 @@ impl LocalProvider {
     }
 
     fn fetch(&self, request: &MountRequest) -> Result<MountResponse, LocalError> {
-        let text = request
-            .parameters
-            .get("objects")
-            .ok_or(LocalError::MissingObjects)?;
+        let text = request.parameters.get("objects").ok_or(LocalError::MissingObjects)?;
         let objects: Vec<LocalObject> = parse_yaml("objects", text)?;
         if objects.is_empty() {
             return Err(LocalError::NoObjects);
@@ -149,11 +138,7 @@ impl LocalProvider {
                 id: name.clone(),
                 version: content_digest(contents.expose()),
             });
-            response.files.push(SecretFile {
-                path,
-                mode,
-                contents,
-            });
+            response.files.push(SecretFile { path, mode, contents });
         }
         Ok(response)
     }
@@ -162,33 +147,21 @@ impl LocalProvider {
         let resolved = match self.root.join(name).canonicalize() {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(LocalError::NotFound {
-                    index,
-                    name: name.to_owned(),
-                });
+                return Err(LocalError::NotFound { index, name: name.to_owned() });
             }
             Err(source) => {
-                return Err(LocalError::Read {
-                    index,
-                    name: name.to_owned(),
-                    source,
-                });
+                return Err(LocalError::Read { index, name: name.to_owned(), source });
             }
         };
         // canonicalize resolved every symlink; what is left must be under the root.
         if !resolved.starts_with(&self.root) {
-            return Err(LocalError::Escapes {
-                index,
-                name: name.to_owned(),
-            });
+            return Err(LocalError::Escapes { index, name: name.to_owned() });
         }
-        std::fs::read(&resolved)
-            .map(SecretBytes::new)
-            .map_err(|source| LocalError::Read {
-                index,
-                name: name.to_owned(),
-                source,
-            })
+        std::fs::read(&resolved).map(SecretBytes::new).map_err(|source| LocalError::Read {
+            index,
+            name: name.to_owned(),
+            source,
+        })
     }
 }
 

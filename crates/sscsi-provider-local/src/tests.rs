@@ -34,11 +34,8 @@ async fn serves_files_with_aliases_modes_and_digest_versions() {
 - objectName: db/password
 ";
     let response = provider.mount(&request(objects)).await.unwrap();
-    let files: Vec<(&str, u32, &[u8])> = response
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f.mode, f.contents.expose()))
-        .collect();
+    let files: Vec<(&str, u32, &[u8])> =
+        response.files.iter().map(|f| (f.path.as_str(), f.mode, f.contents.expose())).collect();
     assert_eq!(
         files,
         vec![
@@ -57,15 +54,9 @@ async fn version_changes_exactly_when_content_does() {
     let (dir, provider) = store();
     let objects = "- objectName: api-key\n";
     let v1 = provider.mount(&request(objects)).await.unwrap().versions;
-    assert_eq!(
-        provider.mount(&request(objects)).await.unwrap().versions,
-        v1
-    );
+    assert_eq!(provider.mount(&request(objects)).await.unwrap().versions, v1);
     std::fs::write(dir.path().join("root/api-key"), "rotated").unwrap();
-    assert_ne!(
-        provider.mount(&request(objects)).await.unwrap().versions,
-        v1
-    );
+    assert_ne!(provider.mount(&request(objects)).await.unwrap().versions, v1);
 }
 
 async fn error_of(provider: &LocalProvider, req: MountRequest) -> (ErrorCode, String) {
@@ -102,10 +93,7 @@ async fn refuses_escapes_through_dots_absolute_paths_and_symlinks() {
         assert!(msg.contains(want), "{objects}: {msg}");
     }
     // A symlink that stays inside the root is fine.
-    let ok = provider
-        .mount(&request("- objectName: link-in/password"))
-        .await
-        .unwrap();
+    let ok = provider.mount(&request("- objectName: link-in/password")).await.unwrap();
     assert_eq!(ok.files[0].contents.expose(), b"s3cret");
 }
 
@@ -113,16 +101,8 @@ async fn refuses_escapes_through_dots_absolute_paths_and_symlinks() {
 async fn bad_parameters_name_the_field() {
     let (_dir, provider) = store();
     let cases = [
-        (
-            MountRequest::default(),
-            ErrorCode::InvalidArgument,
-            "parameter \"objects\" is required",
-        ),
-        (
-            request("[]"),
-            ErrorCode::InvalidArgument,
-            "parameter \"objects\" lists no object",
-        ),
+        (MountRequest::default(), ErrorCode::InvalidArgument, "parameter \"objects\" is required"),
+        (request("[]"), ErrorCode::InvalidArgument, "parameter \"objects\" lists no object"),
         (
             request("- objectName: [x"),
             ErrorCode::InvalidArgument,
@@ -159,10 +139,7 @@ async fn bad_parameters_name_the_field() {
 #[tokio::test]
 async fn errors_never_carry_secret_bytes() {
     let (_dir, provider) = store();
-    let (_, msg) = error_of(
-        &provider,
-        request("- objectName: db/password\n- objectName: db/password"),
-    )
-    .await;
+    let (_, msg) =
+        error_of(&provider, request("- objectName: db/password\n- objectName: db/password")).await;
     assert!(!msg.contains("s3cret"), "{msg}");
 }

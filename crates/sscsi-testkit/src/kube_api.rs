@@ -61,16 +61,11 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the API double");
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the API double");
         let addr = listener.local_addr().expect("local address");
         let (changes, _) = broadcast::channel(1024);
-        let server = Self {
-            addr,
-            state: Arc::default(),
-            changes,
-        };
+        let server = Self { addr, state: Arc::default(), changes };
         let handler = server.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -144,10 +139,8 @@ impl ApiServer {
             (&Method::POST, Some(_), Some("token")) => self.token_request(&path, body),
             (&Method::PUT, Some(_), None) => self.replace(&path, body),
             (&Method::PATCH, Some(_), None) => {
-                let content_type = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let content_type =
+                    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
                 self.patch(&path, content_type, body)
             }
             (&Method::DELETE, Some(_), None) => self.delete(&path),
@@ -175,13 +168,7 @@ impl ApiServer {
 
     fn get(&self, path: &ApiPath) -> Response {
         let name = path.name.as_deref().unwrap_or_default();
-        match self
-            .state
-            .lock()
-            .expect("state")
-            .objects
-            .get(&Self::key(path, name))
-        {
+        match self.state.lock().expect("state").objects.get(&Self::key(path, name)) {
             Some(obj) => (StatusCode::OK, axum::Json(obj.clone())).into_response(),
             None => not_found(path, name),
         }
@@ -207,24 +194,13 @@ impl ApiServer {
     fn watch(&self, path: &ApiPath, query: &BTreeMap<String, String>) -> Response {
         // Subscribe before reading history, so no change falls in between.
         let live = self.changes.subscribe();
-        let since: u64 = query
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
         let history: Vec<Change> = {
             let state = self.state.lock().expect("state");
-            state
-                .history
-                .iter()
-                .filter(|c| c.rv > since)
-                .cloned()
-                .collect()
+            state.history.iter().filter(|c| c.rv > since).cloned().collect()
         };
         let last_replayed = history.last().map_or(since, |c| c.rv);
-        let timeout = query
-            .get("timeoutSeconds")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(300u64);
+        let timeout = query.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(300u64);
         let path = path.clone();
         let query = query.clone();
         let relevant = {
@@ -289,11 +265,8 @@ impl ApiServer {
             meta["namespace"] = json!(ns);
         }
         meta["uid"] = json!(uid);
-        meta["creationTimestamp"] = json!(
-            jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%SZ")
-                .to_string()
-        );
+        meta["creationTimestamp"] =
+            json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
         self.store(&mut state, key.clone(), obj, "ADDED");
         (StatusCode::CREATED, axum::Json(state.objects[&key].clone())).into_response()
     }
@@ -422,9 +395,7 @@ impl ApiServer {
         }
         let name = path.name.clone().unwrap_or_default();
         let mut request = body.unwrap_or_else(|| json!({}));
-        let seconds = request["spec"]["expirationSeconds"]
-            .as_i64()
-            .unwrap_or(3600);
+        let seconds = request["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
         let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
         let audiences = request["spec"]["audiences"].clone();
         let ns = path.namespace.clone().unwrap_or_default();
@@ -503,10 +474,7 @@ impl ApiPath {
     fn matches(&self, key: &Key) -> bool {
         key.group == self.group
             && key.resource == self.resource
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| *ns == key.namespace)
+            && self.namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
     }
 }
 
@@ -540,16 +508,14 @@ fn selected(obj: &Value, query: &BTreeMap<String, String>) -> bool {
         })
     });
     let field_ok = query.get("fieldSelector").is_none_or(|sel| {
-        sel.split(',')
-            .filter(|t| !t.is_empty())
-            .all(|term| match term.split_once('=') {
-                Some((field, v)) => {
-                    let v = v.trim_start_matches('=');
-                    let pointer = format!("/{}", field.replace('.', "/"));
-                    obj.pointer(&pointer).and_then(Value::as_str) == Some(v)
-                }
-                None => false,
-            })
+        sel.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
+            Some((field, v)) => {
+                let v = v.trim_start_matches('=');
+                let pointer = format!("/{}", field.replace('.', "/"));
+                obj.pointer(&pointer).and_then(Value::as_str) == Some(v)
+            }
+            None => false,
+        })
     });
     label_ok && field_ok
 }
@@ -669,27 +635,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                p.group.as_str(),
-                p.namespace.as_deref(),
-                p.resource.as_str(),
-                p.name.as_deref()
-            ),
-            (
-                "secrets-store.csi.x-k8s.io",
-                Some("ns"),
-                "secretproviderclasses",
-                Some("a")
-            )
+            (p.group.as_str(), p.namespace.as_deref(), p.resource.as_str(), p.name.as_deref()),
+            ("secrets-store.csi.x-k8s.io", Some("ns"), "secretproviderclasses", Some("a"))
         );
         let p =
             ApiPath::parse("/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses").unwrap();
         assert_eq!((p.namespace, p.name), (None, None));
         let p = ApiPath::parse("/api/v1/namespaces/ns/serviceaccounts/sa/token").unwrap();
-        assert_eq!(
-            (p.group.as_str(), p.subresource.as_deref()),
-            ("", Some("token"))
-        );
+        assert_eq!((p.group.as_str(), p.subresource.as_deref()), ("", Some("token")));
         assert!(ApiPath::parse("/healthz").is_none());
     }
 
@@ -705,21 +658,12 @@ mod tests {
         let q = parse_query(
             "labelSelector=internal.secrets-store.csi.k8s.io%2Fnode-name%3Dn1&watch=true",
         );
-        assert_eq!(
-            q["labelSelector"],
-            "internal.secrets-store.csi.k8s.io/node-name=n1"
-        );
+        assert_eq!(q["labelSelector"], "internal.secrets-store.csi.k8s.io/node-name=n1");
         let obj = json!({"metadata": {"name": "x", "labels": {"internal.secrets-store.csi.k8s.io/node-name": "n1"}}});
         assert!(selected(&obj, &q));
         let other = parse_query("labelSelector=internal.secrets-store.csi.k8s.io%2Fnode-name%3Dn2");
         assert!(!selected(&obj, &other));
-        assert!(selected(
-            &obj,
-            &parse_query("fieldSelector=metadata.name%3Dx")
-        ));
-        assert!(!selected(
-            &obj,
-            &parse_query("fieldSelector=metadata.name%3Dy")
-        ));
+        assert!(selected(&obj, &parse_query("fieldSelector=metadata.name%3Dx")));
+        assert!(!selected(&obj, &parse_query("fieldSelector=metadata.name%3Dy")));
     }
 }

@@ -41,24 +41,15 @@ async fn crud_with_the_api_servers_refusals() {
         code(api.create(&pp, &config_map("a", "2")).await.unwrap_err()),
         (409, "AlreadyExists".into())
     );
-    assert_eq!(
-        code(api.get("missing").await.unwrap_err()),
-        (404, "NotFound".into())
-    );
+    assert_eq!(code(api.get("missing").await.unwrap_err()), (404, "NotFound".into()));
     assert!(api.get_opt("missing").await.unwrap().is_none());
 
     // Optimistic concurrency: a write with a stale resourceVersion is a Conflict.
     let mut update = created.clone();
     update.data = Some([("k".to_owned(), "2".to_owned())].into());
     let updated = api.replace("a", &pp, &update).await.unwrap();
-    assert_ne!(
-        updated.metadata.resource_version,
-        created.metadata.resource_version
-    );
-    assert_eq!(
-        code(api.replace("a", &pp, &update).await.unwrap_err()),
-        (409, "Conflict".into())
-    );
+    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(code(api.replace("a", &pp, &update).await.unwrap_err()), (409, "Conflict".into()));
 
     // Merge patch, and server-side apply that creates.
     let patched = api
@@ -71,71 +62,39 @@ async fn crud_with_the_api_servers_refusals() {
         .unwrap();
     assert_eq!(patched.data.unwrap()["k"], "3");
     let applied = api
-        .patch(
-            "b",
-            &PatchParams::apply("test"),
-            &Patch::Apply(config_map("b", "9")),
-        )
+        .patch("b", &PatchParams::apply("test"), &Patch::Apply(config_map("b", "9")))
         .await
         .unwrap();
     assert_eq!(applied.data.unwrap()["k"], "9");
-    let strategic = api
-        .patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Strategic(serde_json::json!({})),
-        )
-        .await;
+    let strategic =
+        api.patch("a", &PatchParams::default(), &Patch::Strategic(serde_json::json!({}))).await;
     assert_eq!(code(strategic.unwrap_err()).0, 415);
 
-    let listed = api
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .unwrap();
+    let listed = api.list(&ListParams::default().labels("app=web")).await.unwrap();
     assert_eq!(listed.items.len(), 2);
+    assert_eq!(api.list(&ListParams::default().labels("app=db")).await.unwrap().items.len(), 0);
     assert_eq!(
-        api.list(&ListParams::default().labels("app=db"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        0
-    );
-    assert_eq!(
-        api.list(&ListParams::default().fields("metadata.name=b"))
-            .await
-            .unwrap()
-            .items
-            .len(),
+        api.list(&ListParams::default().fields("metadata.name=b")).await.unwrap().items.len(),
         1
     );
 
     api.delete("a", &DeleteParams::default()).await.unwrap();
-    assert_eq!(
-        code(api.delete("a", &DeleteParams::default()).await.unwrap_err()).0,
-        404
-    );
+    assert_eq!(code(api.delete("a", &DeleteParams::default()).await.unwrap_err()).0, 404);
 }
 
 #[tokio::test]
 async fn watch_sees_existing_and_later_changes() {
     let server = ApiServer::start().await;
     let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "ns");
-    api.create(&PostParams::default(), &config_map("before", "1"))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &config_map("before", "1")).await.unwrap();
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
     let mut seen = Vec::new();
     let writer = {
         let api = api.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            api.create(&PostParams::default(), &config_map("after", "2"))
-                .await
-                .unwrap();
-            api.delete("before", &DeleteParams::default())
-                .await
-                .unwrap();
+            api.create(&PostParams::default(), &config_map("after", "2")).await.unwrap();
+            api.delete("before", &DeleteParams::default()).await.unwrap();
         })
     };
     while seen.len() < 3 {
@@ -168,10 +127,7 @@ async fn token_request_returns_a_bound_token() {
         },
         ..Default::default()
     };
-    let response = api
-        .create_token_request("app", &PostParams::default(), &request)
-        .await
-        .unwrap();
+    let response = api.create_token_request("app", &PostParams::default(), &request).await.unwrap();
     let status = response.status.unwrap();
     assert!(!status.token.is_empty());
     assert_eq!(response.spec.audiences, vec!["vault"]);
@@ -189,10 +145,8 @@ async fn status_subresource_changes_only_the_status() {
 
     let patch =
         serde_json::json!({"metadata": {"labels": {"a": "2"}}, "status": {"phase": "Running"}});
-    let patched = api
-        .patch_status("p", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
+    let patched =
+        api.patch_status("p", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
     assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Running"));
     assert_eq!(
         patched.metadata.labels.unwrap()["a"],
@@ -201,14 +155,8 @@ async fn status_subresource_changes_only_the_status() {
     );
 
     let mut replaced = api.get_status("p").await.unwrap();
-    replaced.status = Some(PodStatus {
-        phase: Some("Succeeded".into()),
-        ..Default::default()
-    });
-    let stored = api
-        .replace_status("p", &PostParams::default(), &replaced)
-        .await
-        .unwrap();
+    replaced.status = Some(PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+    let stored = api.replace_status("p", &PostParams::default(), &replaced).await.unwrap();
     assert_eq!(stored.status.unwrap().phase.as_deref(), Some("Succeeded"));
     assert_eq!(code(api.get_status("gone").await.unwrap_err()).0, 404);
 }

@@ -125,9 +125,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
         let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         rest = &rest[digits..];
         let (unit, len) = ["ms", "h", "m", "s"]
@@ -185,9 +183,7 @@ mod tests {
             "--log-format-json",
         ])
         .unwrap();
-        let Command::Node(args) = cli.command else {
-            panic!("not node")
-        };
+        let Command::Node(args) = cli.command else { panic!("not node") };
         assert!(args.enable_secret_rotation);
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(30));
         assert_eq!(args.tmpfs_size, 64 << 20);

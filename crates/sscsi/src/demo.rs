@@ -69,13 +69,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("         Run as root (e.g. sudo) to see the real tmpfs mount.\n");
         Arc::new(FakeMounter::new())
     };
-    let target = dir.join(format!(
-        "pods/{POD_UID}/volumes/kubernetes.io~csi/secrets/mount"
-    ));
-    let _unmount_on_exit = UnmountOnDrop {
-        mounter: mounter.clone(),
-        target: target.clone(),
-    };
+    let target = dir.join(format!("pods/{POD_UID}/volumes/kubernetes.io~csi/secrets/mount"));
+    let _unmount_on_exit = UnmountOnDrop { mounter: mounter.clone(), target: target.clone() };
 
     // The node server, in-process, on a real unix socket. Rotation with a zero
     // poll interval makes every republish re-fetch, to show an update.
@@ -107,18 +102,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server = tokio::spawn(server::serve(
-        listener,
-        identity,
-        node,
-        shutdown,
-        Duration::from_secs(5),
-    ));
+    let server =
+        tokio::spawn(server::serve(listener, identity, node, shutdown, Duration::from_secs(5)));
     readiness.mark(Condition::Serving, true);
 
-    let channel = client::connect(&socket)
-        .await
-        .context("connect to the CSI socket")?;
+    let channel = client::connect(&socket).await.context("connect to the CSI socket")?;
     let mut identity = IdentityClient::new(channel.clone());
     let mut node = NodeClient::new(channel);
     let ready = identity.probe(ProbeRequest {}).await?.into_inner().ready;
@@ -130,14 +118,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("3. NodePublishVolume, with the volume context kubelet sends for an inline volume:");
     println!("   target {}\n", target.display());
-    node.node_publish_volume(publish_request(&target))
-        .await
-        .context("NodePublishVolume")?;
+    node.node_publish_volume(publish_request(&target)).await.context("NodePublishVolume")?;
     if mounter.in_memory() {
-        println!(
-            "   mounted: {}\n",
-            mount_options(&target).unwrap_or_else(|| "tmpfs".into())
-        );
+        println!("   mounted: {}\n", mount_options(&target).unwrap_or_else(|| "tmpfs".into()));
     }
     show(&target)?;
 
@@ -146,9 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "   The new version is written beside the old one and `..data` is swapped atomically:\n"
     );
     write(&store.join("api/token"), "token-v2")?;
-    node.node_publish_volume(publish_request(&target))
-        .await
-        .context("republish")?;
+    node.node_publish_volume(publish_request(&target)).await.context("republish")?;
     show(&target)?;
 
     println!("5. NodeUnpublishVolume");
@@ -161,11 +142,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if target.exists() {
         bail!("target {} still exists after unpublish", target.display());
     }
-    let done = if mounter.in_memory() {
-        "unmounted and removed"
-    } else {
-        "removed"
-    };
+    let done = if mounter.in_memory() { "unmounted and removed" } else { "removed" };
     println!("   {done} {}\n", target.display());
 
     println!("6. What Prometheus would scrape from /metrics (upstream's names and labels):");
@@ -209,11 +186,7 @@ fn show(target: &Path) -> anyhow::Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let meta = std::fs::symlink_metadata(entry.path())?;
         if meta.file_type().is_symlink() {
-            writeln!(
-                out,
-                "   {name} -> {}",
-                std::fs::read_link(entry.path())?.display()
-            )?;
+            writeln!(out, "   {name} -> {}", std::fs::read_link(entry.path())?.display())?;
         } else if meta.is_dir() {
             writeln!(out, "   {name}/")?;
             let mut files: Vec<_> = std::fs::read_dir(entry.path())?.collect::<Result<_, _>>()?;
@@ -246,13 +219,11 @@ fn show(target: &Path) -> anyhow::Result<()> {
 fn mount_options(target: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let target = target.canonicalize().ok()?.display().to_string();
-    info.lines()
-        .rfind(|l| l.split(' ').nth(4) == Some(target.as_str()))
-        .map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let (opts, rest) = (fields[5], l.split(" - ").nth(1).unwrap_or_default());
-            format!("{opts} {rest}")
-        })
+    info.lines().rfind(|l| l.split(' ').nth(4) == Some(target.as_str())).map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let (opts, rest) = (fields[5], l.split(" - ").nth(1).unwrap_or_default());
+        format!("{opts} {rest}")
+    })
 }
 
 fn write(path: &Path, contents: &str) -> anyhow::Result<()> {

@@ -40,10 +40,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         local_provider_root,
         no_tmpfs,
     } = args;
-    let endpoint: Endpoint = endpoint
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .context("--endpoint")?;
+    let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
     let node_id = match nodeid {
         Some(id) if !id.is_empty() => id,
         _ => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
@@ -51,9 +48,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let listen = |flag: &str, addr: &str| -> anyhow::Result<_> {
         (!addr.is_empty())
             .then(|| {
-                http::parse_listen_addr(addr)
-                    .map_err(anyhow::Error::msg)
-                    .context(flag.to_owned())
+                http::parse_listen_addr(addr).map_err(anyhow::Error::msg).context(flag.to_owned())
             })
             .transpose()
     };
@@ -117,14 +112,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             (Arc::new(cache), Arc::new(observer), Some(client))
         }
     };
-    let deps = NodeDeps {
-        mounter,
-        spcs,
-        providers,
-        readiness: readiness.clone(),
-        metrics,
-        observer,
-    };
+    let deps =
+        NodeDeps { mounter, spcs, providers, readiness: readiness.clone(), metrics, observer };
     let node_id = config.node_id.clone();
     let (identity, node) = services(config, deps);
     if let Some(client) = client {
@@ -158,9 +147,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "serving HTTP");
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            http::serve(listener, router, stop.cancelled_owned())
-                .await
-                .context("HTTP server")
+            http::serve(listener, router, stop.cancelled_owned()).await.context("HTTP server")
         });
     }
 
@@ -169,22 +156,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     readiness.mark(Condition::Serving, true);
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        server::serve(
-            listener,
-            identity,
-            node,
-            stop.cancelled_owned(),
-            SHUTDOWN_GRACE,
-        )
-        .await
-        .context("CSI server")
+        server::serve(listener, identity, node, stop.cancelled_owned(), SHUTDOWN_GRACE)
+            .await
+            .context("CSI server")
     });
     if let Some(config) = registration {
         let (readiness, stop) = (readiness.clone(), shutdown.clone());
         tasks.spawn(async move {
-            registration::run(config, readiness, stop)
-                .await
-                .context("registration")
+            registration::run(config, readiness, stop).await.context("registration")
         });
     }
 

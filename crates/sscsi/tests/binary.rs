@@ -45,10 +45,7 @@ fn demo_publishes_rotates_and_unpublishes() {
     } else {
         assert!(stdout.contains("WARNING: not running as root"), "{stdout}");
     }
-    let workdir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("working directory: "))
-        .unwrap();
+    let workdir = stdout.lines().find_map(|l| l.strip_prefix("working directory: ")).unwrap();
     assert!(!Path::new(workdir).exists(), "demo cleans up {workdir}");
 }
 
@@ -62,10 +59,7 @@ fn node_rejects_a_non_unix_endpoint() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--endpoint") && stderr.contains("must be a unix socket"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--endpoint") && stderr.contains("must be a unix socket"), "{stderr}");
 }
 
 struct Node {
@@ -84,10 +78,7 @@ impl Node {
             .args(["--metrics-addr=", "--health-addr="])
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid=node-a", "--log-level=trace"])
-            .arg(format!(
-                "--local-provider-root={}",
-                dir.join("store").display()
-            ))
+            .arg(format!("--local-provider-root={}", dir.join("store").display()))
             .args(extra);
         // Files unless the test points the node at an API server.
         if !extra.iter().any(|a| a.starts_with("--kubeconfig")) {
@@ -95,8 +86,7 @@ impl Node {
         }
         let log = dir.join("node.log");
         let file = std::fs::File::create(&log).unwrap();
-        cmd.stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file));
+        cmd.stdout(Stdio::from(file.try_clone().unwrap())).stderr(Stdio::from(file));
         if !is_root() {
             cmd.arg("--no-tmpfs");
         }
@@ -104,10 +94,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "node exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap()
-                );
+                panic!("node exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap());
             }
             assert!(Instant::now() < deadline, "node did not create its socket");
             std::thread::sleep(Duration::from_millis(20));
@@ -151,16 +138,11 @@ async fn node_serves_kubelet_over_its_socket_and_never_logs_secrets() {
     assert_eq!(mode & 0o777, 0o600, "socket is private");
 
     let channel = sscsi_node::client::connect(&node.socket).await.unwrap();
-    let probe = IdentityClient::new(channel.clone())
-        .probe(ProbeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let probe =
+        IdentityClient::new(channel.clone()).probe(ProbeRequest {}).await.unwrap().into_inner();
     assert_eq!(probe.ready, Some(true));
 
-    let target = dir
-        .path()
-        .join("pods/u1/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/u1/volumes/kubernetes.io~csi/secrets/mount");
     let mut client = NodeClient::new(channel);
     let request = NodePublishVolumeRequest {
         volume_id: "csi-e2e".into(),
@@ -178,10 +160,7 @@ async fn node_serves_kubelet_over_its_socket_and_never_logs_secrets() {
         ..Default::default()
     };
     client.node_publish_volume(request.clone()).await.unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("password")).unwrap(),
-        "very-secret-value-42"
-    );
+    assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "very-secret-value-42");
     client.node_publish_volume(request).await.unwrap();
     client
         .node_unpublish_volume(NodeUnpublishVolumeRequest {
@@ -194,22 +173,10 @@ async fn node_serves_kubelet_over_its_socket_and_never_logs_secrets() {
 
     // Close our connection and wait off the runtime, as kubelet would go away.
     drop(client);
-    let logs = tokio::task::spawn_blocking(move || node.stop())
-        .await
-        .unwrap();
-    assert!(
-        logs.contains("node publish volume complete"),
-        "trace logs were captured:\n{logs}"
-    );
-    for secret in [
-        "very-secret-value-42",
-        "sa-token-value-xyz",
-        "node-publish-secret-value",
-    ] {
-        assert!(
-            !logs.contains(secret),
-            "{secret} leaked into the logs:\n{logs}"
-        );
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(logs.contains("node publish volume complete"), "trace logs were captured:\n{logs}");
+    for secret in ["very-secret-value-42", "sa-token-value-xyz", "node-publish-secret-value"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
     }
 }
 
@@ -219,47 +186,26 @@ fn json_logs_are_one_object_per_line() {
     let node = Node::start(dir.path(), &["--log-format-json"]);
     let stderr = node.stop();
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(
-        lines.iter().any(|l| l.contains("starting sscsi node")),
-        "{stderr}"
-    );
+    assert!(lines.iter().any(|l| l.contains("starting sscsi node")), "{stderr}");
     for line in lines {
-        assert!(
-            line.starts_with('{') && line.ends_with('}'),
-            "not a JSON line: {line}"
-        );
+        assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
     }
 }
 
 /// A free loopback port (bound, then released for the child to take).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A plain HTTP/1.1 GET: (status code, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -289,21 +235,12 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
         ],
     );
     let get = |port, path: &'static str| tokio::task::spawn_blocking(move || http_get(port, path));
-    tokio::task::spawn_blocking(move || (wait_http(health), wait_http(metrics)))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || (wait_http(health), wait_http(metrics))).await.unwrap();
 
     let (status, body) = get(health, "/readyz").await.unwrap();
-    assert_eq!(
-        (status, body.as_str()),
-        (503, "not ready: waiting for kubelet-registration\n")
-    );
+    assert_eq!((status, body.as_str()), (503, "not ready: waiting for kubelet-registration\n"));
     let (status, body) = get(health, "/healthz").await.unwrap();
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "ok\n"),
-        "the CSI socket answers Probe"
-    );
+    assert_eq!((status, body.as_str()), (200, "ok\n"), "the CSI socket answers Probe");
 
     // Kubelet's plugin watcher finds the socket and registers the driver.
     let socket = registry.join("secrets-store.csi.k8s.io-reg.sock");
@@ -315,11 +252,7 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
     let mut kubelet = RegistrationClient::new(sscsi_node::client::connect(&socket).await.unwrap());
     let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(
-        (
-            info.r#type.as_str(),
-            info.name.as_str(),
-            info.endpoint.as_str()
-        ),
+        (info.r#type.as_str(), info.name.as_str(), info.endpoint.as_str()),
         (
             "CSIPlugin",
             "secrets-store.csi.k8s.io",
@@ -340,9 +273,7 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
 
     // A publish shows up under upstream's metric names.
     let channel = sscsi_node::client::connect(&node.socket).await.unwrap();
-    let target = dir
-        .path()
-        .join("pods/u2/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/u2/volumes/kubernetes.io~csi/secrets/mount");
     let pod = sscsi_core::PodInfo {
         name: "p".into(),
         namespace: "team".into(),
@@ -350,10 +281,7 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
         service_account: "sa".into(),
     };
     let request = sscsi_node::client::inline_volume_publish_request("csi-m", &target, "app", &pod);
-    NodeClient::new(channel.clone())
-        .node_publish_volume(request)
-        .await
-        .unwrap();
+    NodeClient::new(channel.clone()).node_publish_volume(request).await.unwrap();
     NodeClient::new(channel)
         .node_unpublish_volume(NodeUnpublishVolumeRequest {
             volume_id: "csi-m".into(),
@@ -369,19 +297,10 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
     ] {
         assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
     }
-    assert_eq!(
-        get(metrics, "/healthz").await.unwrap().0,
-        404,
-        "health is on its own port"
-    );
+    assert_eq!(get(metrics, "/healthz").await.unwrap().0, 404, "health is on its own port");
 
-    let log = tokio::task::spawn_blocking(move || node.stop())
-        .await
-        .unwrap();
-    assert!(
-        !socket.exists(),
-        "registration socket removed on shutdown:\n{log}"
-    );
+    let log = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(!socket.exists(), "registration socket removed on shutdown:\n{log}");
 }
 
 /// `sscsi node` against the Kubernetes API test double: the class comes
@@ -419,9 +338,8 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = tokio::task::spawn_blocking(move || http_get(health, "/readyz"))
-            .await
-            .unwrap();
+        let (status, body) =
+            tokio::task::spawn_blocking(move || http_get(health, "/readyz")).await.unwrap();
         if status == 200 {
             break;
         }
@@ -437,38 +355,26 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
         uid: "u-app-0".into(),
         service_account: "app".into(),
     };
-    let target = dir
-        .path()
-        .join("pods/u-app-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = dir.path().join("pods/u-app-0/volumes/kubernetes.io~csi/secrets/mount");
     let mut request =
         sscsi_node::client::inline_volume_publish_request("csi-k", &target, "app", &pod);
-    request
-        .secrets
-        .insert("nodepublish-key".into(), "node-publish-secret-value".into());
+    request.secrets.insert("nodepublish-key".into(), "node-publish-secret-value".into());
     request.volume_context.insert(
         TOKENS_KEY.into(),
         r#"{"vault":{"token":"sa-token-value-xyz","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#
             .into(),
     );
     csi.node_publish_volume(request.clone()).await.unwrap();
-    assert_eq!(
-        std::fs::read_to_string(target.join("password")).unwrap(),
-        "very-secret-value-42"
-    );
+    assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "very-secret-value-42");
 
-    let statuses = api.objects(
-        "secrets-store.csi.x-k8s.io",
-        "secretproviderclasspodstatuses",
-        Some("team"),
-    );
+    let statuses =
+        api.objects("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses", Some("team"));
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0]["metadata"]["name"], "app-0-team-app");
     assert_eq!(statuses[0]["status"]["objects"][0]["id"], "password");
 
     // A class that does not exist: NotFound and a Warning event on the pod.
-    let missing_target = dir
-        .path()
-        .join("pods/u-app-0/volumes/kubernetes.io~csi/other/mount");
+    let missing_target = dir.path().join("pods/u-app-0/volumes/kubernetes.io~csi/other/mount");
     let mut missing =
         sscsi_node::client::inline_volume_publish_request("csi-x", &missing_target, "nope", &pod);
     missing.secrets = request.secrets.clone();
@@ -483,16 +389,10 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     );
 
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop())
-        .await
-        .unwrap();
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
     let recorded =
         serde_json::to_string(&(api.objects("events.k8s.io", "events", None), statuses)).unwrap();
-    for secret in [
-        "very-secret-value-42",
-        "sa-token-value-xyz",
-        "node-publish-secret-value",
-    ] {
+    for secret in ["very-secret-value-42", "sa-token-value-xyz", "node-publish-secret-value"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
         assert!(!recorded.contains(secret), "{secret} leaked into the API");
     }

@@ -6,11 +6,7 @@ use super::*;
 use crate::Mounter;
 
 fn file(path: &str, mode: u32, contents: &str) -> SecretFile {
-    SecretFile {
-        path: path.into(),
-        mode,
-        contents: contents.into(),
-    }
+    SecretFile { path: path.into(), mode, contents: contents.into() }
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf, AtomicWriter) {
@@ -31,10 +27,7 @@ fn tree(dir: &Path) -> Vec<String> {
             let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
             let t = e.file_type().unwrap();
             if t.is_symlink() {
-                out.push(format!(
-                    "{rel} -> {}",
-                    fs::read_link(e.path()).unwrap().display()
-                ));
+                out.push(format!("{rel} -> {}", fs::read_link(e.path()).unwrap().display()));
             } else if t.is_dir() {
                 out.push(format!("{rel}/"));
                 stack.push((e.path(), format!("{rel}/")));
@@ -55,14 +48,9 @@ fn mode_of(path: &Path) -> u32 {
 fn creates_the_kubelet_layout() {
     let (_root, target, writer) = setup();
     let out = writer
-        .write(&[
-            file("username", 0o644, "admin"),
-            file("db/password", 0o600, "pw"),
-        ])
+        .write(&[file("username", 0o644, "admin"), file("db/password", 0o600, "pw")])
         .unwrap();
-    let WriteOutcome::Written(version) = out else {
-        panic!("expected a write")
-    };
+    let WriteOutcome::Written(version) = out else { panic!("expected a write") };
     assert!(is_version_dir_name(&version), "{version}");
     assert_eq!(
         tree(&target),
@@ -76,14 +64,8 @@ fn creates_the_kubelet_layout() {
             "username -> ..data/username".to_owned(),
         ]
     );
-    assert_eq!(
-        fs::read_to_string(target.join("username")).unwrap(),
-        "admin"
-    );
-    assert_eq!(
-        fs::read_to_string(target.join("db/password")).unwrap(),
-        "pw"
-    );
+    assert_eq!(fs::read_to_string(target.join("username")).unwrap(), "admin");
+    assert_eq!(fs::read_to_string(target.join("db/password")).unwrap(), "pw");
     assert_eq!(mode_of(&target.join(&version)), 0o755);
     assert_eq!(mode_of(&target.join(&version).join("db")), 0o755);
 }
@@ -109,38 +91,25 @@ fn modes_are_exact_whatever_the_umask() {
 fn unchanged_content_is_not_rewritten() {
     let (_root, target, writer) = setup();
     let files = [file("a", 0o644, "1"), file("n/b", 0o600, "2")];
-    let WriteOutcome::Written(first) = writer.write(&files).unwrap() else {
-        panic!()
-    };
+    let WriteOutcome::Written(first) = writer.write(&files).unwrap() else { panic!() };
     assert_eq!(writer.write(&files).unwrap(), WriteOutcome::Unchanged);
-    assert_eq!(
-        fs::read_link(target.join(DATA_DIR)).unwrap(),
-        Path::new(&first)
-    );
+    assert_eq!(fs::read_link(target.join(DATA_DIR)).unwrap(), Path::new(&first));
     // A mode change alone is a change.
     let changed = [file("a", 0o640, "1"), file("n/b", 0o600, "2")];
-    assert!(matches!(
-        writer.write(&changed).unwrap(),
-        WriteOutcome::Written(_)
-    ));
+    assert!(matches!(writer.write(&changed).unwrap(), WriteOutcome::Written(_)));
 }
 
 #[test]
 fn update_swaps_data_and_removes_stale_files_and_versions() {
     let (_root, target, writer) = setup();
     let WriteOutcome::Written(v1) = writer
-        .write(&[
-            file("keep", 0o644, "old"),
-            file("gone", 0o644, "x"),
-            file("d/x", 0o644, "x"),
-        ])
+        .write(&[file("keep", 0o644, "old"), file("gone", 0o644, "x"), file("d/x", 0o644, "x")])
         .unwrap()
     else {
         panic!()
     };
-    let WriteOutcome::Written(v2) = writer
-        .write(&[file("keep", 0o644, "new"), file("added", 0o644, "a")])
-        .unwrap()
+    let WriteOutcome::Written(v2) =
+        writer.write(&[file("keep", 0o644, "new"), file("added", 0o644, "a")]).unwrap()
     else {
         panic!()
     };
@@ -163,13 +132,8 @@ fn update_swaps_data_and_removes_stale_files_and_versions() {
 fn writing_nothing_empties_the_volume() {
     let (_root, target, writer) = setup();
     writer.write(&[file("a", 0o644, "1")]).unwrap();
-    let WriteOutcome::Written(v) = writer.write(&[]).unwrap() else {
-        panic!()
-    };
-    assert_eq!(
-        tree(&target),
-        vec![format!("{v}/"), format!("..data -> {v}")]
-    );
+    let WriteOutcome::Written(v) = writer.write(&[]).unwrap() else { panic!() };
+    assert_eq!(tree(&target), vec![format!("{v}/"), format!("..data -> {v}")]);
 }
 
 #[test]
@@ -178,17 +142,9 @@ fn replaces_files_an_old_provider_wrote_itself() {
     fs::write(target.join("a"), "written in place").unwrap();
     fs::write(target.join("unrelated"), "kept").unwrap();
     writer.write(&[file("a", 0o644, "new")]).unwrap();
-    assert!(
-        fs::symlink_metadata(target.join("a"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(fs::symlink_metadata(target.join("a")).unwrap().file_type().is_symlink());
     assert_eq!(fs::read_to_string(target.join("a")).unwrap(), "new");
-    assert_eq!(
-        fs::read_to_string(target.join("unrelated")).unwrap(),
-        "kept"
-    );
+    assert_eq!(fs::read_to_string(target.join("unrelated")).unwrap(), "kept");
 }
 
 #[test]
@@ -245,9 +201,7 @@ fn a_failed_write_keeps_the_previous_version() {
 #[test]
 fn remove_all_leaves_foreign_files() {
     let (_root, target, writer) = setup();
-    writer
-        .write(&[file("a", 0o644, "1"), file("d/b", 0o644, "2")])
-        .unwrap();
+    writer.write(&[file("a", 0o644, "1"), file("d/b", 0o644, "2")]).unwrap();
     fs::write(target.join("foreign"), "x").unwrap();
     writer.remove_all().unwrap();
     assert_eq!(tree(&target), vec!["foreign".to_owned()]);
@@ -260,39 +214,25 @@ fn remove_all_leaves_foreign_files() {
 fn read_current_returns_what_was_written() {
     let (_root, _target, writer) = setup();
     assert!(writer.read_current().unwrap().is_empty());
-    writer
-        .write(&[file("a", 0o600, "1"), file("d/b", 0o644, "2")])
-        .unwrap();
+    writer.write(&[file("a", 0o600, "1"), file("d/b", 0o644, "2")]).unwrap();
     let current = writer.read_current().unwrap();
-    let got: Vec<(&str, u32, &[u8])> = current
-        .iter()
-        .map(|(p, (m, b))| (p.as_str(), *m, b.expose()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![("a", 0o600, &b"1"[..]), ("d/b", 0o644, &b"2"[..])]
-    );
+    let got: Vec<(&str, u32, &[u8])> =
+        current.iter().map(|(p, (m, b))| (p.as_str(), *m, b.expose())).collect();
+    assert_eq!(got, vec![("a", 0o600, &b"1"[..]), ("d/b", 0o644, &b"2"[..])]);
 }
 
 /// Each version writes two files whose contents both name the version, each
 /// padded to a size that differs per version, so a torn or mixed read shows.
 fn version_files(n: usize) -> Vec<SecretFile> {
     let body = |tag: &str| format!("{tag}:{n}:{}", "x".repeat(n % 97 * 50));
-    vec![
-        file("one", 0o644, &body("one")),
-        file("nested/two", 0o644, &body("two")),
-    ]
+    vec![file("one", 0o644, &body("one")), file("nested/two", 0o644, &body("two"))]
 }
 
 fn parse(tag: &str, s: &str) -> usize {
     let mut parts = s.splitn(3, ':');
     assert_eq!(parts.next(), Some(tag), "torn read: {s:.40}");
     let n: usize = parts.next().unwrap().parse().unwrap();
-    assert_eq!(
-        parts.next().unwrap(),
-        "x".repeat(n % 97 * 50),
-        "torn read of version {n}"
-    );
+    assert_eq!(parts.next().unwrap(), "x".repeat(n % 97 * 50), "torn read of version {n}");
     n
 }
 
@@ -336,8 +276,5 @@ fn concurrent_reader_sees_one_whole_version_during_1000_updates() {
     done.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("reader saw a torn or mixed version");
     assert!(reads > 0, "the reader never completed a read");
-    assert_eq!(
-        parse("one", &fs::read_to_string(target.join("one")).unwrap()),
-        1000
-    );
+    assert_eq!(parse("one", &fs::read_to_string(target.join("one")).unwrap()), 1000);
 }

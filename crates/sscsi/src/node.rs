@@ -1,10 +1,15 @@
+//! `sscsi node`: builds the node plugin from its flags and runs its servers
+//! until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use sscsi_core::ProviderRegistry;
-use sscsi_kube::{KubeObserver, SpcCache, SyncPolicy};
+use sscsi_kube::{Client, KubeObserver, SpcCache, SyncPolicy};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::http::{self, HttpState};
 use sscsi_node::metrics::NodeMetrics;
@@ -13,6 +18,7 @@ use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::{DirSpcSource, SpcSource};
 use sscsi_node::{Backoff, Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
 use sscsi_provider_local::LocalProvider;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::NodeArgs;
@@ -45,30 +51,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(id) if !id.is_empty() => id,
         _ => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
-    let listen = |flag: &str, addr: &str| -> anyhow::Result<_> {
-        (!addr.is_empty())
-            .then(|| {
-                http::parse_listen_addr(addr).map_err(anyhow::Error::msg).context(flag.to_owned())
-            })
-            .transpose()
-    };
-    let metrics_addr = listen("--metrics-addr", &metrics_addr)?;
-    let health_addr = listen("--health-addr", &health_addr)?;
-
-    let mounter: Arc<dyn Mounter> = if no_tmpfs {
-        tracing::warn!(
-            "--no-tmpfs: volumes are plain directories on disk; never use this in production"
-        );
-        Arc::new(FakeMounter::new())
-    } else {
-        Arc::new(TmpfsMounter::new(tmpfs_size))
-    };
-    let mut providers = ProviderRegistry::new();
-    if let Some(root) = local_provider_root {
-        let local = LocalProvider::new(&root)
-            .with_context(|| format!("--local-provider-root {}", root.display()))?;
-        providers.register(Arc::new(local));
-    }
+    let metrics_addr = listen_addr("--metrics-addr", &metrics_addr)?;
+    let health_addr = listen_addr("--health-addr", &health_addr)?;
     let config = NodeConfig {
         driver_name: drivername,
         vendor_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -76,6 +60,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         rotation_poll_interval: enable_secret_rotation.then_some(rotation_poll_interval),
         refresh_backoff: Backoff::default(),
     };
+    let providers = providers(local_provider_root)?;
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,
         rotation = ?config.rotation_poll_interval, providers = ?providers.names(), "starting sscsi node"
@@ -86,79 +71,60 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         kubelet_endpoint: kubelet_registration_path
             .unwrap_or_else(|| endpoint.path.display().to_string()),
     });
+
     let readiness = Readiness::default();
-    let mut registry = Registry::default();
-    let metrics = NodeMetrics::new(&mut registry);
     let shutdown = CancellationToken::new();
-    let (spcs, observer, client): (Arc<dyn SpcSource>, Arc<dyn VolumeObserver>, _) = match spc_dir {
+    let mut registry = Registry::default();
+    let sync = match enable_secret_sync {
+        true => SyncPolicy::Enabled {
+            allowed_namespaces: sync_allowed_namespaces.map(|names| names.into_iter().collect()),
+        },
+        false => SyncPolicy::Disabled,
+    };
+    let cluster = match spc_dir {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "SecretProviderClasses from files; no pod status or events");
-            (Arc::new(DirSpcSource::new(dir)), Arc::new(NoObserver), None)
+            Cluster::files(dir)
         }
-        None => {
-            let client = sscsi_kube::client(kubeconfig.as_deref())
-                .await
-                .context("connect to Kubernetes (or run with --spc-dir)")?;
-            let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
-            let sync = if enable_secret_sync {
-                let allowed_namespaces =
-                    sync_allowed_namespaces.map(|names| names.into_iter().collect());
-                SyncPolicy::Enabled { allowed_namespaces }
-            } else {
-                SyncPolicy::Disabled
-            };
-            let observer =
-                KubeObserver::new(client.clone(), config.node_id.clone()).with_secret_sync(sync);
-            (Arc::new(cache), Arc::new(observer), Some(client))
-        }
+        None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
-    let deps =
-        NodeDeps { mounter, spcs, providers, readiness: readiness.clone(), metrics, observer };
+    let deps = NodeDeps {
+        mounter: mounter(no_tmpfs, tmpfs_size),
+        spcs: cluster.spcs,
+        providers,
+        readiness: readiness.clone(),
+        metrics: NodeMetrics::new(&mut registry),
+        observer: cluster.observer,
+    };
     let node_id = config.node_id.clone();
     let (identity, node) = services(config, deps);
-    if let Some(client) = client {
+    if let Some(client) = cluster.client {
         sscsi_kube::watch_refresh_requests(client, &node_id, node.refresher(), shutdown.clone());
     }
 
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
     let signals = shutdown_on_signal(shutdown.clone())?;
-    let mut tasks = tokio::task::JoinSet::new();
-
+    let mut tasks = JoinSet::new();
     let state = Arc::new(HttpState {
         readiness: readiness.clone(),
         registry,
         csi_socket: endpoint.path.clone(),
     });
-    let mut routes: Vec<(std::net::SocketAddr, axum::Router)> = Vec::new();
-    for (addr, router) in [
-        (health_addr, http::health_routes(state.clone())),
-        (metrics_addr, http::metrics_routes(state.clone())),
-    ] {
-        let Some(addr) = addr else { continue };
-        match routes.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, existing)) => *existing = existing.clone().merge(router),
-            None => routes.push((addr, router)),
-        }
-    }
-    for (addr, router) in routes {
+    for (addr, router) in http_listeners(health_addr, metrics_addr, state) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(%addr, "serving HTTP");
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            http::serve(listener, router, stop.cancelled_owned()).await.context("HTTP server")
-        });
+        let stop = shutdown.clone().cancelled_owned();
+        tasks
+            .spawn(async move { http::serve(listener, router, stop).await.context("HTTP server") });
     }
-
     let listener = server::bind_private(&endpoint.path)
         .with_context(|| format!("listen on {}", endpoint.path.display()))?;
     readiness.mark(Condition::Serving, true);
-    let stop = shutdown.clone();
+    let stop = shutdown.clone().cancelled_owned();
     tasks.spawn(async move {
-        server::serve(listener, identity, node, stop.cancelled_owned(), SHUTDOWN_GRACE)
-            .await
-            .context("CSI server")
+        server::serve(listener, identity, node, stop, SHUTDOWN_GRACE).await.context("CSI server")
     });
     if let Some(config) = registration {
         let (readiness, stop) = (readiness.clone(), shutdown.clone());
@@ -167,19 +133,110 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         });
     }
 
-    // The first task to end (normally all, after a signal) decides the exit.
+    let result = wait_all(tasks, &shutdown).await;
+    signals.abort();
+    tracing::info!("sscsi node stopped");
+    result
+}
+
+/// Where SecretProviderClasses come from and who hears about mounts.
+struct Cluster {
+    spcs: Arc<dyn SpcSource>,
+    observer: Arc<dyn VolumeObserver>,
+    client: Option<Client>,
+}
+
+impl Cluster {
+    /// `--spc-dir`: classes from files, nobody to tell.
+    fn files(dir: PathBuf) -> Self {
+        Self {
+            spcs: Arc::new(DirSpcSource::new(dir)),
+            observer: Arc::new(NoObserver),
+            client: None,
+        }
+    }
+
+    /// The Kubernetes API: a watch-backed class cache, pod status objects,
+    /// events and Secret sync.
+    async fn connect(
+        kubeconfig: Option<PathBuf>,
+        node_id: &str,
+        sync: SyncPolicy,
+        readiness: &Readiness,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = sscsi_kube::client(kubeconfig.as_deref())
+            .await
+            .context("connect to Kubernetes (or run with --spc-dir)")?;
+        let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
+        let observer = KubeObserver::new(client.clone(), node_id.to_owned()).with_secret_sync(sync);
+        Ok(Self { spcs: Arc::new(cache), observer: Arc::new(observer), client: Some(client) })
+    }
+}
+
+fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
+    if no_tmpfs {
+        tracing::warn!(
+            "--no-tmpfs: volumes are plain directories on disk; never use this in production"
+        );
+        Arc::new(FakeMounter::new())
+    } else {
+        Arc::new(TmpfsMounter::new(tmpfs_size))
+    }
+}
+
+fn providers(local_provider_root: Option<PathBuf>) -> anyhow::Result<ProviderRegistry> {
+    let mut providers = ProviderRegistry::new();
+    if let Some(root) = local_provider_root {
+        let local = LocalProvider::new(&root)
+            .with_context(|| format!("--local-provider-root {}", root.display()))?;
+        providers.register(Arc::new(local));
+    }
+    Ok(providers)
+}
+
+/// An HTTP listen address flag; empty disables that listener.
+fn listen_addr(flag: &str, addr: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    http::parse_listen_addr(addr).map(Some).map_err(anyhow::Error::msg).context(flag.to_owned())
+}
+
+/// One listener per distinct address: health and metrics share one when
+/// their flags name the same address.
+fn http_listeners(
+    health: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    state: Arc<HttpState>,
+) -> Vec<(SocketAddr, axum::Router)> {
+    let mut listeners: Vec<(SocketAddr, axum::Router)> = Vec::new();
+    for (addr, router) in
+        [(health, http::health_routes(state.clone())), (metrics, http::metrics_routes(state))]
+    {
+        let Some(addr) = addr else { continue };
+        match listeners.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, existing)) => *existing = existing.clone().merge(router),
+            None => listeners.push((addr, router)),
+        }
+    }
+    listeners
+}
+
+/// Waits for every task; the first failure stops the others and is returned.
+async fn wait_all(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.context("task panicked").and_then(|r| r);
-        if let Err(e) = outcome {
+        if let Err(e) = joined.context("task panicked").and_then(|r| r) {
             if result.is_ok() {
                 result = Err(e);
             }
             shutdown.cancel();
         }
     }
-    signals.abort();
-    tracing::info!("sscsi node stopped");
     result
 }
 

@@ -272,7 +272,24 @@ impl ApiServer {
     }
 
     fn replace(&self, path: &ApiPath, body: Option<Value>) -> Response {
-        let Some(mut obj) = body.filter(Value::is_object) else {
+        self.update(path, body, |current, mut obj| {
+            for field in ["uid", "creationTimestamp", "namespace"] {
+                obj["metadata"][field] = current["metadata"][field].take();
+            }
+            *current = obj;
+        })
+    }
+
+    /// An update of an existing object: refuses a missing object and a stale
+    /// resourceVersion, then lets `apply` compute the new object from the
+    /// stored one and the body.
+    fn update(
+        &self,
+        path: &ApiPath,
+        body: Option<Value>,
+        apply: impl FnOnce(&mut Value, Value),
+    ) -> Response {
+        let Some(body) = body.filter(Value::is_object) else {
             return status_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
@@ -282,15 +299,13 @@ impl ApiServer {
         let name = path.name.clone().unwrap_or_default();
         let mut state = self.state.lock().expect("state");
         let key = Self::key(path, &name);
-        let Some(current) = state.objects.get(&key).cloned() else {
+        let Some(mut obj) = state.objects.get(&key).cloned() else {
             return not_found(path, &name);
         };
-        if stale(&obj, &current) {
+        if stale(&body, &obj) {
             return conflict(path, &name);
         }
-        for field in ["uid", "creationTimestamp", "namespace"] {
-            obj["metadata"][field] = current["metadata"][field].clone();
-        }
+        apply(&mut obj, body);
         self.store(&mut state, key.clone(), obj, "MODIFIED");
         (StatusCode::OK, axum::Json(state.objects[&key].clone())).into_response()
     }
@@ -358,29 +373,13 @@ impl ApiServer {
     /// The status subresource: only `.status` changes, whatever else the
     /// body says, as for a resource that declares the subresource.
     fn write_status(&self, path: &ApiPath, merge: bool, body: Option<Value>) -> Response {
-        let Some(body) = body.filter(Value::is_object) else {
-            return status_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body must be an object",
-            );
-        };
-        let name = path.name.clone().unwrap_or_default();
-        let mut state = self.state.lock().expect("state");
-        let key = Self::key(path, &name);
-        let Some(mut obj) = state.objects.get(&key).cloned() else {
-            return not_found(path, &name);
-        };
-        if stale(&body, &obj) {
-            return conflict(path, &name);
-        }
-        if merge {
-            merge_patch(&mut obj["status"], &body["status"]);
-        } else {
-            obj["status"] = body["status"].clone();
-        }
-        self.store(&mut state, key.clone(), obj, "MODIFIED");
-        (StatusCode::OK, axum::Json(state.objects[&key].clone())).into_response()
+        self.update(path, body, |obj, body| {
+            if merge {
+                merge_patch(&mut obj["status"], &body["status"]);
+            } else {
+                obj["status"] = body["status"].clone();
+            }
+        })
     }
 
     /// TokenRequest: a token bound to the requested audiences. The token is

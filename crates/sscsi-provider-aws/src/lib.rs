@@ -2,11 +2,17 @@
 //! exactly the SecretProviderClasses the official provider (ASCP 3.x)
 //! accepts.
 //!
-//! This crate is being built in steps. So far it reads the `objects` and
-//! top-level parameters with ASCP's validation rules, messages and file
-//! naming ([`descriptor`], [`params`]). The backend clients, authentication
-//! and the `Provider` implementation follow; until then `spec.provider: aws`
-//! is answered with the list of providers this binary has.
+//! This crate is being built in steps. So far:
+//! - [`descriptor`], [`params`]: the `objects` and top-level parameters, read
+//!   with ASCP's validation rules, messages and file naming;
+//! - [`fetch`]: reading the objects with the official SDK clients (Secrets
+//!   Manager, SSM in batches of 10, failover regions, jmesPath), tested
+//!   against moto.
+//!
+//! Authentication (IRSA, EKS Pod Identity), credential caching and the
+//! `Provider` implementation follow; until then `spec.provider: aws` is
+//! answered with the list of providers this binary has.
 
 pub mod descriptor;
+pub mod fetch;
 pub mod params;

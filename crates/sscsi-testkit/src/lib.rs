@@ -1,4 +1,6 @@
 //! Test doubles that speak the real wire protocols, so production client
-//! code (kube, cloud SDKs) runs unmodified against them.
+//! code (kube, cloud SDKs) runs unmodified against them, and the real test
+//! servers they need, started on loopback.
 
 pub mod kube_api;
+pub mod moto;

@@ -1,0 +1,299 @@
+//! Reading the objects from Secrets Manager and SSM Parameter Store, region
+//! by region, as ASCP does.
+//!
+//! - Secrets Manager: one `GetSecretValue` per secret, all secrets at once;
+//!   `SecretString` as UTF-8, else the raw `SecretBinary`. Version: `VersionId`.
+//! - SSM: `GetParameters` in batches of 10, decrypted, `name:version` or
+//!   `name:label` when pinned. Version: the parameter's version number.
+//! - Regions: every object is asked of every region; the primary's value
+//!   wins. A client error (4xx) in any region fails the mount; other errors
+//!   only fail it when no region answered.
+//! - `jmesPath`: each string the expression selects from the JSON value is
+//!   its own file, carrying the parent's version.
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use futures::future::try_join_all;
+use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
+
+use crate::descriptor::{Descriptor, SecretType};
+
+/// SSM accepts at most 10 names per `GetParameters`.
+const SSM_BATCH: usize = 10;
+
+/// The clients of one region.
+#[derive(Debug, Clone)]
+pub struct RegionClients {
+    pub region: String,
+    /// True for the failover region: objects use their `failoverObject`.
+    pub failover: bool,
+    pub secrets_manager: aws_sdk_secretsmanager::Client,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{region}: Failed fetching secret {name}: {message}")]
+    Secret { region: String, name: String, message: String, client_error: bool },
+    #[error("{region}: Failed fetching parameters: {message}")]
+    Parameters { region: String, message: String, client_error: bool },
+    #[error("{region}: invalid parameters: {names}")]
+    InvalidParameters { region: String, names: String },
+    #[error(
+        "Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: {0}"
+    )]
+    SecretAllRegions(String),
+    #[error("Failed to fetch parameters from all regions.")]
+    ParametersAllRegions,
+    #[error("{0}")]
+    Jmes(String),
+}
+
+impl FetchError {
+    /// ASCP fails the whole mount on a 4xx from any region.
+    fn is_fatal(&self) -> bool {
+        match self {
+            Self::Secret { client_error, .. } | Self::Parameters { client_error, .. } => {
+                *client_error
+            }
+            Self::InvalidParameters { .. } | Self::Jmes(_) => true,
+            Self::SecretAllRegions(_) | Self::ParametersAllRegions => false,
+        }
+    }
+}
+
+impl ProviderFailure for FetchError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Secret { client_error: true, .. }
+            | Self::Parameters { client_error: true, .. } => ErrorCode::FailedPrecondition,
+            Self::InvalidParameters { .. } | Self::SecretAllRegions(_) => ErrorCode::NotFound,
+            Self::Jmes(_) => ErrorCode::InvalidArgument,
+            Self::Secret { .. } | Self::Parameters { .. } | Self::ParametersAllRegions => {
+                ErrorCode::Unavailable
+            }
+        }
+    }
+}
+
+/// A fetched object: the parent's file, then one per jmesPath entry.
+struct Fetched {
+    files: Vec<SecretFile>,
+    versions: Vec<ObjectVersion>,
+}
+
+/// Fetches every object; fails when any object cannot be had.
+pub async fn fetch_all(
+    regions: &[RegionClients],
+    descriptors: &[Descriptor],
+    default_mode: u32,
+) -> Result<(Vec<SecretFile>, Vec<ObjectVersion>), FetchError> {
+    let (secrets, parameters): (Vec<&Descriptor>, Vec<&Descriptor>) =
+        descriptors.iter().partition(|d| d.secret_type() == SecretType::SecretsManager);
+    let secrets = try_join_all(secrets.into_iter().map(|d| fetch_secret(regions, d, default_mode)));
+    let parameters = async {
+        let batches = parameters
+            .chunks(SSM_BATCH)
+            .map(|batch| fetch_parameters(regions, batch, default_mode));
+        try_join_all(batches).await
+    };
+    let (secrets, batches) = futures::try_join!(secrets, parameters)?;
+    let mut files = Vec::new();
+    let mut versions = Vec::new();
+    for fetched in secrets.into_iter().chain(batches.into_iter().flatten()) {
+        files.extend(fetched.files);
+        versions.extend(fetched.versions);
+    }
+    Ok((files, versions))
+}
+
+async fn fetch_secret(
+    regions: &[RegionClients],
+    d: &Descriptor,
+    default_mode: u32,
+) -> Result<Fetched, FetchError> {
+    let mut found = None;
+    for region in regions {
+        match get_secret_value(region, d).await {
+            Ok((value, version)) if found.is_none() => {
+                found = Some(output(d, value, version, default_mode)?)
+            }
+            Ok(_) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "fetch from one region failed"),
+        }
+    }
+    found.ok_or_else(|| FetchError::SecretAllRegions(d.object_name.clone()))
+}
+
+async fn get_secret_value(
+    region: &RegionClients,
+    d: &Descriptor,
+) -> Result<(SecretBytes, String), FetchError> {
+    let name = d.name_in(region.failover);
+    let version = Some(d.version_in(region.failover)).filter(|v| !v.is_empty());
+    let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());
+    let response = region
+        .secrets_manager
+        .get_secret_value()
+        .secret_id(name)
+        .set_version_id(version.map(str::to_owned))
+        .set_version_stage(label.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| FetchError::Secret {
+            region: region.region.clone(),
+            name: d.object_name.clone(),
+            client_error: is_client_error(&e),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let value = match (response.secret_string, response.secret_binary) {
+        (Some(s), _) => SecretBytes::from(s),
+        (None, Some(blob)) => SecretBytes::new(blob.into_inner()),
+        (None, None) => SecretBytes::default(),
+    };
+    Ok((value, response.version_id.unwrap_or_default()))
+}
+
+async fn fetch_parameters(
+    regions: &[RegionClients],
+    batch: &[&Descriptor],
+    default_mode: u32,
+) -> Result<Vec<Fetched>, FetchError> {
+    let mut found = None;
+    for region in regions {
+        match get_parameters(region, batch, default_mode).await {
+            Ok(values) if found.is_none() && !values.is_empty() => found = Some(values),
+            Ok(_) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "fetch from one region failed"),
+        }
+    }
+    found.ok_or(FetchError::ParametersAllRegions)
+}
+
+async fn get_parameters(
+    region: &RegionClients,
+    batch: &[&Descriptor],
+    default_mode: u32,
+) -> Result<Vec<Fetched>, FetchError> {
+    let names: Vec<String> = batch
+        .iter()
+        .map(|d| {
+            let name = d.name_in(region.failover);
+            match (d.version_in(region.failover), d.version_label_in(region.failover)) {
+                (v, _) if !v.is_empty() => format!("{name}:{v}"),
+                (_, l) if !l.is_empty() => format!("{name}:{l}"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect();
+    let response = region
+        .ssm
+        .get_parameters()
+        .set_names(Some(names))
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| FetchError::Parameters {
+            region: region.region.clone(),
+            client_error: is_client_error(&e),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let invalid = response.invalid_parameters.unwrap_or_default();
+    if !invalid.is_empty() {
+        let mut unique: Vec<String> = Vec::new();
+        for name in invalid {
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        return Err(FetchError::InvalidParameters {
+            region: region.region.clone(),
+            names: unique.join(", "),
+        });
+    }
+    let mut fetched = Vec::new();
+    for parameter in response.parameters.unwrap_or_default() {
+        // The answer names the parameter by name or by ARN, as it was asked.
+        let asked = |d: &&&Descriptor| {
+            let name = d.name_in(region.failover);
+            Some(name) == parameter.name.as_deref() || Some(name) == parameter.arn.as_deref()
+        };
+        let Some(d) = batch.iter().find(asked) else { continue };
+        let value = SecretBytes::from(parameter.value.unwrap_or_default());
+        fetched.push(output(d, value, parameter.version.to_string(), default_mode)?);
+    }
+    Ok(fetched)
+}
+
+/// The files and versions one object yields.
+fn output(
+    d: &Descriptor,
+    value: SecretBytes,
+    version: String,
+    default_mode: u32,
+) -> Result<Fetched, FetchError> {
+    let mut files = Vec::new();
+    let mut versions = Vec::new();
+    if !d.jmes_path.is_empty() {
+        let json: serde_json::Value = serde_json::from_slice(value.expose()).map_err(|_| {
+            FetchError::Jmes(format!(
+                "Invalid JSON used with jmesPath in secret: {}.",
+                d.object_name
+            ))
+        })?;
+        let data = jmespath::Variable::from_json(&json.to_string()).map_err(|_| {
+            FetchError::Jmes(format!(
+                "Invalid JSON used with jmesPath in secret: {}.",
+                d.object_name
+            ))
+        })?;
+        for entry in &d.jmes_path {
+            let expression = jmespath::compile(&entry.path)
+                .map_err(|_| FetchError::Jmes(format!("Invalid JMES Path: {}.", entry.path)))?;
+            let result = expression
+                .search(data.clone())
+                .map_err(|_| FetchError::Jmes(format!("Invalid JMES Path: {}.", entry.path)))?;
+            if result.is_null() {
+                return Err(FetchError::Jmes(format!(
+                    "JMES Path - {} for object alias - {} does not point to a valid object.",
+                    entry.path, entry.object_alias
+                )));
+            }
+            let Some(text) = result.as_string() else {
+                return Err(FetchError::Jmes(format!(
+                    "Invalid JMES search result type for path:{}. Only string is allowed.",
+                    entry.path
+                )));
+            };
+            let jmes = d.jmes_descriptor(entry);
+            files.push(SecretFile {
+                path: jmes.file_name(),
+                mode: jmes.file_mode(default_mode),
+                contents: SecretBytes::from(text.as_str()),
+            });
+            versions.push(ObjectVersion { id: jmes.file_name(), version: version.clone() });
+        }
+    }
+    files.insert(
+        0,
+        SecretFile { path: d.file_name(), mode: d.file_mode(default_mode), contents: value },
+    );
+    versions.insert(0, ObjectVersion { id: d.file_name(), version });
+    Ok(Fetched { files, versions })
+}
+
+/// A 4xx answer: the request itself is wrong (missing secret, denied).
+fn is_client_error<E, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    e.raw_response().is_some_and(|r| (400..500).contains(&r.status_code()))
+}
+
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_secretsmanager::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

@@ -13,6 +13,10 @@
 //! `Provider` implementation follow; until then `spec.provider: aws` is
 //! answered with the list of providers this binary has.
 
+pub mod auth;
 pub mod descriptor;
 pub mod fetch;
 pub mod params;
+mod provider;
+
+pub use provider::{AwsError, AwsProvider, NAME};

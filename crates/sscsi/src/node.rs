@@ -88,6 +88,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
+    let mut providers = providers;
+    if let Some(client) = &cluster.client {
+        register_cloud_providers(&mut providers, client);
+    }
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -183,6 +187,21 @@ fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
     } else {
         Arc::new(TmpfsMounter::new(tmpfs_size))
     }
+}
+
+/// The providers that need the Kubernetes API (service accounts, tokens).
+fn register_cloud_providers(providers: &mut ProviderRegistry, client: &Client) {
+    #[cfg(feature = "aws")]
+    {
+        use sscsi_provider_aws::{AwsProvider, auth::KubeRoles};
+        let roles = Arc::new(KubeRoles::new(client.clone()));
+        // SSCSI_AWS_ENDPOINT_URL points every AWS API at a test server.
+        let endpoint = std::env::var("SSCSI_AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty());
+        let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty());
+        providers.register(Arc::new(AwsProvider::new(roles, endpoint, region)));
+    }
+    #[cfg(not(feature = "aws"))]
+    let _ = (providers, client);
 }
 
 fn providers(local_provider_root: Option<PathBuf>) -> anyhow::Result<ProviderRegistry> {

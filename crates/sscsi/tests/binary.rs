@@ -71,8 +71,13 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let socket = dir.join("plugin/csi.sock");
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         // HTTP off unless a test asks for it: tests run in parallel.
         cmd.arg("node")
             .args(["--metrics-addr=", "--health-addr="])
@@ -395,5 +400,98 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     for secret in ["very-secret-value-42", "sa-token-value-xyz", "node-publish-secret-value"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
         assert!(!recorded.contains(secret), "{secret} leaked into the API");
+    }
+}
+
+/// The `aws` provider end to end: IRSA through the API double's service
+/// account and moto's STS, the secret from moto's Secrets Manager.
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
+    use aws_config::{BehaviorVersion, Region};
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    let moto = sscsi_testkit::moto::MotoServer::start();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_credential_types::Credentials::new("t", "t", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name("prod/db")
+        .secret_string("aws-secret-value-77")
+        .send()
+        .await
+        .unwrap();
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "app", "namespace": "team",
+                     "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/app"}}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
+    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
+    let spc: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "aws-db", "namespace": "team"},
+        "spec": {"provider": "aws", "parameters": {
+            "region": "us-west-2",
+            "objects": "- objectName: prod/db\n  objectType: secretsmanager\n  filePermission: \"0600\"\n"
+        }}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
+        .create(&PostParams::default(), &spc)
+        .await
+        .unwrap();
+
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[("SSCSI_AWS_ENDPOINT_URL", &moto.url())],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-aws".into(),
+        service_account: "app".into(),
+    };
+    let target = dir.path().join("pods/u-aws/volumes/kubernetes.io~csi/aws/mount");
+    let mut request =
+        sscsi_node::client::inline_volume_publish_request("csi-aws", &target, "aws-db", &pod);
+    request.volume_context.insert(
+        TOKENS_KEY.into(),
+        r#"{"sts.amazonaws.com":{"token":"irsa-token-value-55","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
+    );
+    // The class reaches the cache shortly after the node starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match csi.node_publish_volume(request.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+    let file = target.join("prod_db");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "aws-secret-value-77");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    for secret in ["aws-secret-value-77", "irsa-token-value-55"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
 }

@@ -1,0 +1,170 @@
+//! IRSA: the pod's token for audience `sts.amazonaws.com`, the role named by
+//! its service account's `eks.amazonaws.com/role-arn` annotation, and STS
+//! `AssumeRoleWithWebIdentity`. The credentials are cached per identity
+//! (role, namespace, service account) until 5 minutes before they expire,
+//! instead of one STS call per mount per region as ASCP makes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use aws_credential_types::Credentials;
+use aws_sdk_sts::error::DisplayErrorContext;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
+
+pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
+pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// Credentials are reused until this long before they expire.
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// How long a service account's role is remembered.
+const ROLE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "CSI token error: serviceAccount.tokens not provided - ensure tokenRequests is configured in CSIDriver spec"
+    )]
+    NoTokens,
+    #[error(
+        "IRSA token extraction failed: token for audience {0:?} not found - ensure tokenRequests includes this audience in CSIDriver"
+    )]
+    NoToken(&'static str),
+    #[error("failed to get service account {namespace}/{name}: {message}")]
+    ServiceAccount { namespace: String, name: String, message: String },
+    #[error("An IAM role must be associated with service account {name} (namespace: {namespace})")]
+    NoRole { namespace: String, name: String },
+    #[error("{region}: AssumeRoleWithWebIdentity for {role}: {message}")]
+    Sts { region: String, role: String, message: String },
+}
+
+impl ProviderFailure for AuthError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoTokens | Self::NoToken(_) | Self::NoRole { .. } => {
+                ErrorCode::FailedPrecondition
+            }
+            Self::ServiceAccount { .. } => ErrorCode::Unavailable,
+            Self::Sts { .. } => ErrorCode::PermissionDenied,
+        }
+    }
+}
+
+/// Where a service account's role comes from.
+#[async_trait]
+pub trait RoleLookup: Send + Sync + fmt::Debug {
+    async fn role_arn(&self, namespace: &str, name: &str) -> Result<Option<String>, AuthError>;
+}
+
+/// The role annotation read through the Kubernetes API, remembered briefly.
+pub struct KubeRoles {
+    client: kube::Client,
+    /// (namespace, name) -> (role, when read).
+    cache: Mutex<HashMap<(String, String), RoleEntry>>,
+}
+
+type RoleEntry = (Option<String>, Instant);
+
+impl fmt::Debug for KubeRoles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeRoles").finish_non_exhaustive()
+    }
+}
+
+impl KubeRoles {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client, cache: Mutex::default() }
+    }
+}
+
+#[async_trait]
+impl RoleLookup for KubeRoles {
+    async fn role_arn(&self, namespace: &str, name: &str) -> Result<Option<String>, AuthError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let cached = self.cache.lock().expect("role cache lock").get(&key).cloned();
+        if let Some((role, _)) = cached.filter(|(_, at)| at.elapsed() < ROLE_TTL) {
+            return Ok(role);
+        }
+        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client.clone(), namespace);
+        let sa = api.get(name).await.map_err(|e| AuthError::ServiceAccount {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let role = sa
+            .metadata
+            .annotations
+            .and_then(|a| a.get(ROLE_ARN_ANNOTATION).cloned())
+            .filter(|r| !r.is_empty());
+        self.cache.lock().expect("role cache lock").insert(key, (role.clone(), Instant::now()));
+        Ok(role)
+    }
+}
+
+/// Exchanged credentials, by (role, namespace, service account, region).
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    entries: Mutex<HashMap<(String, String, String, String), Credentials>>,
+}
+
+impl CredentialCache {
+    /// The pod's credentials in `region`, from the cache or from STS.
+    pub async fn irsa(
+        &self,
+        roles: &dyn RoleLookup,
+        sts: &aws_sdk_sts::Client,
+        region: &str,
+        request: &MountRequest,
+    ) -> Result<Credentials, AuthError> {
+        if request.tokens.is_empty() {
+            return Err(AuthError::NoTokens);
+        }
+        let token = request.tokens.get(IRSA_AUDIENCE).ok_or(AuthError::NoToken(IRSA_AUDIENCE))?;
+        let (namespace, sa) = (&request.pod.namespace, &request.pod.service_account);
+        let role = roles
+            .role_arn(namespace, sa)
+            .await?
+            .ok_or_else(|| AuthError::NoRole { namespace: namespace.clone(), name: sa.clone() })?;
+        let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
+        if let Some(creds) = self.entries.lock().expect("credential cache lock").get(&key) {
+            let fresh =
+                creds.expiry().is_some_and(|exp| exp > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
+            if fresh {
+                return Ok(creds.clone());
+            }
+        }
+        let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
+        let response = sts
+            .assume_role_with_web_identity()
+            .role_arn(&role)
+            .role_session_name(
+                format!("sscsi-{namespace}-{sa}").chars().take(64).collect::<String>(),
+            )
+            .web_identity_token(web_identity)
+            .send()
+            .await
+            .map_err(|e| AuthError::Sts {
+                region: region.to_owned(),
+                role: role.clone(),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        let issued = response.credentials.ok_or_else(|| AuthError::Sts {
+            region: region.to_owned(),
+            role: role.clone(),
+            message: "the answer carries no credentials".to_owned(),
+        })?;
+        let expiry = SystemTime::try_from(issued.expiration).ok();
+        let creds = Credentials::new(
+            issued.access_key_id,
+            issued.secret_access_key,
+            Some(issued.session_token),
+            expiry,
+            "sscsi-irsa",
+        );
+        self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
+        Ok(creds)
+    }
+}

@@ -1,0 +1,117 @@
+//! The whole `aws` provider: IRSA through the Kubernetes API double and
+//! moto's STS, then Secrets Manager and SSM on moto.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use kube::api::{Api, PostParams};
+use sscsi_core::{ErrorCode, MountRequest, PodInfo, Provider, SecretBytes, ServiceAccountToken};
+use sscsi_provider_aws::AwsProvider;
+use sscsi_provider_aws::auth::KubeRoles;
+use sscsi_testkit::kube_api::ApiServer;
+use sscsi_testkit::moto::MotoServer;
+
+async fn seed(moto: &MotoServer) {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(moto.url())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    sm.create_secret().name("app/db").secret_string("s3cret").send().await.unwrap();
+}
+
+async fn service_account(api: &ApiServer, name: &str, role: Option<&str>) {
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let annotations = role
+        .map_or(serde_json::json!({}), |r| serde_json::json!({"eks.amazonaws.com/role-arn": r}));
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": "shop", "annotations": annotations}
+        }))
+        .unwrap();
+    Api::namespaced(client, "shop").create(&PostParams::default(), &sa).await.unwrap();
+}
+
+fn request(service_account: &str, with_token: bool) -> MountRequest {
+    let mut tokens = BTreeMap::new();
+    if with_token {
+        tokens.insert(
+            "sts.amazonaws.com".to_owned(),
+            ServiceAccountToken {
+                token: SecretBytes::from("eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+                expiration_timestamp: "2030-01-01T00:00:00Z".into(),
+            },
+        );
+    }
+    MountRequest {
+        parameters: BTreeMap::from([
+            ("region".to_owned(), "us-west-2".to_owned()),
+            (
+                "objects".to_owned(),
+                "- objectName: app/db\n  objectType: secretsmanager\n".to_owned(),
+            ),
+        ]),
+        tokens,
+        pod: PodInfo {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: "u".into(),
+            service_account: service_account.into(),
+        },
+        default_file_mode: 0o644,
+        ..Default::default()
+    }
+}
+
+async fn provider(api: &ApiServer, moto: &MotoServer) -> AwsProvider {
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    AwsProvider::new(Arc::new(KubeRoles::new(client)), Some(moto.url()), None)
+}
+
+#[tokio::test]
+async fn irsa_mount_reads_the_secret_with_the_service_accounts_role() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
+    let aws = provider(&api, &moto).await;
+    let response = aws.mount(&request("app", true)).await.unwrap();
+    assert_eq!(response.files.len(), 1);
+    assert_eq!(response.files[0].path, "app_db");
+    assert_eq!(response.files[0].contents.expose(), b"s3cret");
+    assert_eq!(response.versions[0].id, "app_db");
+    // A second mount of the same identity reuses the exchanged credentials.
+    aws.mount(&request("app", true)).await.unwrap();
+}
+
+#[tokio::test]
+async fn irsa_errors_name_what_is_missing() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "norole", None).await;
+    let aws = provider(&api, &moto).await;
+
+    let err = aws.mount(&request("norole", false)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "CSI token error: serviceAccount.tokens not provided - ensure tokenRequests is configured in CSIDriver spec"
+    );
+    let err = aws.mount(&request("norole", true)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "An IAM role must be associated with service account norole (namespace: shop)"
+    );
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition);
+    let err = aws.mount(&request("ghost", true)).await.unwrap_err();
+    assert!(err.to_string().starts_with("failed to get service account shop/ghost"), "{err}");
+
+    let mut no_region = request("norole", true);
+    no_region.parameters.remove("region");
+    let err = aws.mount(&no_region).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(err.to_string().starts_with("Region not found"), "{err}");
+}

@@ -107,10 +107,23 @@ impl RoleLookup for KubeRoles {
 /// Exchanged credentials, by (role, namespace, service account, region).
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    entries: Mutex<HashMap<(String, String, String, String), Credentials>>,
+    /// (role or "pod-identity", namespace, service account, region) -> credentials.
+    entries: Mutex<HashMap<CacheKey, Credentials>>,
 }
 
+type CacheKey = (String, String, String, String);
+
 impl CredentialCache {
+    /// Cached credentials that are good for more than 5 minutes.
+    fn fresh(&self, key: &CacheKey) -> Option<Credentials> {
+        let entries = self.entries.lock().expect("credential cache lock");
+        let creds = entries.get(key)?;
+        creds
+            .expiry()
+            .is_some_and(|exp| exp > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
+            .then(|| creds.clone())
+    }
+
     /// The pod's credentials in `region`, from the cache or from STS.
     pub async fn irsa(
         &self,
@@ -129,12 +142,8 @@ impl CredentialCache {
             .await?
             .ok_or_else(|| AuthError::NoRole { namespace: namespace.clone(), name: sa.clone() })?;
         let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
-        if let Some(creds) = self.entries.lock().expect("credential cache lock").get(&key) {
-            let fresh =
-                creds.expiry().is_some_and(|exp| exp > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
-            if fresh {
-                return Ok(creds.clone());
-            }
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
         }
         let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
         let response = sts
@@ -167,4 +176,113 @@ impl CredentialCache {
         self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
         Ok(creds)
     }
+}
+
+pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
+/// The EKS Pod Identity agent, on every node.
+pub const POD_IDENTITY_IPV4: &str = "http://169.254.170.23/v1/credentials";
+pub const POD_IDENTITY_IPV6: &str = "http://[fd00:ec2::23]/v1/credentials";
+
+/// The Pod Identity agent's answer.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    #[serde(default)]
+    expiration: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodIdentityError {
+    #[error(
+        "Pod Identity token extraction failed: token for audience {0:?} not found - ensure tokenRequests includes this audience in CSIDriver"
+    )]
+    NoToken(&'static str),
+    #[error(
+        "CSI token error: serviceAccount.tokens not provided - ensure tokenRequests is configured in CSIDriver spec"
+    )]
+    NoTokens,
+    #[error("failed to get AWS config from pod identity agent: {0}")]
+    Agent(String),
+}
+
+impl ProviderFailure for PodIdentityError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoToken(_) | Self::NoTokens => ErrorCode::FailedPrecondition,
+            Self::Agent(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+impl CredentialCache {
+    /// EKS Pod Identity: the `pods.eks.amazonaws.com` token sent to the node's
+    /// agent, trying each endpoint in turn. The credentials hold for every
+    /// region; they are cached per namespace and service account.
+    pub async fn pod_identity(
+        &self,
+        endpoints: &[String],
+        request: &MountRequest,
+    ) -> Result<Credentials, PodIdentityError> {
+        if request.tokens.is_empty() {
+            return Err(PodIdentityError::NoTokens);
+        }
+        let token = request
+            .tokens
+            .get(POD_IDENTITY_AUDIENCE)
+            .ok_or(PodIdentityError::NoToken(POD_IDENTITY_AUDIENCE))?;
+        let (namespace, sa) = (&request.pod.namespace, &request.pod.service_account);
+        let key = ("pod-identity".to_owned(), namespace.clone(), sa.clone(), String::new());
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
+        }
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            match ask_agent(endpoint, token.token.expose_str().unwrap_or_default()).await {
+                Ok(creds) => {
+                    self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
+                    return Ok(creds);
+                }
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(PodIdentityError::Agent(failures.join("; ")))
+    }
+}
+
+async fn ask_agent(endpoint: &str, token: &str) -> Result<Credentials, String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let request = http::Request::get(endpoint)
+        .header(http::header::AUTHORIZATION, token)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    let answer: AgentCredentials = serde_json::from_slice(&body)
+        .map_err(|e| format!("invalid answer at line {}", e.line()))?;
+    let expiry = answer
+        .expiration
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(SystemTime::from);
+    Ok(Credentials::new(
+        answer.access_key_id,
+        answer.secret_access_key,
+        Some(answer.token),
+        expiry,
+        "sscsi-pod-identity",
+    ))
 }

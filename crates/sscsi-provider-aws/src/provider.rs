@@ -9,10 +9,12 @@ use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, Provider, ProviderError, ProviderFailure,
 };
 
-use crate::auth::{AuthError, CredentialCache, RoleLookup};
+use crate::auth::{
+    AuthError, CredentialCache, POD_IDENTITY_IPV4, POD_IDENTITY_IPV6, PodIdentityError, RoleLookup,
+};
 use crate::descriptor::{DescriptorError, parse_objects};
 use crate::fetch::{FetchError, RegionClients, fetch_all};
-use crate::params::AwsParams;
+use crate::params::{AddressType, AwsParams};
 
 pub const NAME: &str = "aws";
 
@@ -24,8 +26,8 @@ pub enum AwsError {
     NoObjects,
     #[error("Region not found: set the \"region\" parameter or AWS_REGION")]
     NoRegion,
-    #[error("usePodIdentity (EKS Pod Identity) is not supported by sscsi yet; use IRSA")]
-    PodIdentity,
+    #[error(transparent)]
+    PodIdentity(#[from] PodIdentityError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -36,19 +38,27 @@ impl ProviderFailure for AwsError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Parameters(_) | Self::NoObjects | Self::NoRegion => ErrorCode::InvalidArgument,
-            Self::PodIdentity => ErrorCode::FailedPrecondition,
+            Self::PodIdentity(e) => e.code(),
             Self::Auth(e) => e.code(),
             Self::Fetch(e) => e.code(),
         }
     }
 }
 
+/// Where the AWS APIs are; the defaults are the real ones.
+#[derive(Debug, Clone, Default)]
+pub struct AwsEndpoints {
+    /// Every AWS API at this URL (a test server).
+    pub aws: Option<String>,
+    /// The Pod Identity agent's credentials URL, instead of the node's.
+    pub pod_identity_agent: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct AwsProvider {
     roles: Arc<dyn RoleLookup>,
     credentials: CredentialCache,
-    /// Every AWS API at this URL (a test server); `None`: the real endpoints.
-    endpoint_url: Option<String>,
+    endpoints: AwsEndpoints,
     /// `AWS_REGION` of the driver, used when a class names no region.
     default_region: Option<String>,
 }
@@ -56,19 +66,29 @@ pub struct AwsProvider {
 impl AwsProvider {
     pub fn new(
         roles: Arc<dyn RoleLookup>,
-        endpoint_url: Option<String>,
+        endpoints: AwsEndpoints,
         default_region: Option<String>,
     ) -> Self {
-        Self { roles, credentials: CredentialCache::default(), endpoint_url, default_region }
+        Self { roles, credentials: CredentialCache::default(), endpoints, default_region }
+    }
+
+    /// The agent URLs to try, in order, for `preferredAddressType`.
+    fn agent_urls(&self, preference: AddressType) -> Vec<String> {
+        if let Some(url) = &self.endpoints.pod_identity_agent {
+            return vec![url.clone()];
+        }
+        let urls: &[&str] = match preference {
+            AddressType::Auto => &[POD_IDENTITY_IPV4, POD_IDENTITY_IPV6],
+            AddressType::Ipv4 => &[POD_IDENTITY_IPV4],
+            AddressType::Ipv6 => &[POD_IDENTITY_IPV6],
+        };
+        urls.iter().map(|u| (*u).to_owned()).collect()
     }
 
     async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, AwsError> {
         let params = AwsParams::parse(&request.parameters)?;
         if params.objects.trim().is_empty() {
             return Err(AwsError::NoObjects);
-        }
-        if params.use_pod_identity {
-            return Err(AwsError::PodIdentity);
         }
         let primary = params
             .region
@@ -77,10 +97,21 @@ impl AwsProvider {
             .ok_or(AwsError::NoRegion)?;
         let regions = params.regions(primary)?;
         let descriptors = parse_objects(&params.objects, params.translate, &regions)?;
+        // Pod Identity credentials hold in every region; IRSA's are per region.
+        let pod_identity = if params.use_pod_identity {
+            let urls = self.agent_urls(params.preferred_address_type);
+            Some(self.credentials.pod_identity(&urls, request).await?)
+        } else {
+            None
+        };
         let mut clients = Vec::with_capacity(regions.len());
         for (index, region) in regions.iter().enumerate() {
-            let creds =
-                self.credentials.irsa(&*self.roles, &self.sts(region), region, request).await?;
+            let creds = match &pod_identity {
+                Some(creds) => creds.clone(),
+                None => {
+                    self.credentials.irsa(&*self.roles, &self.sts(region), region, request).await?
+                }
+            };
             clients.push(self.region_clients(region, index > 0, creds));
         }
         let (files, versions) =
@@ -93,7 +124,7 @@ impl AwsProvider {
         let mut config = aws_sdk_sts::Config::builder()
             .behavior_version_latest()
             .region(aws_sdk_sts::config::Region::new(region.to_owned()));
-        if let Some(url) = &self.endpoint_url {
+        if let Some(url) = &self.endpoints.aws {
             config = config.endpoint_url(url);
         }
         aws_sdk_sts::Client::from_conf(config.build())
@@ -108,7 +139,7 @@ impl AwsProvider {
             .behavior_version_latest()
             .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
             .credentials_provider(creds);
-        let (sm, ssm) = match &self.endpoint_url {
+        let (sm, ssm) = match &self.endpoints.aws {
             Some(url) => (sm.endpoint_url(url), ssm.endpoint_url(url)),
             None => (sm, ssm),
         };

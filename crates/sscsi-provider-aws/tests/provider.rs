@@ -8,8 +8,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use kube::api::{Api, PostParams};
 use sscsi_core::{ErrorCode, MountRequest, PodInfo, Provider, SecretBytes, ServiceAccountToken};
-use sscsi_provider_aws::AwsProvider;
 use sscsi_provider_aws::auth::KubeRoles;
+use sscsi_provider_aws::{AwsEndpoints, AwsProvider};
 use sscsi_testkit::kube_api::ApiServer;
 use sscsi_testkit::moto::MotoServer;
 
@@ -70,7 +70,11 @@ fn request(service_account: &str, with_token: bool) -> MountRequest {
 
 async fn provider(api: &ApiServer, moto: &MotoServer) -> AwsProvider {
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    AwsProvider::new(Arc::new(KubeRoles::new(client)), Some(moto.url()), None)
+    AwsProvider::new(
+        Arc::new(KubeRoles::new(client)),
+        AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None },
+        None,
+    )
 }
 
 #[tokio::test]
@@ -114,4 +118,87 @@ async fn irsa_errors_name_what_is_missing() {
     let err = aws.mount(&no_region).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(err.to_string().starts_with("Region not found"), "{err}");
+}
+
+/// A stand-in for the node's EKS Pod Identity agent: answers
+/// `GET /v1/credentials` for one token, as the agent's API does.
+async fn pod_identity_agent(expected_token: &'static str) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            let token = headers.get("authorization").and_then(|v| v.to_str().ok());
+            if token != Some(expected_token) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            let body = serde_json::json!({
+                "AccessKeyId": "ASIAPODIDENTITY", "SecretAccessKey": "sk", "Token": "session",
+                "AccountId": "123456789012", "Expiration": "2030-01-01T00:00:00Z"
+            });
+            ([("content-type", "application/json")], body.to_string()).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/credentials", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn pod_identity_gets_credentials_from_the_agent() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    let agent = pod_identity_agent("pod-identity-token").await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let endpoints = AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: Some(agent) };
+    let aws =
+        AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, Some("us-west-2".into()));
+
+    let with_token = |token: &str| {
+        let mut req = request("app", false);
+        req.parameters.remove("region");
+        req.parameters.insert("usePodIdentity".into(), "true".into());
+        req.tokens.insert(
+            "pods.eks.amazonaws.com".into(),
+            ServiceAccountToken {
+                token: SecretBytes::from(token),
+                expiration_timestamp: String::new(),
+            },
+        );
+        req
+    };
+    // No service account read, no STS: the agent's credentials, in the driver's AWS_REGION.
+    let response = aws.mount(&with_token("pod-identity-token")).await.unwrap();
+    assert_eq!(response.files[0].contents.expose(), b"s3cret");
+
+    let other = AwsProvider::new(
+        Arc::new(KubeRoles::new(
+            kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap(),
+        )),
+        AwsEndpoints {
+            aws: Some(moto.url()),
+            pod_identity_agent: Some(pod_identity_agent("x").await),
+        },
+        Some("us-west-2".into()),
+    );
+    let err = other.mount(&with_token("wrong")).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("failed to get AWS config from pod identity agent: "),
+        "{err}"
+    );
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert!(!err.to_string().contains("wrong"), "the token is not in the error: {err}");
+
+    let mut no_audience = with_token("t");
+    no_audience.tokens.remove("pods.eks.amazonaws.com");
+    no_audience.tokens.insert(
+        "other".into(),
+        ServiceAccountToken { token: SecretBytes::from("t"), expiration_timestamp: String::new() },
+    );
+    let err = aws.mount(&no_audience).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Pod Identity token extraction failed: token for audience \"pods.eks.amazonaws.com\" not found - ensure tokenRequests includes this audience in CSIDriver"
+    );
 }

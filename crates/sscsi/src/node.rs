@@ -193,12 +193,15 @@ fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
 fn register_cloud_providers(providers: &mut ProviderRegistry, client: &Client) {
     #[cfg(feature = "aws")]
     {
-        use sscsi_provider_aws::{AwsProvider, auth::KubeRoles};
+        use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let roles = Arc::new(KubeRoles::new(client.clone()));
-        // SSCSI_AWS_ENDPOINT_URL points every AWS API at a test server.
-        let endpoint = std::env::var("SSCSI_AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty());
-        let region = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty());
-        providers.register(Arc::new(AwsProvider::new(roles, endpoint, region)));
+        // Test servers: every AWS API, and the Pod Identity agent.
+        let endpoints = AwsEndpoints {
+            aws: env("SSCSI_AWS_ENDPOINT_URL"),
+            pod_identity_agent: env("SSCSI_AWS_POD_IDENTITY_AGENT_URL"),
+        };
+        providers.register(Arc::new(AwsProvider::new(roles, endpoints, env("AWS_REGION"))));
     }
     #[cfg(not(feature = "aws"))]
     let _ = (providers, client);

@@ -212,14 +212,16 @@ async fn get_parameters(
             names: unique.join(", "),
         });
     }
+    let mut parameters = response.parameters.unwrap_or_default();
     let mut fetched = Vec::new();
-    for parameter in response.parameters.unwrap_or_default() {
+    // In the order the objects are listed, whatever order the answer has.
+    for d in batch {
         // The answer names the parameter by name or by ARN, as it was asked.
-        let asked = |d: &&&Descriptor| {
-            let name = d.name_in(region.failover);
-            Some(name) == parameter.name.as_deref() || Some(name) == parameter.arn.as_deref()
-        };
-        let Some(d) = batch.iter().find(asked) else { continue };
+        let name = d.name_in(region.failover);
+        let found = parameters
+            .iter()
+            .position(|p| p.name.as_deref() == Some(name) || p.arn.as_deref() == Some(name));
+        let Some(parameter) = found.map(|i| parameters.swap_remove(i)) else { continue };
         let value = SecretBytes::from(parameter.value.unwrap_or_default());
         fetched.push(output(d, value, parameter.version.to_string(), default_mode)?);
     }

@@ -42,3 +42,19 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     };
     Ok(Client::try_from(config)?)
 }
+
+/// The node label cloud providers read their default region from.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// This node's `topology.kubernetes.io/region`, if the node can be read and
+/// has one. Read once at startup: a node does not change region.
+pub async fn node_region(client: &Client, node_name: &str) -> Option<String> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    match nodes.get_opt(node_name).await {
+        Ok(node) => node.and_then(|n| n.metadata.labels).and_then(|l| l.get(REGION_LABEL).cloned()),
+        Err(e) => {
+            tracing::warn!(node = node_name, error = %e, "cannot read this node's region label");
+            None
+        }
+    }
+}

@@ -545,3 +545,18 @@ async fn a_synced_secret_is_back_before_a_new_pod_starts_after_a_rollout() {
     assert_eq!(secret["data"]["k"], b64("alpha"));
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "rs-new");
 }
+
+#[tokio::test]
+async fn node_region_comes_from_the_node_label() {
+    use k8s_openapi::api::core::v1::Node;
+    let api = ApiServer::start().await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/region": "eu-central-1"}}
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.unwrap();
+    assert_eq!(sscsi_kube::node_region(&client, "node-1").await.as_deref(), Some("eu-central-1"));
+    assert_eq!(sscsi_kube::node_region(&client, "node-2").await, None);
+}

@@ -9,9 +9,11 @@
 //!   Manager, SSM in batches of 10, failover regions, jmesPath), tested
 //!   against moto.
 //!
-//! Authentication (IRSA, EKS Pod Identity), credential caching and the
-//! `Provider` implementation follow; until then `spec.provider: aws` is
-//! answered with the list of providers this binary has.
+//! - [`auth`]: IRSA and EKS Pod Identity, credentials cached per identity;
+//! - [`AwsProvider`]: the `Provider` the binary registers as `aws`.
+//!
+//! Still to come: skipping unchanged secrets on rotation, and reusing SDK
+//! clients across mounts.
 
 pub mod auth;
 pub mod descriptor;

@@ -90,7 +90,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let mut providers = providers;
     if let Some(client) = &cluster.client {
-        register_cloud_providers(&mut providers, client);
+        register_cloud_providers(&mut providers, client, &config.node_id).await;
     }
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
@@ -190,7 +190,11 @@ fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
 }
 
 /// The providers that need the Kubernetes API (service accounts, tokens).
-fn register_cloud_providers(providers: &mut ProviderRegistry, client: &Client) {
+async fn register_cloud_providers(
+    providers: &mut ProviderRegistry,
+    client: &Client,
+    node_id: &str,
+) {
     #[cfg(feature = "aws")]
     {
         use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
@@ -201,10 +205,15 @@ fn register_cloud_providers(providers: &mut ProviderRegistry, client: &Client) {
             aws: env("SSCSI_AWS_ENDPOINT_URL"),
             pod_identity_agent: env("SSCSI_AWS_POD_IDENTITY_AGENT_URL"),
         };
-        providers.register(Arc::new(AwsProvider::new(roles, endpoints, env("AWS_REGION"))));
+        // A class without `region` uses AWS_REGION, else this node's region label.
+        let region = match env("AWS_REGION") {
+            Some(region) => Some(region),
+            None => sscsi_kube::node_region(client, node_id).await,
+        };
+        providers.register(Arc::new(AwsProvider::new(roles, endpoints, region)));
     }
     #[cfg(not(feature = "aws"))]
-    let _ = (providers, client);
+    let _ = (providers, client, node_id);
 }
 
 fn providers(local_provider_root: Option<PathBuf>) -> anyhow::Result<ProviderRegistry> {

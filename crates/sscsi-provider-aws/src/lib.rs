@@ -7,8 +7,7 @@
 //!   with ASCP's validation rules, messages and file naming;
 //! - [`fetch`]: reading the objects with the official SDK clients (Secrets
 //!   Manager, SSM in batches of 10, failover regions, jmesPath), tested
-//!   against moto.
-//!
+//!   against moto;
 //! - [`auth`]: IRSA and EKS Pod Identity, credentials cached per identity;
 //! - [`AwsProvider`]: the `Provider` the binary registers as `aws`.
 //!

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -109,11 +109,17 @@ impl RoleLookup for KubeRoles {
 pub struct CredentialCache {
     /// (role or "pod-identity", namespace, service account, region) -> credentials.
     entries: Mutex<HashMap<CacheKey, Credentials>>,
+    /// One exchange at a time per identity: concurrent mounts wait for it.
+    flights: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 type CacheKey = (String, String, String, String);
 
 impl CredentialCache {
+    fn flight(&self, key: &CacheKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.flights.lock().expect("flight lock").entry(key.clone()).or_default().clone()
+    }
+
     /// Cached credentials that are good for more than 5 minutes.
     fn fresh(&self, key: &CacheKey) -> Option<Credentials> {
         let entries = self.entries.lock().expect("credential cache lock");
@@ -142,6 +148,12 @@ impl CredentialCache {
             .await?
             .ok_or_else(|| AuthError::NoRole { namespace: namespace.clone(), name: sa.clone() })?;
         let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
+        }
+        let flight = self.flight(&key);
+        let _turn = flight.lock().await;
+        // Another mount may have made the exchange while this one waited.
         if let Some(creds) = self.fresh(&key) {
             return Ok(creds);
         }
@@ -235,6 +247,12 @@ impl CredentialCache {
             .ok_or(PodIdentityError::NoToken(POD_IDENTITY_AUDIENCE))?;
         let (namespace, sa) = (&request.pod.namespace, &request.pod.service_account);
         let key = ("pod-identity".to_owned(), namespace.clone(), sa.clone(), String::new());
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
+        }
+        let flight = self.flight(&key);
+        let _turn = flight.lock().await;
+        // Another mount may have made the exchange while this one waited.
         if let Some(creds) = self.fresh(&key) {
             return Ok(creds);
         }

@@ -12,7 +12,12 @@
 //!   its own file, carrying the parent's version.
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
-use futures::future::try_join_all;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, try_join_all};
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
 
 use crate::descriptor::{Descriptor, SecretType};
@@ -28,9 +33,42 @@ pub struct RegionClients {
     pub failover: bool,
     pub secrets_manager: aws_sdk_secretsmanager::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// Identical reads by the same identity share one call, when set.
+    pub shared: Option<SharedReads>,
 }
 
-#[derive(Debug, thiserror::Error)]
+type SecretRead = Result<(SecretBytes, String), FetchError>;
+type SharedRead = Shared<BoxFuture<'static, SecretRead>>;
+
+/// Reads in flight, by identity and object: concurrent mounts that need the
+/// same secret under the same identity make one `GetSecretValue`. An answer
+/// also serves reads that start within [`COALESCE_WINDOW`] of it, so a burst
+/// of pods is one call however their starts spread. The key always holds the
+/// identity, so no pod reads another identity's answer.
+#[derive(Default)]
+pub struct InFlight {
+    /// Read key -> (generation, the shared read).
+    calls: Mutex<HashMap<String, (u64, SharedRead)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// How long a finished read keeps answering identical reads.
+pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlight").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SharedReads {
+    /// Who reads: the role (or pod identity), namespace and service account.
+    pub identity: String,
+    pub in_flight: Arc<InFlight>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("{region}: Failed fetching secret {name}: {message}")]
     Secret { region: String, name: String, message: String, client_error: bool },
@@ -125,10 +163,49 @@ async fn fetch_secret(
     found.ok_or_else(|| FetchError::SecretAllRegions(d.object_name.clone()))
 }
 
-async fn get_secret_value(
-    region: &RegionClients,
-    d: &Descriptor,
-) -> Result<(SecretBytes, String), FetchError> {
+/// One read, shared with identical reads in flight when the region says so.
+async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead {
+    let Some(shared) = &region.shared else {
+        return read_secret_value(region.clone(), d.clone()).await;
+    };
+    let key = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        shared.identity,
+        region.region,
+        d.name_in(region.failover),
+        d.version_in(region.failover),
+        d.version_label_in(region.failover)
+    );
+    let in_flight = &shared.in_flight;
+    let (generation, call, started) = {
+        let mut calls = in_flight.calls.lock().expect("in-flight lock");
+        match calls.get(&key) {
+            Some((generation, call)) => (*generation, call.clone(), false),
+            None => {
+                let generation = in_flight.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let call = read_secret_value(region.clone(), d.clone()).boxed().shared();
+                calls.insert(key.clone(), (generation, call.clone()));
+                (generation, call, true)
+            }
+        }
+    };
+    let result = call.await;
+    if started {
+        // Keep the answer for the window, then forget it (unless replaced).
+        let in_flight = in_flight.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COALESCE_WINDOW).await;
+            let mut calls = in_flight.calls.lock().expect("in-flight lock");
+            if calls.get(&key).is_some_and(|(g, _)| *g == generation) {
+                calls.remove(&key);
+            }
+        });
+    }
+    result
+}
+
+async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
+    let (region, d) = (&region, &d);
     let name = d.name_in(region.failover);
     let version = Some(d.version_in(region.failover)).filter(|v| !v.is_empty());
     let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());

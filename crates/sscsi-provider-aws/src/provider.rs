@@ -13,7 +13,7 @@ use crate::auth::{
     AuthError, CredentialCache, POD_IDENTITY_IPV4, POD_IDENTITY_IPV6, PodIdentityError, RoleLookup,
 };
 use crate::descriptor::{DescriptorError, parse_objects};
-use crate::fetch::{FetchError, RegionClients, fetch_all};
+use crate::fetch::{FetchError, InFlight, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 
 pub const NAME: &str = "aws";
@@ -61,6 +61,7 @@ pub struct AwsProvider {
     endpoints: AwsEndpoints,
     /// `AWS_REGION` of the driver, used when a class names no region.
     default_region: Option<String>,
+    in_flight: Arc<InFlight>,
 }
 
 impl AwsProvider {
@@ -69,7 +70,13 @@ impl AwsProvider {
         endpoints: AwsEndpoints,
         default_region: Option<String>,
     ) -> Self {
-        Self { roles, credentials: CredentialCache::default(), endpoints, default_region }
+        Self {
+            roles,
+            credentials: CredentialCache::default(),
+            endpoints,
+            default_region,
+            in_flight: Arc::default(),
+        }
     }
 
     /// The agent URLs to try, in order, for `preferredAddressType`.
@@ -97,6 +104,9 @@ impl AwsProvider {
             .ok_or(AwsError::NoRegion)?;
         let regions = params.regions(primary)?;
         let descriptors = parse_objects(&params.objects, params.translate, &regions)?;
+        // Every auth parameter that picks the credentials; the region is in the read's key.
+        let mode = if params.use_pod_identity { "pod-identity" } else { "irsa" };
+        let identity = format!("{mode}/{}/{}", request.pod.namespace, request.pod.service_account);
         // Pod Identity credentials hold in every region; IRSA's are per region.
         let pod_identity = if params.use_pod_identity {
             let urls = self.agent_urls(params.preferred_address_type);
@@ -112,7 +122,7 @@ impl AwsProvider {
                     self.credentials.irsa(&*self.roles, &self.sts(region), region, request).await?
                 }
             };
-            clients.push(self.region_clients(region, index > 0, creds));
+            clients.push(self.region_clients(region, index > 0, creds, &identity));
         }
         let (files, versions) =
             fetch_all(&clients, &descriptors, request.default_file_mode).await?;
@@ -130,7 +140,13 @@ impl AwsProvider {
         aws_sdk_sts::Client::from_conf(config.build())
     }
 
-    fn region_clients(&self, region: &str, failover: bool, creds: Credentials) -> RegionClients {
+    fn region_clients(
+        &self,
+        region: &str,
+        failover: bool,
+        creds: Credentials,
+        identity: &str,
+    ) -> RegionClients {
         let sm = aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
             .region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()))
@@ -148,6 +164,10 @@ impl AwsProvider {
             failover,
             secrets_manager: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
+            shared: Some(SharedReads {
+                identity: identity.to_owned(),
+                in_flight: self.in_flight.clone(),
+            }),
         }
     }
 }

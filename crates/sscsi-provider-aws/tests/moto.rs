@@ -22,6 +22,7 @@ async fn clients(moto: &MotoServer, region: &str) -> RegionClients {
         failover: false,
         secrets_manager: aws_sdk_secretsmanager::Client::new(&config),
         ssm: aws_sdk_ssm::Client::new(&config),
+        shared: None,
     }
 }
 

@@ -202,3 +202,35 @@ async fn pod_identity_gets_credentials_from_the_agent() {
         "Pod Identity token extraction failed: token for audience \"pods.eks.amazonaws.com\" not found - ensure tokenRequests includes this audience in CSIDriver"
     );
 }
+
+/// Concurrent mounts of the same object by the same service account make one
+/// AssumeRoleWithWebIdentity and one GetSecretValue (ASCP: one of each per
+/// mount). Another service account gets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
+    service_account(&api, "other", Some("arn:aws:iam::123456789012:role/other")).await;
+    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
+    let aws = Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None));
+
+    let mounts = (0..10).map(|_| {
+        let aws = aws.clone();
+        tokio::spawn(async move { aws.mount(&request("app", true)).await.map(|r| r.files.len()) })
+    });
+    for mount in futures::future::join_all(mounts).await {
+        assert_eq!(mount.unwrap().unwrap(), 1);
+    }
+    assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
+    assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 1);
+
+    aws.mount(&request("other", true)).await.unwrap();
+    assert_eq!(
+        proxy.count("AssumeRoleWithWebIdentity"),
+        2,
+        "another identity, its own credentials"
+    );
+}

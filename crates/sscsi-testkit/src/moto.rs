@@ -58,3 +58,84 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy in front of moto that counts the AWS API calls passing through,
+/// by operation (`secretsmanager.GetSecretValue`, `AssumeRoleWithWebIdentity`,
+/// ...), so a test can prove how many backend calls a scenario made.
+#[derive(Debug, Clone)]
+pub struct CountingProxy {
+    url: String,
+    counts: std::sync::Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream: String) -> Self {
+        use axum::body::{Body, Bytes};
+        use axum::http::{HeaderMap, Method, Uri};
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        let counts: std::sync::Arc<Mutex<std::collections::BTreeMap<String, usize>>> =
+            Default::default();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let seen = counts.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (client, seen, upstream) = (client.clone(), seen.clone(), upstream.clone());
+                async move {
+                    *seen.lock().expect("counts").entry(operation(&headers, &body)).or_default() +=
+                        1;
+                    let target =
+                        format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
+                    let mut request = axum::http::Request::builder().method(method).uri(target);
+                    for (name, value) in &headers {
+                        if name != axum::http::header::HOST {
+                            request = request.header(name, value);
+                        }
+                    }
+                    let response =
+                        client.request(request.body(Full::new(body)).expect("request")).await;
+                    match response {
+                        Ok(response) => {
+                            let (parts, body) = response.into_parts();
+                            let bytes =
+                                body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            axum::http::Response::from_parts(parts, Body::from(bytes))
+                        }
+                        Err(e) => axum::http::Response::builder()
+                            .status(502)
+                            .body(Body::from(e.to_string()))
+                            .expect("response"),
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, counts }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// How many calls of `operation` went through.
+    pub fn count(&self, operation: &str) -> usize {
+        self.counts.lock().expect("counts").get(operation).copied().unwrap_or(0)
+    }
+}
+
+/// JSON protocols name the operation in `X-Amz-Target`, query protocols in
+/// the `Action` form field.
+fn operation(headers: &axum::http::HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.to_owned();
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or("unknown")
+        .to_owned()
+}

@@ -37,6 +37,10 @@ pub struct MountRequest {
     /// Versions of the objects currently mounted in this volume, empty on the
     /// first mount, so a provider can skip unchanged objects.
     pub current_versions: Vec<ObjectVersion>,
+    /// The files mounted now, by path, on a refresh: a provider whose
+    /// backend can tell cheaply that an object is unchanged returns these
+    /// bytes instead of reading the object again.
+    pub current_files: BTreeMap<String, SecretBytes>,
 }
 
 /// The pod a volume belongs to, from kubelet's `csi.storage.k8s.io/*` attributes.

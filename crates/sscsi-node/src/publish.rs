@@ -1,5 +1,6 @@
 //! The publish pipeline, one small step per function.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use sscsi_api::SecretProviderClass;
 use sscsi_core::{
-    DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, ProviderRegistry, SecretFile,
+    DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, ProviderRegistry, SecretBytes,
+    SecretFile,
 };
 use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
@@ -285,7 +287,9 @@ impl Publisher {
         let provider = self.providers.get(provider_name).map_err(|source| {
             PublishError::UnknownProvider { spc: spc.qualified_name(), source }
         })?;
-        let request = mount_request(&spc, req, current_versions.clone());
+        // On a refresh the mounted bytes let a provider skip unchanged objects.
+        let current_files = if mounted { self.read_current(req).await } else { BTreeMap::new() };
+        let request = mount_request(&spc, req, current_versions.clone(), current_files);
         let fetch_started = Instant::now();
         let response = provider.mount(&request).await;
         self.metrics.backend_request(provider_name, response.is_ok(), fetch_started.elapsed());
@@ -345,6 +349,21 @@ impl Publisher {
             },
         );
         Ok(outcome)
+    }
+
+    /// The files mounted now; empty when they cannot be read (the provider
+    /// then reads everything, as on a first mount).
+    async fn read_current(&self, req: &PublishRequest) -> BTreeMap<String, SecretBytes> {
+        let writer = AtomicWriter::new(&req.target_path);
+        let current = tokio::task::spawn_blocking(move || writer.read_current()).await;
+        match current {
+            Ok(Ok(files)) => files.into_iter().map(|(path, (_, bytes))| (path, bytes)).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(volume_id = req.volume_id, error = %e, "cannot read the mounted files");
+                BTreeMap::new()
+            }
+            Err(_) => BTreeMap::new(),
+        }
     }
 
     /// After a failed first mount, leaves nothing mounted: kubelet's retry
@@ -447,6 +466,7 @@ fn mount_request(
     spc: &SecretProviderClass,
     req: &PublishRequest,
     current_versions: Vec<ObjectVersion>,
+    current_files: BTreeMap<String, SecretBytes>,
 ) -> MountRequest {
     let mut parameters = spc.parameters().clone();
     parameters.extend(req.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -457,6 +477,7 @@ fn mount_request(
         pod: req.pod.clone(),
         default_file_mode: DEFAULT_FILE_MODE,
         current_versions,
+        current_files,
     }
 }
 

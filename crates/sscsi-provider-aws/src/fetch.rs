@@ -12,7 +12,7 @@
 //!   its own file, carrying the parent's version.
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -74,6 +74,8 @@ pub enum FetchError {
     Secret { region: String, name: String, message: String, client_error: bool },
     #[error("{region}: Failed fetching parameters: {message}")]
     Parameters { region: String, message: String, client_error: bool },
+    #[error("{region}: Failed to describe secret {name}: {message}")]
+    Describe { region: String, name: String, message: String, client_error: bool },
     #[error("{region}: invalid parameters: {names}")]
     InvalidParameters { region: String, names: String },
     #[error(
@@ -90,9 +92,9 @@ impl FetchError {
     /// ASCP fails the whole mount on a 4xx from any region.
     fn is_fatal(&self) -> bool {
         match self {
-            Self::Secret { client_error, .. } | Self::Parameters { client_error, .. } => {
-                *client_error
-            }
+            Self::Secret { client_error, .. }
+            | Self::Describe { client_error, .. }
+            | Self::Parameters { client_error, .. } => *client_error,
             Self::InvalidParameters { .. } | Self::Jmes(_) => true,
             Self::SecretAllRegions(_) | Self::ParametersAllRegions => false,
         }
@@ -103,13 +105,34 @@ impl ProviderFailure for FetchError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Secret { client_error: true, .. }
+            | Self::Describe { client_error: true, .. }
             | Self::Parameters { client_error: true, .. } => ErrorCode::FailedPrecondition,
             Self::InvalidParameters { .. } | Self::SecretAllRegions(_) => ErrorCode::NotFound,
             Self::Jmes(_) => ErrorCode::InvalidArgument,
-            Self::Secret { .. } | Self::Parameters { .. } | Self::ParametersAllRegions => {
-                ErrorCode::Unavailable
-            }
+            Self::Secret { .. }
+            | Self::Describe { .. }
+            | Self::Parameters { .. }
+            | Self::ParametersAllRegions => ErrorCode::Unavailable,
         }
+    }
+}
+
+/// What the volume holds now (on a refresh): versions by file, and bytes.
+#[derive(Debug, Default)]
+pub struct Current<'a> {
+    versions: HashMap<&'a str, &'a str>,
+    files: Option<&'a BTreeMap<String, SecretBytes>>,
+}
+
+impl<'a> Current<'a> {
+    pub fn new(versions: &'a [ObjectVersion], files: &'a BTreeMap<String, SecretBytes>) -> Self {
+        let versions = versions.iter().map(|v| (v.id.as_str(), v.version.as_str())).collect();
+        Self { versions, files: Some(files) }
+    }
+
+    /// The mounted version and bytes of a file, when both are known.
+    fn get(&self, file: &str) -> Option<(&'a str, &'a SecretBytes)> {
+        Some((*self.versions.get(file)?, self.files?.get(file)?))
     }
 }
 
@@ -124,10 +147,12 @@ pub async fn fetch_all(
     regions: &[RegionClients],
     descriptors: &[Descriptor],
     default_mode: u32,
+    current: &Current<'_>,
 ) -> Result<(Vec<SecretFile>, Vec<ObjectVersion>), FetchError> {
     let (secrets, parameters): (Vec<&Descriptor>, Vec<&Descriptor>) =
         descriptors.iter().partition(|d| d.secret_type() == SecretType::SecretsManager);
-    let secrets = try_join_all(secrets.into_iter().map(|d| fetch_secret(regions, d, default_mode)));
+    let secrets =
+        try_join_all(secrets.into_iter().map(|d| fetch_secret(regions, d, default_mode, current)));
     let parameters = async {
         let batches = parameters
             .chunks(SSM_BATCH)
@@ -148,10 +173,16 @@ async fn fetch_secret(
     regions: &[RegionClients],
     d: &Descriptor,
     default_mode: u32,
+    current: &Current<'_>,
 ) -> Result<Fetched, FetchError> {
     let mut found = None;
     for region in regions {
-        match get_secret_value(region, d).await {
+        let read = match still_current(region, d, current).await {
+            Ok(Some(unchanged)) => Ok(unchanged),
+            Ok(None) => get_secret_value(region, d).await,
+            Err(e) => Err(e),
+        };
+        match read {
             Ok((value, version)) if found.is_none() => {
                 found = Some(output(d, value, version, default_mode)?)
             }
@@ -162,6 +193,44 @@ async fn fetch_secret(
     }
     found.ok_or_else(|| FetchError::SecretAllRegions(d.object_name.clone()))
 }
+
+/// On a refresh: the mounted bytes when the object has not changed, decided
+/// as ASCP does: a pinned `objectVersion` against the mounted version, else
+/// `DescribeSecret` for the version holding the label (`AWSCURRENT` by
+/// default). `None`: read the value.
+async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current<'_>) -> Unchanged {
+    let Some((version, bytes)) = current.get(&d.file_name()) else { return Ok(None) };
+    let unchanged = |yes: bool| yes.then(|| (bytes.clone(), version.to_owned()));
+    let pinned = d.version_in(region.failover);
+    if !pinned.is_empty() {
+        return Ok(unchanged(pinned == version));
+    }
+    let label = match d.version_label_in(region.failover) {
+        "" => "AWSCURRENT",
+        label => label,
+    };
+    let described = region
+        .secrets_manager
+        .describe_secret()
+        .secret_id(d.name_in(region.failover))
+        .send()
+        .await
+        .map_err(|e| FetchError::Describe {
+            region: region.region.clone(),
+            name: d.object_name.clone(),
+            client_error: is_client_error(&e),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let holder = described
+        .version_ids_to_stages
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == label))
+        .map(|(id, _)| id);
+    Ok(unchanged(holder.as_deref() == Some(version)))
+}
+
+type Unchanged = Result<Option<(SecretBytes, String)>, FetchError>;
 
 /// One read, shared with identical reads in flight when the region says so.
 async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead {

@@ -13,7 +13,7 @@ use crate::auth::{
     AuthError, CredentialCache, POD_IDENTITY_IPV4, POD_IDENTITY_IPV6, PodIdentityError, RoleLookup,
 };
 use crate::descriptor::{DescriptorError, parse_objects};
-use crate::fetch::{FetchError, InFlight, RegionClients, SharedReads, fetch_all};
+use crate::fetch::{Current, FetchError, InFlight, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 
 pub const NAME: &str = "aws";
@@ -114,6 +114,7 @@ impl AwsProvider {
         } else {
             None
         };
+        let current = Current::new(&request.current_versions, &request.current_files);
         let mut clients = Vec::with_capacity(regions.len());
         for (index, region) in regions.iter().enumerate() {
             let creds = match &pod_identity {
@@ -125,7 +126,7 @@ impl AwsProvider {
             clients.push(self.region_clients(region, index > 0, creds, &identity));
         }
         let (files, versions) =
-            fetch_all(&clients, &descriptors, request.default_file_mode).await?;
+            fetch_all(&clients, &descriptors, request.default_file_mode, &current).await?;
         Ok(MountResponse { files, versions })
     }
 

@@ -7,7 +7,7 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
 use sscsi_core::{ErrorCode, ProviderFailure};
 use sscsi_provider_aws::descriptor::parse_objects;
-use sscsi_provider_aws::fetch::{FetchError, RegionClients, fetch_all};
+use sscsi_provider_aws::fetch::{Current, FetchError, RegionClients, fetch_all};
 use sscsi_testkit::moto::MotoServer;
 
 async fn clients(moto: &MotoServer, region: &str) -> RegionClients {
@@ -93,7 +93,9 @@ async fn fetches_secrets_and_parameters_as_ascp_writes_them() {
 "#;
     let descriptors = parse_objects(objects, Some('_'), &regions(&["us-west-2"])).unwrap();
     let (files, versions) =
-        fetch_all(std::slice::from_ref(&region), &descriptors, 0o644).await.unwrap();
+        fetch_all(std::slice::from_ref(&region), &descriptors, 0o644, &Current::default())
+            .await
+            .unwrap();
     let got: Vec<(&str, u32, &[u8])> =
         files.iter().map(|f| (f.path.as_str(), f.mode, f.contents.expose())).collect();
     assert_eq!(
@@ -138,7 +140,10 @@ async fn batches_of_more_than_ten_parameters() {
         objects += &format!("- objectName: {name}\n  objectType: ssmparameter\n");
     }
     let descriptors = parse_objects(&objects, Some('_'), &regions(&["us-west-2"])).unwrap();
-    let (files, _) = fetch_all(std::slice::from_ref(&region), &descriptors, 0o644).await.unwrap();
+    let (files, _) =
+        fetch_all(std::slice::from_ref(&region), &descriptors, 0o644, &Current::default())
+            .await
+            .unwrap();
     assert_eq!(files.len(), 23);
     assert!(files.iter().any(|f| f.path == "p22" && f.contents.expose() == b"v22"));
 }
@@ -159,7 +164,7 @@ async fn missing_objects_and_bad_jmes_paths_fail_the_mount() {
         let region = region.clone();
         async move {
             let descriptors = parse_objects(objects, Some('_'), &regions(&["us-west-2"])).unwrap();
-            fetch_all(&[region], &descriptors, 0o644).await.unwrap_err()
+            fetch_all(&[region], &descriptors, 0o644, &Current::default()).await.unwrap_err()
         }
     };
 
@@ -203,12 +208,15 @@ async fn the_primary_region_wins_and_a_failover_region_fills_in() {
     let two = regions(&["us-west-2", "us-east-1"]);
     let objects = "- objectName: s\n  objectType: secretsmanager\n";
     let descriptors = parse_objects(objects, Some('_'), &two).unwrap();
-    let (files, _) = fetch_all(&[west.clone(), east.clone()], &descriptors, 0o644).await.unwrap();
+    let (files, _) =
+        fetch_all(&[west.clone(), east.clone()], &descriptors, 0o644, &Current::default())
+            .await
+            .unwrap();
     assert_eq!(files[0].contents.expose(), b"west");
 
     // The primary region lacks the failover object's name: a 4xx there is fatal, as ASCP.
     let objects = "- objectName: s-west-only\n  objectType: secretsmanager\n  objectAlias: a\n  failoverObject:\n    objectName: s-east\n";
     let descriptors = parse_objects(objects, Some('_'), &two).unwrap();
-    let err = fetch_all(&[west, east], &descriptors, 0o644).await.unwrap_err();
+    let err = fetch_all(&[west, east], &descriptors, 0o644, &Current::default()).await.unwrap_err();
     assert!(err.to_string().starts_with("us-west-2: Failed fetching secret s-west-only"), "{err}");
 }

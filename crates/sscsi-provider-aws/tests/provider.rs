@@ -234,3 +234,50 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
         "another identity, its own credentials"
     );
 }
+
+/// On a refresh with the mounted versions and bytes, an unchanged secret
+/// costs one DescribeSecret and no GetSecretValue; a rotated one is read.
+#[tokio::test]
+async fn a_refresh_reads_only_secrets_that_changed() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
+    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
+    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
+
+    let first = aws.mount(&request("app", true)).await.unwrap();
+    let refresh = |previous: &sscsi_core::MountResponse| {
+        let mut req = request("app", true);
+        req.current_versions = previous.versions.clone();
+        req.current_files =
+            previous.files.iter().map(|f| (f.path.clone(), f.contents.clone())).collect();
+        req
+    };
+    // Past the read-coalescing window, so only the version check decides.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = aws.mount(&refresh(&first)).await.unwrap();
+    assert_eq!(again.files, first.files);
+    assert_eq!(again.versions, first.versions);
+    assert_eq!(proxy.count("secretsmanager.DescribeSecret"), 1);
+    assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 1, "no read for an unchanged secret");
+
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(moto.url())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+        .put_secret_value()
+        .secret_id("app/db")
+        .secret_string("rotated")
+        .send()
+        .await
+        .unwrap();
+    let rotated = aws.mount(&refresh(&again)).await.unwrap();
+    assert_eq!(rotated.files[0].contents.expose(), b"rotated");
+    assert_ne!(rotated.versions, first.versions);
+    assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 2);
+}

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
-use aws_sdk_sts::error::DisplayErrorContext;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
 
@@ -170,7 +169,7 @@ impl CredentialCache {
             .map_err(|e| AuthError::Sts {
                 region: region.to_owned(),
                 role: role.clone(),
-                message: DisplayErrorContext(&e).to_string(),
+                message: crate::fetch::sdk_message(&e),
             })?;
         let issued = response.credentials.ok_or_else(|| AuthError::Sts {
             region: region.to_owned(),

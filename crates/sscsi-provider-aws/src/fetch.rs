@@ -11,7 +11,7 @@
 //! - `jmesPath`: each string the expression selects from the JSON value is
 //!   its own file, carrying the parent's version.
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -219,7 +219,7 @@ async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current
             region: region.region.clone(),
             name: d.object_name.clone(),
             client_error: is_client_error(&e),
-            message: DisplayErrorContext(&e).to_string(),
+            message: sdk_message(&e),
         })?;
     let holder = described
         .version_ids_to_stages
@@ -290,7 +290,7 @@ async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
             region: region.region.clone(),
             name: d.object_name.clone(),
             client_error: is_client_error(&e),
-            message: DisplayErrorContext(&e).to_string(),
+            message: sdk_message(&e),
         })?;
     let value = match (response.secret_string, response.secret_binary) {
         (Some(s), _) => SecretBytes::from(s),
@@ -343,7 +343,7 @@ async fn get_parameters(
         .map_err(|e| FetchError::Parameters {
             region: region.region.clone(),
             client_error: is_client_error(&e),
-            message: DisplayErrorContext(&e).to_string(),
+            message: sdk_message(&e),
         })?;
     let invalid = response.invalid_parameters.unwrap_or_default();
     if !invalid.is_empty() {
@@ -429,6 +429,23 @@ fn output(
     );
     versions.insert(0, ObjectVersion { id: d.file_name(), version });
     Ok(Fetched { files, versions })
+}
+
+/// An SDK error in a line: the service's code and message when it
+/// answered, else the transport failure.
+pub(crate) fn sdk_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("UnknownError"),
+            service.message().unwrap_or("no message")
+        ),
+        None => DisplayErrorContext(e).to_string(),
+    }
 }
 
 /// A 4xx answer: the request itself is wrong (missing secret, denied).

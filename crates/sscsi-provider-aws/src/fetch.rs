@@ -362,11 +362,21 @@ async fn get_parameters(
     let mut fetched = Vec::new();
     // In the order the objects are listed, whatever order the answer has.
     for d in batch {
-        // The answer names the parameter by name or by ARN, as it was asked.
+        // The answer names the parameter by name or by ARN, as it was asked,
+        // and (real SSM; not moto) says which `:version`/`:label` it answers.
         let name = d.name_in(region.failover);
+        let selector = match (d.version_in(region.failover), d.version_label_in(region.failover)) {
+            ("", "") => None,
+            ("", label) => Some(format!(":{label}")),
+            (version, _) => Some(format!(":{version}")),
+        };
+        let named = |p: &aws_sdk_ssm::types::Parameter| {
+            p.name.as_deref() == Some(name) || p.arn.as_deref() == Some(name)
+        };
         let found = parameters
             .iter()
-            .position(|p| p.name.as_deref() == Some(name) || p.arn.as_deref() == Some(name));
+            .position(|p| named(p) && p.selector.is_some() && p.selector == selector)
+            .or_else(|| parameters.iter().position(named));
         let Some(parameter) = found.map(|i| parameters.swap_remove(i)) else { continue };
         let value = SecretBytes::from(parameter.value.unwrap_or_default());
         fetched.push(output(d, value, parameter.version.to_string(), default_mode)?);

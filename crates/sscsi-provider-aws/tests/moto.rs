@@ -220,3 +220,76 @@ async fn the_primary_region_wins_and_a_failover_region_fills_in() {
     let err = fetch_all(&[west, east], &descriptors, 0o644, &Current::default()).await.unwrap_err();
     assert!(err.to_string().starts_with("us-west-2: Failed fetching secret s-west-only"), "{err}");
 }
+
+#[tokio::test]
+async fn version_ids_and_labels() {
+    let moto = MotoServer::start();
+    let region = clients(&moto, "us-west-2").await;
+    let sm = &region.secrets_manager;
+    let v1 =
+        sm.create_secret().name("s").secret_string("one").send().await.unwrap().version_id.unwrap();
+    let v2 = sm
+        .put_secret_value()
+        .secret_id("s")
+        .secret_string("two")
+        .send()
+        .await
+        .unwrap()
+        .version_id
+        .unwrap();
+    let ssm = &region.ssm;
+    for value in ["p-one", "p-two"] {
+        ssm.put_parameter()
+            .name("p")
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    ssm.label_parameter_version()
+        .name("p")
+        .parameter_version(1)
+        .labels("stable")
+        .send()
+        .await
+        .unwrap();
+
+    let fetch = |objects: String| {
+        let region = region.clone();
+        async move {
+            let descriptors = parse_objects(&objects, Some('_'), &regions(&["us-west-2"])).unwrap();
+            fetch_all(&[region], &descriptors, 0o644, &Current::default()).await.unwrap()
+        }
+    };
+    let (files, versions) = fetch(format!(
+        "- {{objectName: s, objectType: secretsmanager, objectAlias: cur}}\n\
+         - {{objectName: s, objectType: secretsmanager, objectAlias: prev, objectVersionLabel: AWSPREVIOUS}}\n\
+         - {{objectName: s, objectType: secretsmanager, objectAlias: pinned, objectVersion: {v1}}}\n"
+    ))
+    .await;
+    let content =
+        |path: &str| files.iter().find(|f| f.path == path).map(|f| f.contents.expose().to_vec());
+    let version = |id: &str| versions.iter().find(|v| v.id == id).map(|v| v.version.clone());
+    assert_eq!(content("cur").as_deref(), Some(&b"two"[..]));
+    assert_eq!(content("prev").as_deref(), Some(&b"one"[..]));
+    assert_eq!(content("pinned").as_deref(), Some(&b"one"[..]));
+    assert_eq!((version("cur"), version("prev")), (Some(v2), Some(v1)));
+
+    // One SSM name per mount: moto's answers carry no Selector to tell
+    // `p:stable` from `p` apart in one batch (real SSM's do).
+    for (objects, want, want_version) in [
+        (
+            "- {objectName: p, objectType: ssmparameter, objectVersionLabel: stable}\n",
+            &b"p-one"[..],
+            "1",
+        ),
+        ("- {objectName: p, objectType: ssmparameter, objectVersion: '1'}\n", &b"p-one"[..], "1"),
+        ("- {objectName: p, objectType: ssmparameter}\n", &b"p-two"[..], "2"),
+    ] {
+        let (files, versions) = fetch(objects.to_owned()).await;
+        assert_eq!(files[0].contents.expose(), want, "{objects}");
+        assert_eq!(versions[0].version, want_version, "{objects}");
+    }
+}

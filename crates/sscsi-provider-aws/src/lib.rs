@@ -11,8 +11,7 @@
 //! - [`auth`]: IRSA and EKS Pod Identity, credentials cached per identity;
 //! - [`AwsProvider`]: the `Provider` the binary registers as `aws`.
 //!
-//! Still to come: skipping unchanged secrets on rotation, and reusing SDK
-//! clients across mounts.
+//! Still to come: reusing SDK clients across mounts.
 
 pub mod auth;
 pub mod descriptor;

@@ -2,7 +2,7 @@
 //! exactly the SecretProviderClasses the official provider (ASCP 3.x)
 //! accepts.
 //!
-//! This crate is being built in steps. So far:
+//! The parts:
 //! - [`descriptor`], [`params`]: the `objects` and top-level parameters, read
 //!   with ASCP's validation rules, messages and file naming;
 //! - [`fetch`]: reading the objects with the official SDK clients (Secrets

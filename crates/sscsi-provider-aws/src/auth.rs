@@ -119,6 +119,31 @@ impl CredentialCache {
         self.flights.lock().expect("flight lock").entry(key.clone()).or_default().clone()
     }
 
+    /// The credentials for `key`: cached while fresh, else made by
+    /// `exchange`, one exchange at a time per identity so concurrent mounts
+    /// wait for it instead of making their own.
+    async fn get_or_exchange<E, F>(
+        &self,
+        key: CacheKey,
+        exchange: impl FnOnce() -> F,
+    ) -> Result<Credentials, E>
+    where
+        F: std::future::Future<Output = Result<Credentials, E>>,
+    {
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
+        }
+        let flight = self.flight(&key);
+        let _turn = flight.lock().await;
+        // Another mount may have made the exchange while this one waited.
+        if let Some(creds) = self.fresh(&key) {
+            return Ok(creds);
+        }
+        let creds = exchange().await?;
+        self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
+        Ok(creds)
+    }
+
     /// Cached credentials that are good for more than 5 minutes.
     fn fresh(&self, key: &CacheKey) -> Option<Credentials> {
         let entries = self.entries.lock().expect("credential cache lock");
@@ -147,45 +172,37 @@ impl CredentialCache {
             .await?
             .ok_or_else(|| AuthError::NoRole { namespace: namespace.clone(), name: sa.clone() })?;
         let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let flight = self.flight(&key);
-        let _turn = flight.lock().await;
-        // Another mount may have made the exchange while this one waited.
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
-        let response = sts
-            .assume_role_with_web_identity()
-            .role_arn(&role)
-            .role_session_name(
-                format!("sscsi-{namespace}-{sa}").chars().take(64).collect::<String>(),
-            )
-            .web_identity_token(web_identity)
-            .send()
-            .await
-            .map_err(|e| AuthError::Sts {
+        self.get_or_exchange(key, || async {
+            let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
+            let response = sts
+                .assume_role_with_web_identity()
+                .role_arn(&role)
+                .role_session_name(
+                    format!("sscsi-{namespace}-{sa}").chars().take(64).collect::<String>(),
+                )
+                .web_identity_token(web_identity)
+                .send()
+                .await
+                .map_err(|e| AuthError::Sts {
+                    region: region.to_owned(),
+                    role: role.clone(),
+                    message: crate::fetch::sdk_message(&e),
+                })?;
+            let issued = response.credentials.ok_or_else(|| AuthError::Sts {
                 region: region.to_owned(),
                 role: role.clone(),
-                message: crate::fetch::sdk_message(&e),
+                message: "the answer carries no credentials".to_owned(),
             })?;
-        let issued = response.credentials.ok_or_else(|| AuthError::Sts {
-            region: region.to_owned(),
-            role: role.clone(),
-            message: "the answer carries no credentials".to_owned(),
-        })?;
-        let expiry = SystemTime::try_from(issued.expiration).ok();
-        let creds = Credentials::new(
-            issued.access_key_id,
-            issued.secret_access_key,
-            Some(issued.session_token),
-            expiry,
-            "sscsi-irsa",
-        );
-        self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
-        Ok(creds)
+            let expiry = SystemTime::try_from(issued.expiration).ok();
+            Ok(Credentials::new(
+                issued.access_key_id,
+                issued.secret_access_key,
+                Some(issued.session_token),
+                expiry,
+                "sscsi-irsa",
+            ))
+        })
+        .await
     }
 }
 
@@ -246,26 +263,17 @@ impl CredentialCache {
             .ok_or(PodIdentityError::NoToken(POD_IDENTITY_AUDIENCE))?;
         let (namespace, sa) = (&request.pod.namespace, &request.pod.service_account);
         let key = ("pod-identity".to_owned(), namespace.clone(), sa.clone(), String::new());
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let flight = self.flight(&key);
-        let _turn = flight.lock().await;
-        // Another mount may have made the exchange while this one waited.
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let mut failures = Vec::new();
-        for endpoint in endpoints {
-            match ask_agent(endpoint, token.token.expose_str().unwrap_or_default()).await {
-                Ok(creds) => {
-                    self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
-                    return Ok(creds);
+        self.get_or_exchange(key, || async {
+            let mut failures = Vec::new();
+            for endpoint in endpoints {
+                match ask_agent(endpoint, token.token.expose_str().unwrap_or_default()).await {
+                    Ok(creds) => return Ok(creds),
+                    Err(e) => failures.push(format!("{endpoint}: {e}")),
                 }
-                Err(e) => failures.push(format!("{endpoint}: {e}")),
             }
-        }
-        Err(PodIdentityError::Agent(failures.join("; ")))
+            Err(PodIdentityError::Agent(failures.join("; ")))
+        })
+        .await
     }
 }
 

@@ -22,6 +22,26 @@ pub fn parse_yaml<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, Par
     serde_saphyr::from_str(text).map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))
 }
 
+/// Parses a parameter holding YAML the way Go's `gopkg.in/yaml.v3` reads it,
+/// as the Azure, GCP and Vault providers do: an integer with a leading zero
+/// (`0600`) is octal, so `filePermission: 0600` means mode 0o600.
+pub fn parse_yaml_v3<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, ParamError> {
+    let mut options = serde_saphyr::Options::default();
+    options.legacy_octal_numbers = true;
+    serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))
+}
+
+/// Go's `strconv.ParseBool`, which the upstream providers use for their
+/// boolean parameters: `1 t T TRUE true True` and `0 f F FALSE false False`.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 /// Parses an octal permission string such as `"0600"` or `"644"` into mode
 /// bits, refusing anything beyond 0o777 (no setuid, setgid or sticky bits in
 /// a secret volume).
@@ -53,6 +73,32 @@ mod tests {
         for bad in ["", "0800", "rw", "4755", "06000", "-1", "0x1"] {
             let err = parse_octal_mode("filePermission", bad).unwrap_err();
             assert_eq!(err.field, "filePermission", "{bad}");
+        }
+    }
+
+    #[test]
+    fn yaml_v3_reads_a_leading_zero_as_octal() {
+        #[derive(serde::Deserialize, Debug)]
+        struct O {
+            mode: u32,
+        }
+        let v: Vec<O> =
+            parse_yaml_v3("objects", "- mode: 0600\n- mode: 420\n- mode: 0o640\n").unwrap();
+        assert_eq!(v.iter().map(|o| o.mode).collect::<Vec<_>>(), [0o600, 420, 0o640]);
+        // The YAML 1.2 reading, for contrast, takes no leading zero at all.
+        assert!(parse_yaml::<Vec<O>>("objects", "- mode: 0600\n").is_err());
+    }
+
+    #[test]
+    fn go_bools() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false), "{f}");
+        }
+        for bad in ["", "yes", "tRUE", " true"] {
+            assert_eq!(parse_go_bool(bad), None, "{bad}");
         }
     }
 

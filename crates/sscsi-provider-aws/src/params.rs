@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use sscsi_core::params::parse_go_bool;
+
 use crate::descriptor::{DescriptorError, path_translation};
 
 /// Which Pod Identity agent endpoint to use (`preferredAddressType`).
@@ -71,14 +73,6 @@ impl AwsParams {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,187 @@
+//! Logging in to Vault with the pod's service-account token, and reusing the
+//! Vault token: one login per identity (namespace, service account, role,
+//! address, auth mount, Vault namespace, TLS, audience) while the token is
+//! valid, shared by every mount and rotation of that identity. Upstream keeps
+//! one token per pod and SecretProviderClass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use sscsi_core::{MountRequest, SecretBytes};
+
+use crate::client::{Call, ClientError, VaultHttp};
+use crate::json::SecretJson;
+use crate::params::VaultParams;
+
+/// A self-requested pod token lives 15 minutes, as upstream's.
+const SELF_TOKEN_SECONDS: i64 = 900;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("failed to login: {0}")]
+    Login(ClientError),
+    #[error("failed to login: POST {path}: the response has no auth.client_token")]
+    NoClientToken { path: String },
+    #[error(
+        "failed to create a service account token for requesting pod {namespace}/{pod}: {message}"
+    )]
+    TokenRequest { namespace: String, pod: String, message: String },
+    #[error(
+        "no service account token for audience {audience:?} in the mount request, and no Kubernetes API to request one"
+    )]
+    NoToken { audience: String },
+}
+
+/// A Vault token and when to stop using it.
+struct Held {
+    token: SecretBytes,
+    /// Re-login from this instant on; `None` for a token that does not expire.
+    renew_at: Option<Instant>,
+}
+
+/// Vault tokens by identity, each obtained by one login at a time.
+#[derive(Default)]
+pub struct Tokens {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>,
+    logins: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("logins", &self.logins()).finish_non_exhaustive()
+    }
+}
+
+/// The identity a Vault token belongs to.
+pub fn identity(params: &VaultParams, request: &MountRequest) -> String {
+    serde_json::json!([
+        request.pod.namespace,
+        request.pod.service_account,
+        params.role,
+        params.address,
+        params.auth_mount,
+        params.namespace,
+        params.audience,
+        params.requested_audience,
+        format!("{:?}", params.tls),
+    ])
+    .to_string()
+}
+
+impl Tokens {
+    /// Logins made so far.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The identity's Vault token, logging in when there is none, it is
+    /// nearly expired, or it is `failed` (refused with a 403). The flag says
+    /// whether this call logged in.
+    pub async fn token(
+        &self,
+        key: &str,
+        failed: Option<&SecretBytes>,
+        login: &Login<'_>,
+    ) -> Result<(SecretBytes, bool), AuthError> {
+        let slot =
+            self.slots.lock().expect("tokens lock").entry(key.to_owned()).or_default().clone();
+        let mut held = slot.lock().await;
+        if let Some(h) = held.as_ref() {
+            let fresh = h.renew_at.is_none_or(|at| Instant::now() < at);
+            if fresh && failed != Some(&h.token) {
+                return Ok((h.token.clone(), false));
+            }
+        }
+        *held = None;
+        let (token, ttl) = login.run().await?;
+        self.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Log in again when two thirds of the token's life are over.
+        let renew_at = ttl.map(|ttl| Instant::now() + ttl * 2 / 3);
+        *held = Some(Held { token: token.clone(), renew_at });
+        Ok((token, true))
+    }
+}
+
+/// What one login needs.
+pub struct Login<'a> {
+    pub http: &'a VaultHttp,
+    pub params: &'a VaultParams,
+    pub request: &'a MountRequest,
+    pub kube: Option<&'a kube::Client>,
+}
+
+impl std::fmt::Debug for Login<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login").field("role", &self.params.role).finish_non_exhaustive()
+    }
+}
+
+impl Login<'_> {
+    /// `POST /v1/auth/<mount>/login` with `{jwt, role}`: the same call for the
+    /// kubernetes and the jwt auth methods. Returns the token and its TTL.
+    async fn run(&self) -> Result<(SecretBytes, Option<Duration>), AuthError> {
+        let jwt = self.jwt().await?;
+        let path = format!("/v1/auth/{}/login", self.params.auth_mount);
+        let body = serde_json::json!({"jwt": jwt.expose_str().unwrap_or_default(), "role": self.params.role});
+        let body = SecretJson(body);
+        let call = Call {
+            method: "POST",
+            path: &path,
+            query: "",
+            body: Some(SecretBytes::from(serde_json::to_vec(&body.0).expect("JSON serialises"))),
+            token: None,
+            namespace: self.params.namespace.as_deref(),
+        };
+        let response = self.http.send(&call).await.map_err(AuthError::Login)?;
+        let response = SecretJson(
+            serde_json::from_slice(&response)
+                .map_err(|_| AuthError::NoClientToken { path: path.clone() })?,
+        );
+        let auth = &response.0["auth"];
+        let token = auth["client_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::NoClientToken { path })?;
+        let ttl = auth["lease_duration"].as_u64().filter(|s| *s > 0).map(Duration::from_secs);
+        Ok((SecretBytes::from(token.as_bytes().to_vec()), ttl))
+    }
+
+    /// The pod's token for the audience, else one requested for the pod
+    /// (upstream falls back to TokenRequest even when other audiences were passed).
+    async fn jwt(&self) -> Result<SecretBytes, AuthError> {
+        if let Some(token) = self.request.tokens.get(&self.params.audience) {
+            return Ok(token.token.clone());
+        }
+        let pod = &self.request.pod;
+        let Some(kube) = self.kube else {
+            return Err(AuthError::NoToken { audience: self.params.audience.clone() });
+        };
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: self.params.requested_audience.clone().into_iter().collect(),
+                expiration_seconds: Some(SELF_TOKEN_SECONDS),
+                bound_object_ref: Some(BoundObjectReference {
+                    kind: Some("Pod".into()),
+                    api_version: Some("v1".into()),
+                    name: Some(pod.name.clone()),
+                    uid: Some(pod.uid.clone()),
+                }),
+            },
+            ..Default::default()
+        };
+        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(kube.clone(), &pod.namespace);
+        let issued = api
+            .create_token_request(&pod.service_account, &Default::default(), &request)
+            .await
+            .map_err(|e| AuthError::TokenRequest {
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                message: e.to_string(),
+            })?;
+        let token = issued.status.map(|s| s.token).unwrap_or_default();
+        Ok(SecretBytes::from(token.into_bytes()))
+    }
+}

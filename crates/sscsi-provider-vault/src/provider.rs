@@ -1,0 +1,185 @@
+//! The `vault` provider: parameters → Vault token (cached per identity) →
+//! one read per distinct request → files and versions.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use sscsi_core::{
+    ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
+    ProviderFailure, SecretBytes, SecretFile,
+};
+
+use crate::auth::{AuthError, Login, Tokens, identity};
+use crate::client::{Call, ClientError, Clients};
+use crate::json::SecretJson;
+use crate::params::{ParamsError, ReadKey, VaultDefaults, VaultParams};
+use crate::render::{RenderError, render};
+use crate::version::{KeySource, VersionKey, version};
+
+pub const NAME: &str = "vault";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error(transparent)]
+    Client(ClientError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("couldn't read secret {object:?}: {source}")]
+    Read { object: String, source: ClientError },
+    #[error("couldn't read secret {object:?}: the response from {path:?} is not JSON")]
+    NotJson { object: String, path: String },
+    #[error("empty response from {path:?}, warnings: {warnings:?}")]
+    Empty { path: String, warnings: Vec<String> },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+fn status_code(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 | 403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        429 => ErrorCode::ResourceExhausted,
+        400..=499 => ErrorCode::FailedPrecondition,
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+impl ProviderFailure for VaultError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Params(_) | Self::Client(ClientError::Address(_)) => ErrorCode::InvalidArgument,
+            Self::Client(_) => ErrorCode::FailedPrecondition,
+            Self::Auth(AuthError::Login(e)) | Self::Read { source: e, .. } => {
+                e.status().map_or(ErrorCode::Unavailable, status_code)
+            }
+            Self::Auth(AuthError::NoToken { .. }) => ErrorCode::FailedPrecondition,
+            Self::Auth(AuthError::TokenRequest { .. } | AuthError::NoClientToken { .. }) => {
+                ErrorCode::Unavailable
+            }
+            Self::NotJson { .. } | Self::Empty { .. } | Self::Render(_) => {
+                ErrorCode::FailedPrecondition
+            }
+        }
+    }
+}
+
+pub struct VaultProvider {
+    defaults: VaultDefaults,
+    /// For TokenRequest when a mount brings no token for the audience.
+    kube: Option<kube::Client>,
+    clients: Clients,
+    tokens: Tokens,
+    version_key: VersionKey,
+}
+
+impl std::fmt::Debug for VaultProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultProvider")
+            .field("defaults", &self.defaults)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultProvider {
+    pub fn new(defaults: VaultDefaults, kube: Option<kube::Client>, key: KeySource) -> Self {
+        Self {
+            defaults,
+            kube,
+            clients: Clients::default(),
+            tokens: Tokens::default(),
+            version_key: VersionKey::new(key),
+        }
+    }
+
+    /// Vault logins made so far.
+    pub fn logins(&self) -> u64 {
+        self.tokens.logins()
+    }
+
+    async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, VaultError> {
+        let params = VaultParams::parse(&request.parameters, &self.defaults)?;
+        let http = self.clients.get(&params.address, &params.tls).map_err(VaultError::Client)?;
+        let login = Login { http: &http, params: &params, request, kube: self.kube.as_ref() };
+        let identity = identity(&params, request);
+        let (token, fresh) = self.tokens.token(&identity, None, &login).await?;
+        // One read per distinct request: objects on one dynamic path see one credential.
+        let mut reads: BTreeMap<&ReadKey, &str> = BTreeMap::new();
+        for object in &params.objects {
+            reads.entry(&object.read).or_insert(&object.object_name);
+        }
+        let results = futures::future::join_all(reads.iter().map(|(read, object)| {
+            let (http, token, login, identity) = (&http, &token, &login, &identity);
+            let namespace = params.namespace.as_deref();
+            async move {
+                let mut call = Call {
+                    method: &read.method,
+                    path: &read.path,
+                    query: &read.query,
+                    body: read.body.as_ref().map(|b| SecretBytes::from(b.as_bytes().to_vec())),
+                    token: Some(token),
+                    namespace,
+                };
+                let answer = match http.send(&call).await {
+                    // A token Vault no longer honours (revoked, expired early):
+                    // log in again once, unless it was just issued.
+                    Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && !fresh => {
+                        let (renewed, _) = self.tokens.token(identity, Some(token), login).await?;
+                        call.token = Some(&renewed);
+                        http.send(&call).await
+                    }
+                    other => other,
+                };
+                let body = answer
+                    .map_err(|source| VaultError::Read { object: (*object).to_owned(), source })?;
+                let response = SecretJson(serde_json::from_slice(&body).map_err(|_| {
+                    VaultError::NotJson { object: (*object).to_owned(), path: read.path.clone() }
+                })?);
+                Ok::<_, VaultError>(response)
+            }
+        }))
+        .await;
+        let mut responses = BTreeMap::new();
+        for ((read, _), result) in reads.iter().zip(results) {
+            responses.insert(*read, result?);
+        }
+        let key = self.version_key.get().await;
+        let mut files = Vec::with_capacity(params.objects.len());
+        let mut versions = Vec::with_capacity(params.objects.len());
+        for object in &params.objects {
+            let response = &responses[&object.read].0;
+            if response["data"].is_null() {
+                let warnings = response["warnings"]
+                    .as_array()
+                    .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                return Err(VaultError::Empty { path: object.secret_path.clone(), warnings });
+            }
+            let contents = render(object, response)?;
+            versions.push(ObjectVersion {
+                id: object.object_name.clone(),
+                version: version(key, &object.config_json, contents.expose()),
+            });
+            let mode = match object.file_permission {
+                0 => request.default_file_mode,
+                mode => mode,
+            };
+            files.push(SecretFile { path: object.object_name.clone(), mode, contents });
+        }
+        Ok(MountResponse { files, versions })
+    }
+}
+
+#[async_trait]
+impl Provider for VaultProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
+        self.fetch(request).await.map_err(ProviderError::from)
+    }
+}

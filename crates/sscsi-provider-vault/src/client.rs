@@ -192,7 +192,10 @@ impl VaultHttp {
                 .ok()
                 .and_then(|v| v.get("errors").cloned())
                 .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|e| flatten_multierror(e))
+                .collect();
             return Err(ClientError::Status {
                 method: call.method.to_owned(),
                 path: call.path.to_owned(),
@@ -201,6 +204,17 @@ impl VaultHttp {
             });
         }
     }
+}
+
+/// Vault wraps some errors in go-multierror's text ("1 error occurred:\n\t*
+/// permission denied\n\n"); the items are what say something.
+fn flatten_multierror(error: &str) -> Vec<String> {
+    let items: Vec<String> = error
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("* "))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    if items.is_empty() { vec![error.trim().to_owned()] } else { items }
 }
 
 /// Clients by (address, TLS settings).
@@ -334,5 +348,23 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multierror_text_is_flattened() {
+        assert_eq!(
+            flatten_multierror("1 error occurred:\n\t* permission denied\n\n"),
+            ["permission denied"]
+        );
+        assert_eq!(flatten_multierror("2 errors occurred:\n\t* a\n\t* b\n\n"), ["a", "b"]);
+        assert_eq!(
+            flatten_multierror("role \"x\" could not be found"),
+            ["role \"x\" could not be found"]
+        );
     }
 }

@@ -52,9 +52,13 @@ impl ProviderFailure for VaultError {
         match self {
             Self::Params(_) | Self::Client(ClientError::Address(_)) => ErrorCode::InvalidArgument,
             Self::Client(_) => ErrorCode::FailedPrecondition,
-            Self::Auth(AuthError::Login(e)) | Self::Read { source: e, .. } => {
-                e.status().map_or(ErrorCode::Unavailable, status_code)
-            }
+            // Vault answers a login with an unknown role or a rejected JWT with 400.
+            Self::Auth(AuthError::Login(e)) => match e.status().map(|s| s.as_u16()) {
+                Some(429) => ErrorCode::ResourceExhausted,
+                Some(400..=499) => ErrorCode::PermissionDenied,
+                _ => ErrorCode::Unavailable,
+            },
+            Self::Read { source: e, .. } => e.status().map_or(ErrorCode::Unavailable, status_code),
             Self::Auth(AuthError::NoToken { .. }) => ErrorCode::FailedPrecondition,
             Self::Auth(AuthError::TokenRequest { .. } | AuthError::NoClientToken { .. }) => {
                 ErrorCode::Unavailable

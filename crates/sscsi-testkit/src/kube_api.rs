@@ -4,7 +4,7 @@
 //! `/apis/<group>/<version>/...`) for any resource, with what sscsi needs:
 //! get, list and watch (resourceVersion, label and field selectors), create,
 //! update (replace), JSON merge patch and server-side apply patch, delete,
-//! the status subresource, and TokenRequest. Like the real server it refuses what is wrong: create of
+//! the status subresource, TokenRequest (signed JWTs) and TokenReview of the tokens it signed. Like the real server it refuses what is wrong: create of
 //! an existing object is 409 AlreadyExists, an update with a stale
 //! resourceVersion is 409 Conflict, a missing object is 404 NotFound, and
 //! errors come as `Status` objects. Not modelled: authentication, admission,
@@ -57,6 +57,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     changes: broadcast::Sender<Change>,
+    signer: Arc<crate::jwt::JwtSigner>,
 }
 
 impl ApiServer {
@@ -65,7 +66,8 @@ impl ApiServer {
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the API double");
         let addr = listener.local_addr().expect("local address");
         let (changes, _) = broadcast::channel(1024);
-        let server = Self { addr, state: Arc::default(), changes };
+        let signer = Arc::new(crate::jwt::JwtSigner::new());
+        let server = Self { addr, state: Arc::default(), changes, signer };
         let handler = server.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -75,6 +77,12 @@ impl ApiServer {
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
         server
+    }
+
+    /// The key this server signs service-account tokens with (TokenRequest)
+    /// and checks them against (TokenReview).
+    pub fn signer(&self) -> &crate::jwt::JwtSigner {
+        &self.signer
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -135,6 +143,9 @@ impl ApiServer {
             }
             (&Method::GET, None, None) => self.list(&path, &query),
             (&Method::GET, Some(_), None) => self.get(&path),
+            (&Method::POST, None, None) if path.resource == "tokenreviews" => {
+                self.token_review(body)
+            }
             (&Method::POST, None, None) => self.create(&path, body),
             (&Method::POST, Some(_), Some("token")) => self.token_request(&path, body),
             (&Method::PUT, Some(_), None) => self.replace(&path, body),
@@ -382,8 +393,9 @@ impl ApiServer {
         })
     }
 
-    /// TokenRequest: a token bound to the requested audiences. The token is
-    /// opaque test data, not a signed JWT.
+    /// TokenRequest: a JWT signed by [`Self::signer`] for the requested
+    /// audiences (the API server's own when none), bound to the pod named in
+    /// `boundObjectRef`.
     fn token_request(&self, path: &ApiPath, body: Option<Value>) -> Response {
         if path.resource != "serviceaccounts" {
             return status_error(
@@ -396,13 +408,52 @@ impl ApiServer {
         let mut request = body.unwrap_or_else(|| json!({}));
         let seconds = request["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
         let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
-        let audiences = request["spec"]["audiences"].clone();
+        let mut audiences: Vec<String> = request["spec"]["audiences"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if audiences.is_empty() {
+            audiences.push(crate::jwt::ISSUER.to_owned());
+        }
         let ns = path.namespace.clone().unwrap_or_default();
+        let bound = &request["spec"]["boundObjectRef"];
+        let pod = bound["name"].as_str().zip(bound["uid"].as_str());
+        let token = self.signer.sign(&crate::jwt::Subject {
+            namespace: &ns,
+            service_account: &name,
+            pod,
+            audiences: &audiences.iter().map(String::as_str).collect::<Vec<_>>(),
+            lifetime_seconds: seconds,
+        });
         request["status"] = json!({
-            "token": format!("test-token.{ns}.{name}.{}", audiences.to_string().len()),
+            "token": token,
             "expirationTimestamp": expiry.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         });
         (StatusCode::CREATED, axum::Json(request)).into_response()
+    }
+
+    /// TokenReview: authenticated when the token carries this server's
+    /// signature and has not expired, with the service account as the user.
+    fn token_review(&self, body: Option<Value>) -> Response {
+        let mut review = body.unwrap_or_else(|| json!({}));
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        review["status"] = match self.signer.verify(token) {
+            Some(claims) => {
+                let k8s = &claims["kubernetes.io"];
+                let ns = k8s["namespace"].as_str().unwrap_or_default();
+                json!({
+                    "authenticated": true,
+                    "user": {
+                        "username": claims["sub"],
+                        "uid": k8s["serviceaccount"]["uid"],
+                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                    },
+                    "audiences": claims["aud"],
+                })
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        (StatusCode::CREATED, axum::Json(review)).into_response()
     }
 
     fn store(&self, state: &mut State, key: Key, mut obj: Value, kind: &'static str) {

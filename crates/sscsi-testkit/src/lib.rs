@@ -2,5 +2,7 @@
 //! code (kube, cloud SDKs) runs unmodified against them, and the real test
 //! servers they need, started on loopback.
 
+pub mod bao;
+pub mod jwt;
 pub mod kube_api;
 pub mod moto;

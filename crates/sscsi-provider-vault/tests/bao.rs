@@ -1,0 +1,357 @@
+//! `vault` SecretProviderClasses mounted through the real CSI server on a unix
+//! socket, against a real OpenBao dev server configured as an operator would:
+//! KV v1 and v2, PKI, the jwt and kubernetes auth methods (the latter asking
+//! the Kubernetes API double's TokenReview), namespaces and TLS.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sscsi_core::{PodInfo, ProviderRegistry};
+use sscsi_mount::FakeMounter;
+use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::observer::NoObserver;
+use sscsi_node::spc::DirSpcSource;
+use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_proto::TOKENS_KEY;
+use sscsi_proto::csi::v1::node_client::NodeClient;
+use sscsi_provider_vault::VaultProvider;
+use sscsi_provider_vault::params::VaultDefaults;
+use sscsi_provider_vault::version::KeySource;
+use sscsi_testkit::bao::BaoServer;
+use sscsi_testkit::jwt::{ISSUER, Subject};
+use sscsi_testkit::kube_api::ApiServer;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const POLICY: &str = r#"
+path "secret/data/*" { capabilities = ["read"] }
+path "kv1/*" { capabilities = ["read"] }
+path "pki/issue/web" { capabilities = ["create", "update"] }
+"#;
+
+/// A CSI node serving `vault` classes from a directory.
+struct Node {
+    dir: tempfile::TempDir,
+    csi: NodeClient<Channel>,
+    provider: Arc<VaultProvider>,
+    api: ApiServer,
+}
+
+impl Node {
+    async fn start(api: ApiServer, defaults: VaultDefaults, classes: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let spc_dir = dir.path().join("spc");
+        std::fs::create_dir(&spc_dir).unwrap();
+        for (name, parameters) in classes {
+            let parameters: String = parameters.lines().map(|l| format!("    {l}\n")).collect();
+            let yaml = format!(
+                "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+                 metadata: {{name: {name}, namespace: shop}}\nspec:\n  provider: vault\n  parameters:\n{parameters}"
+            );
+            std::fs::write(spc_dir.join(format!("{name}.yaml")), yaml).unwrap();
+        }
+        let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+        let provider = Arc::new(VaultProvider::new(defaults, Some(kube), KeySource::Process));
+        let mut providers = ProviderRegistry::new();
+        providers.register(provider.clone());
+        let readiness = Readiness::default();
+        let config = NodeConfig {
+            driver_name: "secrets-store.csi.k8s.io".into(),
+            vendor_version: "test".into(),
+            node_id: "n".into(),
+            // Every republish re-fetches.
+            rotation_poll_interval: Some(Duration::ZERO),
+            refresh_backoff: Backoff::default(),
+        };
+        let deps = NodeDeps {
+            mounter: Arc::new(FakeMounter::new()),
+            spcs: Arc::new(DirSpcSource::new(&spc_dir)),
+            providers,
+            readiness: readiness.clone(),
+            metrics: NodeMetrics::new(&mut Registry::default()),
+            observer: Arc::new(NoObserver),
+        };
+        let (identity, node) = services(config, deps);
+        let socket = dir.path().join("csi.sock");
+        let listener = server::bind_private(&socket).unwrap();
+        tokio::spawn(server::serve(
+            listener,
+            identity,
+            node,
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        readiness.mark(Condition::Serving, true);
+        let csi = NodeClient::new(client::connect(&socket).await.unwrap());
+        Self { dir, csi, provider, api }
+    }
+
+    /// Publishes `class` for pod `pod` of service account `app` in `shop`,
+    /// with a token for audience `vault` unless `token` is false.
+    async fn publish(&self, class: &str, pod: &str, token: bool) -> Result<PathBuf, tonic::Status> {
+        let target =
+            self.dir.path().join(format!("pods/{pod}/volumes/kubernetes.io~csi/{class}/mount"));
+        let info = PodInfo {
+            name: pod.into(),
+            namespace: "shop".into(),
+            uid: format!("uid-{pod}"),
+            service_account: "app".into(),
+        };
+        let mut request = client::inline_volume_publish_request(
+            &format!("csi-{class}-{pod}"),
+            &target,
+            class,
+            &info,
+        );
+        if token {
+            let jwt = self.api.signer().sign(&Subject {
+                namespace: "shop",
+                service_account: "app",
+                pod: Some((pod, &info.uid)),
+                audiences: &["vault"],
+                lifetime_seconds: 600,
+            });
+            let tokens =
+                json!({"vault": {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"}});
+            request
+                .volume_context
+                .extend(HashMap::from([(TOKENS_KEY.to_owned(), tokens.to_string())]));
+        }
+        self.csi.clone().node_publish_volume(request).await.map(|_| target)
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The jwt (with the API double's signing key) and kubernetes (with the
+/// double's TokenReview) auth methods, both with role `app` for
+/// `shop/app`, and a policy `app`, in Vault namespace `namespace`.
+async fn configure_auth(bao: &BaoServer, api: &ApiServer, namespace: Option<&str>) {
+    let write = |path: &'static str, body| async move {
+        bao.write_in(namespace, path, body).await.unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    write("sys/policies/acl/app", json!({"policy": POLICY})).await;
+    write("sys/auth/jwt", json!({"type": "jwt"})).await;
+    write(
+        "auth/jwt/config",
+        json!({"jwt_validation_pubkeys": [api.signer().public_key_pem()], "bound_issuer": ISSUER}),
+    )
+    .await;
+    write(
+        "auth/jwt/role/app",
+        json!({"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["vault"],
+               "bound_subject": "system:serviceaccount:shop:app", "token_policies": ["app"], "token_ttl": "1h"}),
+    )
+    .await;
+    // A PKI mount whose root also stands in for the cluster's CA, which the
+    // kubernetes auth method insists on though the API double speaks plain HTTP.
+    write("sys/mounts/pki", json!({"type": "pki"})).await;
+    let root =
+        write("pki/root/generate/internal", json!({"common_name": "test-ca", "ttl": "8760h"}))
+            .await;
+    write("sys/auth/kubernetes", json!({"type": "kubernetes"})).await;
+    write(
+        "auth/kubernetes/config",
+        json!({"kubernetes_host": api.url(), "kubernetes_ca_cert": root["data"]["certificate"]}),
+    )
+    .await;
+    write(
+        "auth/kubernetes/role/app",
+        json!({"bound_service_account_names": ["app"], "bound_service_account_namespaces": ["shop"],
+               "token_policies": ["app"], "token_ttl": "1h"}),
+    )
+    .await;
+}
+
+const CLASSES: &[(&str, &str)] = &[
+    (
+        "kv2",
+        "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n\
+         \x20 - objectName: user\n    secretPath: secret/data/app\n    secretKey: user\n\
+         \x20 - objectName: port\n    secretPath: /secret/data/app\n    secretKey: port\n\
+         \x20 - objectName: conf/b64\n    secretPath: v1/secret/data/app\n    secretKey: b64\n    encoding: base64\n    filePermission: 0600\n\
+         \x20 - objectName: hex\n    secretPath: secret/data/app\n    secretKey: hex\n    encoding: HEX\n\
+         \x20 - objectName: first\n    secretPath: secret/data/app?version=1\n    secretKey: user\n\
+         \x20 - objectName: whole.json\n    secretPath: secret/data/app\n",
+    ),
+    (
+        "kv1",
+        "roleName: app\nobjects: |\n\
+         \x20 - objectName: user\n    secretPath: kv1/legacy\n    secretKey: user\n\
+         \x20 - objectName: whole.json\n    secretPath: kv1/legacy\n",
+    ),
+    (
+        "pki",
+        "roleName: app\nvaultKubernetesMountPath: kubernetes\nobjects: |\n\
+         \x20 - objectName: tls.crt\n    secretPath: pki/issue/web\n    method: PUT\n    secretKey: certificate\n    secretArgs: {common_name: web.example.com}\n\
+         \x20 - objectName: tls.key\n    secretPath: pki/issue/web\n    method: PUT\n    secretKey: private_key\n    secretArgs: {common_name: web.example.com}\n",
+    ),
+    (
+        "wrong-role",
+        "roleName: nope\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: a, secretPath: secret/data/app}\n",
+    ),
+    (
+        "denied",
+        "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: a, secretPath: secret/metadata/app}\n",
+    ),
+    (
+        "missing-key",
+        "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: a, secretPath: secret/data/app, secretKey: nope}\n",
+    ),
+    (
+        "missing-path",
+        "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: a, secretPath: secret/data/nothing}\n",
+    ),
+    (
+        "both-mounts",
+        "roleName: app\nvaultAuthMountPath: jwt\nvaultKubernetesMountPath: kubernetes\nobjects: |\n  - {objectName: a, secretPath: secret/data/app}\n",
+    ),
+    ("no-objects", "roleName: app\nobjects: \"\"\n"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_classes_through_the_csi_socket() {
+    let (api, bao) = (ApiServer::start().await, BaoServer::start());
+    configure_auth(&bao, &api, None).await;
+    bao.write("sys/mounts/kv1", json!({"type": "kv", "options": {"version": "1"}})).await;
+    bao.write("kv1/legacy", json!({"user": "root"})).await;
+    bao.write(
+        "secret/data/app",
+        json!({"data": {"user": "admin", "port": 5432, "b64": "aGVsbG8=", "hex": "776F726C64"}}),
+    )
+    .await;
+    bao.write(
+        "pki/roles/web",
+        json!({"allowed_domains": ["example.com"], "allow_subdomains": true, "max_ttl": "72h"}),
+    )
+    .await;
+    let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
+    let node = Node::start(api, defaults, CLASSES).await;
+
+    // KV v2 with the jwt auth method: keys, encodings, modes, query parameters.
+    let kv2 = node.publish("kv2", "web-0", true).await.unwrap();
+    assert_eq!(read(&kv2.join("user")), "admin");
+    assert_eq!(read(&kv2.join("port")), "5432", "a number is written as JSON");
+    assert_eq!(read(&kv2.join("conf/b64")), "hello");
+    assert_eq!(mode(&kv2.join("conf/b64")), 0o600, "filePermission: 0600 is octal");
+    assert_eq!(read(&kv2.join("hex")), "world");
+    assert_eq!(mode(&kv2.join("hex")), 0o644, "the request's default mode");
+    let whole: serde_json::Value = serde_json::from_str(&read(&kv2.join("whole.json"))).unwrap();
+    assert_eq!(whole["data"]["data"]["user"], "admin");
+    assert_eq!(whole["data"]["metadata"]["version"], 1);
+    let keys: Vec<&str> = whole.as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["request_id", "lease_id", "lease_duration", "renewable", "data", "warnings"] {
+        assert!(keys.contains(&key), "{key} in the envelope: {keys:?}");
+    }
+    // Six objects on three distinct requests (`?version=1` is its own).
+    assert_eq!(bao.answered("read", "secret/data/app"), 2);
+
+    // Rotation picks up a `kv put`; the pinned version stays.
+    bao.write(
+        "secret/data/app",
+        json!({"data": {"user": "admin2", "port": 5432, "b64": "aGVsbG8=", "hex": "00"}}),
+    )
+    .await;
+    node.publish("kv2", "web-0", true).await.unwrap();
+    assert_eq!(read(&kv2.join("user")), "admin2");
+    assert_eq!(read(&kv2.join("first")), "admin");
+    assert_eq!(std::fs::read(kv2.join("hex")).unwrap(), [0u8]);
+
+    // KV v1 through the kubernetes auth method, reviewed by the API double.
+    let kv1 = node.publish("kv1", "web-0", true).await.unwrap();
+    assert_eq!(read(&kv1.join("user")), "root");
+    let whole: serde_json::Value = serde_json::from_str(&read(&kv1.join("whole.json"))).unwrap();
+    assert_eq!(whole["data"], json!({"user": "root"}));
+    assert_eq!(bao.answered("update", "auth/kubernetes/login"), 1);
+
+    // PUT to pki/issue: one request for both files, so key and certificate match;
+    // no token passed, so the provider requests one (TokenRequest) for the pod.
+    let pki = node.publish("pki", "web-1", false).await.unwrap();
+    assert!(read(&pki.join("tls.crt")).starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(read(&pki.join("tls.key")).contains("PRIVATE KEY-----"));
+    assert_eq!(bao.answered("update", "pki/issue/web"), 1);
+    let requests = node.api.objects("", "serviceaccounts", Some("shop"));
+    assert!(requests.is_empty(), "TokenRequest stores nothing: {requests:?}");
+
+    let refused = [
+        ("wrong-role", Code::PermissionDenied, "failed to login: POST /v1/auth/jwt/login: 400"),
+        (
+            "denied",
+            Code::PermissionDenied,
+            "couldn't read secret \"a\": GET /v1/secret/metadata/app: 403 Forbidden: permission denied",
+        ),
+        (
+            "missing-key",
+            Code::FailedPrecondition,
+            "{secret/data/app}: {key \"nope\" does not exist at the secret path}",
+        ),
+        (
+            "missing-path",
+            Code::NotFound,
+            "couldn't read secret \"a\": GET /v1/secret/data/nothing: 404",
+        ),
+        (
+            "both-mounts",
+            Code::InvalidArgument,
+            "cannot set both vaultKubernetesMountPath and vaultAuthMountPath",
+        ),
+        (
+            "no-objects",
+            Code::InvalidArgument,
+            "no secrets configured - the provider will not read any secret material",
+        ),
+    ];
+    for (class, code, message) in refused {
+        let status = node.publish(class, "web-2", true).await.unwrap_err();
+        assert_eq!(status.code(), code, "{class}: {}", status.message());
+        assert!(
+            status.message().contains(message),
+            "{class}: want {message:?} in {:?}",
+            status.message()
+        );
+    }
+    // Nothing of a refused mount was written.
+    let refused_target = node.dir.path().join("pods/web-2/volumes/kubernetes.io~csi/denied/mount");
+    assert!(std::fs::read_dir(&refused_target).map_or(true, |mut d| d.next().is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
+    let (api, bao) = (ApiServer::start().await, BaoServer::start());
+    configure_auth(&bao, &api, None).await;
+    bao.write("secret/data/app", json!({"data": {"user": "admin"}})).await;
+    let class = "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: user, secretPath: secret/data/app, secretKey: user}\n";
+    let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
+    let node = Node::start(api, defaults, &[("app", class)]).await;
+    let pods = ["a", "b", "c", "d", "e"];
+    for pod in pods {
+        node.publish("app", pod, true).await.unwrap();
+    }
+    for round in 0..3 {
+        bao.write("secret/data/app", json!({"data": {"user": format!("v{round}")}})).await;
+        for pod in pods {
+            let target = node.publish("app", pod, true).await.unwrap();
+            assert_eq!(read(&target.join("user")), format!("v{round}"));
+        }
+    }
+    assert_eq!(bao.answered("update", "auth/jwt/login"), 1, "5 mounts and 15 rotations");
+    assert_eq!(node.provider.logins(), 1);
+    assert_eq!(bao.answered("read", "secret/data/app"), 20);
+
+    // A token Vault stops honouring (revoked) is replaced by one new login.
+    bao.write("sys/leases/revoke-prefix/auth/jwt/login", json!({"sync": true})).await;
+    let target = node.publish("app", "a", true).await.unwrap();
+    assert_eq!(read(&target.join("user")), "v2");
+    assert_eq!(bao.answered("update", "auth/jwt/login"), 2);
+}

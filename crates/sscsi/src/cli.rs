@@ -103,6 +103,56 @@ pub struct NodeArgs {
     /// disk instead of tmpfs, so the node plugin runs without root.
     #[arg(long, env = "SSCSI_NO_TMPFS")]
     pub no_tmpfs: bool,
+
+    #[cfg(feature = "vault")]
+    #[command(flatten, next_help_heading = "Vault provider (defaults for classes that set none)")]
+    pub vault: VaultArgs,
+}
+
+/// The vault provider's defaults, with vault-csi-provider's flag names; a
+/// class's parameters override them. Unset flags fall back to Vault's own
+/// environment variables.
+#[cfg(feature = "vault")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct VaultArgs {
+    /// Vault address for classes without `vaultAddress`.
+    #[arg(long = "vault-addr", env = "VAULT_ADDR", default_value = sscsi_provider_vault::params::DEFAULT_ADDRESS)]
+    pub addr: String,
+    /// Vault namespace for classes without `vaultNamespace`.
+    #[arg(long = "vault-namespace", env = "VAULT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Auth mount (kubernetes or jwt) for classes without `vaultAuthMountPath`.
+    #[arg(long = "vault-mount", default_value = sscsi_provider_vault::params::DEFAULT_AUTH_MOUNT)]
+    pub mount: String,
+    /// PEM file of CAs to trust for Vault.
+    #[arg(long = "vault-tls-ca-cert", env = "VAULT_CACERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of PEM files of CAs to trust for Vault.
+    #[arg(long = "vault-tls-ca-directory", env = "VAULT_CAPATH")]
+    pub ca_directory: Option<PathBuf>,
+    /// Name to expect in Vault's certificate, when not the address's host.
+    #[arg(long = "vault-tls-server-name", env = "VAULT_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "vault-tls-client-cert", env = "VAULT_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "vault-tls-client-key", env = "VAULT_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate from Vault (unsafe).
+    #[arg(long = "vault-tls-skip-verify", env = "VAULT_SKIP_VERIFY")]
+    pub skip_verify: bool,
+    /// Secret holding the key of vault object versions (created when missing).
+    #[arg(
+        long = "hmac-secret-name",
+        env = "SSCSI_VAULT_HMAC_SECRET_NAME",
+        default_value = "sscsi-vault-hmac-key"
+    )]
+    pub hmac_secret_name: String,
+    /// The driver's namespace, where that Secret lives; without it the key
+    /// lasts as long as the process.
+    #[arg(long = "hmac-secret-namespace", env = "POD_NAMESPACE")]
+    pub hmac_secret_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

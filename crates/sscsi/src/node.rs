@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::NodeArgs;
+#[cfg(feature = "vault")]
+use crate::cli::VaultArgs;
 
 /// How long in-flight calls may run after SIGTERM: within the pod's default
 /// 30 s termination grace period.
@@ -45,6 +47,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         kubeconfig,
         local_provider_root,
         no_tmpfs,
+        #[cfg(feature = "vault")]
+        vault,
     } = args;
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
     let node_id = match nodeid {
@@ -92,6 +96,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(client) = &cluster.client {
         register_cloud_providers(&mut providers, client, &config.node_id).await;
     }
+    #[cfg(feature = "vault")]
+    register_vault(&mut providers, cluster.client.as_ref(), vault);
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -190,6 +196,35 @@ fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
 }
 
 /// The providers that need the Kubernetes API (service accounts, tokens).
+/// The vault provider needs no cluster: without one it cannot request pod
+/// tokens, and its version key lasts as long as the process.
+#[cfg(feature = "vault")]
+fn register_vault(providers: &mut ProviderRegistry, client: Option<&Client>, args: VaultArgs) {
+    use sscsi_provider_vault::VaultProvider;
+    use sscsi_provider_vault::params::{TlsSettings, VaultDefaults};
+    use sscsi_provider_vault::version::KeySource;
+    let defaults = VaultDefaults {
+        address: args.addr,
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        auth_mount: args.mount,
+        tls: TlsSettings {
+            ca_cert: args.ca_cert,
+            ca_directory: args.ca_directory,
+            server_name: args.server_name.filter(|n| !n.is_empty()),
+            client_cert: args.client_cert,
+            client_key: args.client_key,
+            skip_verify: args.skip_verify,
+        },
+    };
+    let key = match (client, args.hmac_secret_namespace.filter(|n| !n.is_empty())) {
+        (Some(client), Some(namespace)) => {
+            KeySource::Secret { client: client.clone(), namespace, name: args.hmac_secret_name }
+        }
+        _ => KeySource::Process,
+    };
+    providers.register(Arc::new(VaultProvider::new(defaults, client.cloned(), key)));
+}
+
 async fn register_cloud_providers(
     providers: &mut ProviderRegistry,
     client: &Client,

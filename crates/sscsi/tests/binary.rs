@@ -495,3 +495,97 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    use serde_json::json;
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let bao = sscsi_testkit::bao::BaoServer::start();
+    bao.write(
+        "sys/policies/acl/app",
+        json!({"policy": "path \"secret/data/*\" { capabilities = [\"read\"] }"}),
+    )
+    .await;
+    bao.write("sys/mounts/pki", json!({"type": "pki"})).await;
+    let ca = bao.write("pki/root/generate/internal", json!({"common_name": "cluster-ca"})).await;
+    bao.write("sys/auth/kubernetes", json!({"type": "kubernetes"})).await;
+    bao.write(
+        "auth/kubernetes/config",
+        json!({"kubernetes_host": api.url(), "kubernetes_ca_cert": ca["data"]["certificate"]}),
+    )
+    .await;
+    bao.write(
+        "auth/kubernetes/role/app",
+        json!({"bound_service_account_names": ["app"], "bound_service_account_namespaces": ["team"],
+               "token_policies": ["app"]}),
+    )
+    .await;
+    bao.write("secret/data/db", json!({"data": {"password": "vault-secret-value-91"}})).await;
+
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
+    let spc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "vault-db", "namespace": "team"},
+        "spec": {"provider": "vault", "parameters": {
+            "roleName": "app",
+            "objects": "- objectName: password\n  secretPath: secret/data/db\n  secretKey: password\n"
+        }}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
+        .create(&PostParams::default(), &spc)
+        .await
+        .unwrap();
+
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    // The address from Vault's own variable; the version key in the driver's namespace.
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[("VAULT_ADDR", &bao.url()), ("POD_NAMESPACE", "sscsi-system")],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-vault".into(),
+        service_account: "app".into(),
+    };
+    let target = dir.path().join("pods/u-vault/volumes/kubernetes.io~csi/vault/mount");
+    // No token for audience `vault`: the provider requests one for the pod.
+    let request =
+        sscsi_node::client::inline_volume_publish_request("csi-vault", &target, "vault-db", &pod);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match csi.node_publish_volume(request.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+    assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "vault-secret-value-91");
+    let keys = api.objects("", "secrets", Some("sscsi-system"));
+    assert_eq!(keys.len(), 1, "the version key's Secret");
+    assert_eq!(keys[0]["metadata"]["name"], "sscsi-vault-hmac-key");
+    assert_eq!(keys[0]["immutable"], true);
+    let status =
+        api.objects("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses", Some("team"));
+    let version = status[0]["status"]["objects"][0]["version"].as_str().unwrap_or_default();
+    assert_eq!(version.len(), 44, "an HMAC version: {version:?}");
+
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(!logs.contains("vault-secret-value-91"), "the secret leaked into the logs");
+    assert!(
+        !logs.contains("hvs.") && !logs.contains("s.root"),
+        "a Vault token leaked into the logs"
+    );
+}

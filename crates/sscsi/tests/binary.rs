@@ -119,6 +119,24 @@ impl Node {
     }
 }
 
+/// Publishes `request`, retrying while its class has not reached the node's
+/// cache yet (shortly after the node starts).
+async fn publish_once_the_class_is_cached(
+    csi: &mut NodeClient<tonic::transport::Channel>,
+    request: sscsi_proto::csi::v1::NodePublishVolumeRequest,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match csi.node_publish_volume(request.clone()).await {
+            Ok(_) => return,
+            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publish failed: {e}"),
+        }
+    }
+}
+
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
@@ -473,17 +491,7 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
         TOKENS_KEY.into(),
         r#"{"sts.amazonaws.com":{"token":"irsa-token-value-55","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
     );
-    // The class reaches the cache shortly after the node starts.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match csi.node_publish_volume(request.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("publish failed: {e}"),
-        }
-    }
+    publish_once_the_class_is_cached(&mut csi, request).await;
     let file = target.join("prod_db");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "aws-secret-value-77");
     use std::os::unix::fs::PermissionsExt;
@@ -561,16 +569,7 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     // No token for audience `vault`: the provider requests one for the pod.
     let request =
         sscsi_node::client::inline_volume_publish_request("csi-vault", &target, "vault-db", &pod);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match csi.node_publish_volume(request.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.code() == tonic::Code::NotFound && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("publish failed: {e}"),
-        }
-    }
+    publish_once_the_class_is_cached(&mut csi, request).await;
     assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "vault-secret-value-91");
     let keys = api.objects("", "secrets", Some("sscsi-system"));
     assert_eq!(keys.len(), 1, "the version key's Secret");

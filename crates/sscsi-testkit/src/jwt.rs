@@ -83,9 +83,27 @@ impl JwtSigner {
 
     /// The claims of a token this signer issued and that has not expired.
     pub fn verify(&self, token: &str) -> Option<Value> {
+        self.verifier().verify(token)
+    }
+
+    /// What another test server needs to check this signer's tokens.
+    pub fn verifier(&self) -> JwtVerifier {
+        JwtVerifier { public_key: self.key.public_key().as_ref().to_vec() }
+    }
+}
+
+/// Checks tokens of one [`JwtSigner`].
+#[derive(Debug, Clone)]
+pub struct JwtVerifier {
+    public_key: Vec<u8>,
+}
+
+impl JwtVerifier {
+    /// The claims of a token the signer issued and that has not expired.
+    pub fn verify(&self, token: &str) -> Option<Value> {
         let (input, signature) = token.rsplit_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.public_key)
             .verify(input.as_bytes(), &signature)
             .ok()?;
         let payload = URL_SAFE_NO_PAD.decode(input.split_once('.')?.1).ok()?;

@@ -2,7 +2,10 @@
 //! code (kube, cloud SDKs) runs unmodified against them, and the real test
 //! servers they need, started on loopback.
 
+pub mod azure;
 pub mod bao;
+pub mod csi;
 pub mod jwt;
 pub mod kube_api;
 pub mod moto;
+pub mod pki;

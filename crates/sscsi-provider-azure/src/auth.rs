@@ -1,0 +1,212 @@
+//! Identities for Key Vault: workload identity (the pod's token for
+//! `api://AzureADTokenExchange` as a client assertion) and a service
+//! principal from nodePublishSecretRef, through azure_identity's credentials.
+//! A credential is kept per identity, so its token cache serves every mount of
+//! that identity: N mounts make one AAD token request, where upstream makes one
+//! per mount. The node's own identities are refused unless the operator allows
+//! them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientMethodOptions, ClientOptions};
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions,
+};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use sscsi_core::{MountRequest, SecretBytes, content_digest};
+
+use crate::params::{AzureParams, IdentityMode};
+
+pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub const CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "failed to build auth config for mode {mode}: failed to parse workload identity tokens, error: no token for audience {WORKLOAD_IDENTITY_AUDIENCE:?} - ensure tokenRequests includes it in the CSIDriver"
+    )]
+    NoToken { mode: &'static str },
+    #[error("nodePublishSecretRef secret is not set")]
+    NoSecretRef,
+    #[error("could not find {0} in secrets")]
+    NoSecretKey(&'static str),
+    #[error(
+        "{0} uses the node's identity, which this driver does not allow: start sscsi with --azure-allow-node-identity to permit it"
+    )]
+    NodeIdentity(&'static str),
+    #[error("{0} is not supported by sscsi yet")]
+    Unsupported(&'static str),
+    #[error("failed to get service account {namespace}/{name}: {message}")]
+    ServiceAccount { namespace: String, name: String, message: String },
+    #[error("failed to create credential: {0}")]
+    Credential(String),
+}
+
+/// The pod's service-account token, handed to AAD as the client assertion;
+/// replaced by each mount with the newest token kubelet passed.
+#[derive(Debug, Clone, Default)]
+struct PodAssertion(Arc<Mutex<SecretBytes>>);
+
+#[async_trait::async_trait]
+impl ClientAssertion for PodAssertion {
+    async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        let token = self.0.lock().expect("assertion lock").clone();
+        Ok(token.expose_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// A credential for a mount, and the key that names its identity.
+pub struct Identity {
+    pub key: String,
+    pub credential: Arc<dyn TokenCredential>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// A workload identity's credential and the assertion it sends.
+type Workload = (PodAssertion, Arc<dyn TokenCredential>);
+
+/// Credentials by identity.
+#[derive(Default)]
+pub struct Credentials {
+    workload: Mutex<HashMap<String, Workload>>,
+    principals: Mutex<HashMap<String, Arc<dyn TokenCredential>>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The credential for `request`, given the class's parameters, the
+    /// client id (`clientID`, else the service account's annotation) and the
+    /// options every AAD request uses (cloud, transport).
+    pub fn identity(
+        &self,
+        params: &AzureParams,
+        client_id: Option<&str>,
+        request: &MountRequest,
+        options: &ClientOptions,
+        allow_node_identity: bool,
+    ) -> Result<Identity, AuthError> {
+        let authority = format!("{:?}", options.cloud);
+        match params.mode {
+            IdentityMode::PodIdentity if !allow_node_identity => {
+                return Err(AuthError::NodeIdentity("usePodIdentity"));
+            }
+            IdentityMode::VmManagedIdentity if !allow_node_identity => {
+                return Err(AuthError::NodeIdentity("useVMManagedIdentity"));
+            }
+            IdentityMode::PodIdentity => {
+                return Err(AuthError::Unsupported("usePodIdentity (aad-pod-identity)"));
+            }
+            IdentityMode::VmManagedIdentity => {
+                return Err(AuthError::Unsupported("useVMManagedIdentity"));
+            }
+            IdentityMode::TokenProxy => {
+                return Err(AuthError::Unsupported("useAzureTokenProxy (AKS identity binding)"));
+            }
+            IdentityMode::Default => {}
+        }
+        if let Some(client_id) = client_id {
+            let token = request
+                .tokens
+                .get(WORKLOAD_IDENTITY_AUDIENCE)
+                .ok_or(AuthError::NoToken { mode: "default" })?;
+            let key = serde_json::json!([
+                "workload",
+                authority,
+                params.tenant_id,
+                client_id,
+                request.pod.namespace,
+                request.pod.service_account
+            ])
+            .to_string();
+            let mut map = self.workload.lock().expect("credentials lock");
+            let (assertion, credential) = match map.get(&key) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let assertion = PodAssertion::default();
+                    let credential = ClientAssertionCredential::new(
+                        params.tenant_id.clone(),
+                        client_id.to_owned(),
+                        assertion.clone(),
+                        Some(ClientAssertionCredentialOptions { client_options: options.clone() }),
+                    )
+                    .map_err(|e| AuthError::Credential(e.to_string()))?;
+                    let entry = (assertion, credential as Arc<dyn TokenCredential>);
+                    map.insert(key.clone(), entry.clone());
+                    entry
+                }
+            };
+            *assertion.0.lock().expect("assertion lock") = token.token.clone();
+            return Ok(Identity { key, credential });
+        }
+        // A service principal from nodePublishSecretRef; keys matched case-insensitively.
+        if request.secrets.is_empty() {
+            return Err(AuthError::NoSecretRef);
+        }
+        let find = |name: &'static str| {
+            request
+                .secrets
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .ok_or(AuthError::NoSecretKey(name))
+        };
+        let (client_id, secret) = (find("clientid")?, find("clientsecret")?);
+        let client_id = client_id.expose_str().unwrap_or_default().trim().to_owned();
+        // The key names the secret by digest, never by value.
+        let key = serde_json::json!([
+            "principal",
+            authority,
+            params.tenant_id,
+            client_id,
+            content_digest(secret.expose())
+        ])
+        .to_string();
+        let mut map = self.principals.lock().expect("credentials lock");
+        if let Some(credential) = map.get(&key) {
+            return Ok(Identity { key, credential: credential.clone() });
+        }
+        let credential = ClientSecretCredential::new(
+            &params.tenant_id,
+            client_id,
+            Secret::new(secret.expose_str().unwrap_or_default().trim().to_owned()),
+            Some(ClientSecretCredentialOptions { client_options: options.clone() }),
+        )
+        .map_err(|e| AuthError::Credential(e.to_string()))?
+            as Arc<dyn TokenCredential>;
+        map.insert(key.clone(), credential.clone());
+        Ok(Identity { key, credential })
+    }
+}
+
+/// The client id in the service account's `azure.workload.identity/client-id`
+/// annotation, for classes without `clientID` (upstream never reads it).
+pub async fn annotated_client_id(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, AuthError> {
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let sa = api.get_opt(name).await.map_err(|e| AuthError::ServiceAccount {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(sa
+        .and_then(|sa| sa.metadata.annotations)
+        .and_then(|mut a| a.remove(CLIENT_ID_ANNOTATION))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty()))
+}

@@ -1,0 +1,275 @@
+//! The `azure` provider: parameters → cloud → identity → Key Vault reads →
+//! files and versions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::http::{ClientOptions, Transport};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use sscsi_core::{
+    ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
+    ProviderFailure, SecretFile,
+};
+
+use crate::auth::{AuthError, Credentials, WORKLOAD_IDENTITY_AUDIENCE, annotated_client_id};
+use crate::cloud::{CloudError, resolve};
+use crate::keyvault::{FetchError, Part, Vault, history};
+use crate::params::{AzureParams, KeyVaultObject, ParamsError};
+
+pub const NAME: &str = "azure";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AzureError {
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(
+        "failed to get objectType:{object_type}, objectName:{name}, objectVersion:{version}: the version is not among the enabled versions"
+    )]
+    NoSuchVersion { object_type: String, name: String, version: String },
+}
+
+impl ProviderFailure for AzureError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Params(_) | Self::Cloud(_) => ErrorCode::InvalidArgument,
+            Self::Auth(AuthError::ServiceAccount { .. } | AuthError::Credential(_)) => {
+                ErrorCode::Unavailable
+            }
+            Self::Auth(_) => ErrorCode::FailedPrecondition,
+            Self::Fetch(e) => e.code(),
+            Self::NoSuchVersion { .. } => ErrorCode::NotFound,
+        }
+    }
+}
+
+/// The driver's settings for the provider.
+#[derive(Debug, Clone)]
+pub struct AzureOptions {
+    /// The cloud of classes without `cloudName` (upstream's `--cloud-name`).
+    pub default_cloud: String,
+    /// Allow `useVMManagedIdentity` and `usePodIdentity`, which act as the node.
+    pub allow_node_identity: bool,
+    /// Also write `<file>.crt` and `<file>.key` for certificates (upstream's
+    /// `--write-cert-and-key-in-separate-files`).
+    pub separate_cert_and_key: bool,
+    /// CAs to trust besides the system's (a test server's).
+    pub extra_ca: Option<PathBuf>,
+    /// Host names resolved to fixed addresses (a test server's).
+    pub resolve: Vec<(String, SocketAddr)>,
+    /// Check that a Key Vault challenge names a Key Vault resource; tests
+    /// with a vault on a made-up domain turn it off.
+    pub verify_challenge_resource: bool,
+}
+
+impl Default for AzureOptions {
+    fn default() -> Self {
+        Self {
+            default_cloud: "AzurePublicCloud".into(),
+            allow_node_identity: false,
+            separate_cert_and_key: false,
+            extra_ca: None,
+            resolve: Vec::new(),
+            verify_challenge_resource: true,
+        }
+    }
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Vec<Part>, FetchError>>>;
+
+pub struct AzureProvider {
+    options: AzureOptions,
+    kube: Option<kube::Client>,
+    http: reqwest::Client,
+    credentials: Credentials,
+    vaults: Mutex<HashMap<(String, String), Vault>>,
+    /// Reads in flight by (identity, vault, type, name, version): concurrent
+    /// mounts of one object by one identity share one request.
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl std::fmt::Debug for AzureProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureProvider").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl AzureProvider {
+    pub fn new(options: AzureOptions, kube: Option<kube::Client>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &options.extra_ca {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        for (host, addr) in &options.resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let http = builder.build().map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            options,
+            kube,
+            http,
+            credentials: Credentials::default(),
+            vaults: Mutex::default(),
+            flights: Mutex::default(),
+        })
+    }
+
+    async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, AzureError> {
+        let params = AzureParams::parse(&request.parameters)?;
+        let cloud = resolve(
+            params.cloud_name.as_deref(),
+            params.cloud_env_file.as_deref(),
+            &self.options.default_cloud,
+        )?;
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = cloud.authority_host.clone();
+        let client_options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(self.http.clone()))),
+            cloud: Some(Arc::new(CloudConfiguration::from(custom))),
+            ..Default::default()
+        };
+        // Workload identity without `clientID`: the service account's annotation.
+        let client_id = match (&params.client_id, &self.kube) {
+            (Some(id), _) => Some(id.clone()),
+            (None, Some(kube)) if request.tokens.contains_key(WORKLOAD_IDENTITY_AUDIENCE) => {
+                let pod = &request.pod;
+                annotated_client_id(kube, &pod.namespace, &pod.service_account).await?
+            }
+            _ => None,
+        };
+        let identity = self.credentials.identity(
+            &params,
+            client_id.as_deref(),
+            request,
+            &client_options,
+            self.options.allow_node_identity,
+        )?;
+        let url = format!("https://{}.{}/", params.keyvault_name, cloud.key_vault_dns_suffix);
+        let vault = {
+            let mut vaults = self.vaults.lock().expect("vaults lock");
+            match vaults.get(&(url.clone(), identity.key.clone())) {
+                Some(vault) => vault.clone(),
+                None => {
+                    let vault = Vault::new(
+                        &url,
+                        identity.credential.clone(),
+                        &client_options,
+                        self.options.verify_challenge_resource,
+                    )?;
+                    vaults.insert((url.clone(), identity.key.clone()), vault.clone());
+                    vault
+                }
+            }
+        };
+        let results = futures::future::join_all(
+            params.objects.iter().map(|object| self.object(&vault, &url, &identity.key, object)),
+        )
+        .await;
+        let mut files = Vec::new();
+        let mut versions = BTreeSet::new();
+        for (object, result) in params.objects.iter().zip(results) {
+            for (index, parts) in result?.into_iter().enumerate() {
+                let (path, uid) = if object.history() {
+                    (format!("{}/{index}", object.alias), object.uid(Some(index)))
+                } else {
+                    (object.alias.clone(), object.uid(None))
+                };
+                for part in parts {
+                    versions.insert(ObjectVersion { id: uid.clone(), version: part.version });
+                    files.push(SecretFile {
+                        path: format!("{path}{}", part.suffix),
+                        mode: object.mode.unwrap_or(request.default_file_mode),
+                        contents: part.contents,
+                    });
+                }
+            }
+        }
+        Ok(MountResponse { files, versions: versions.into_iter().collect() })
+    }
+
+    /// The parts of every version of `object` to write: one version, or the
+    /// newest N with `objectVersionHistory`.
+    async fn object(
+        &self,
+        vault: &Vault,
+        url: &str,
+        identity: &str,
+        object: &KeyVaultObject,
+    ) -> Result<Vec<Vec<Part>>, AzureError> {
+        if !object.history() {
+            return Ok(vec![
+                self.shared_read(vault, url, identity, object, &object.version).await?,
+            ]);
+        }
+        let all = vault.versions(object).await?;
+        let wanted = history(object, &all);
+        if wanted.is_empty() && !all.is_empty() {
+            return Err(AzureError::NoSuchVersion {
+                object_type: object.object_type.clone(),
+                name: object.name.clone(),
+                version: object.version.clone(),
+            });
+        }
+        let reads = wanted.iter().map(|v| self.shared_read(vault, url, identity, object, v));
+        Ok(futures::future::try_join_all(reads).await?)
+    }
+
+    async fn shared_read(
+        &self,
+        vault: &Vault,
+        url: &str,
+        identity: &str,
+        object: &KeyVaultObject,
+        version: &str,
+    ) -> Result<Vec<Part>, FetchError> {
+        let key = serde_json::json!([
+            identity,
+            url,
+            object.object_type,
+            object.name,
+            version,
+            object.pfx,
+            format!("{:?}", object.encoding)
+        ])
+        .to_string();
+        let flight = {
+            let mut flights = self.flights.lock().expect("flights lock");
+            flights
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let (vault, object, version) =
+                        (vault.clone(), object.clone(), version.to_owned());
+                    let separate = self.options.separate_cert_and_key;
+                    async move { vault.fetch(&object, &version, separate).await }.boxed().shared()
+                })
+                .clone()
+        };
+        let result = flight.await;
+        self.flights.lock().expect("flights lock").remove(&key);
+        result
+    }
+}
+
+#[async_trait]
+impl Provider for AzureProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
+        self.fetch(request).await.map_err(ProviderError::from)
+    }
+}

@@ -1,0 +1,138 @@
+//! A CSI node plugin (the real gRPC server on a unix socket) serving
+//! SecretProviderClasses from files, driven the way kubelet drives it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use sscsi_core::{PodInfo, ProviderRegistry};
+use sscsi_mount::FakeMounter;
+use sscsi_node::metrics::NodeMetrics;
+use sscsi_node::observer::NoObserver;
+use sscsi_node::spc::DirSpcSource;
+use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_proto::TOKENS_KEY;
+use sscsi_proto::csi::v1::node_client::NodeClient;
+use tonic::transport::Channel;
+
+/// One SecretProviderClass: its name (in namespace `shop`), provider and
+/// `spec.parameters` as YAML (one `key: value` per line, block scalars allowed).
+#[derive(Debug, Clone, Copy)]
+pub struct Class<'a> {
+    pub name: &'a str,
+    pub provider: &'a str,
+    pub parameters: &'a str,
+}
+
+#[derive(Debug)]
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    csi: NodeClient<Channel>,
+}
+
+/// What a publish brings besides the class: kubelet's tokens (audience →
+/// token) and nodePublishSecretRef's data.
+#[derive(Debug, Clone, Default)]
+pub struct Publish<'a> {
+    pub tokens: &'a [(&'a str, &'a str)],
+    pub secrets: &'a [(&'a str, &'a str)],
+}
+
+impl TestNode {
+    /// Serves `classes` with `providers`; every republish re-fetches when
+    /// `rotate` is set.
+    pub async fn start(providers: ProviderRegistry, classes: &[Class<'_>], rotate: bool) -> Self {
+        let dir = tempfile::tempdir().expect("a directory");
+        let spc_dir = dir.path().join("spc");
+        std::fs::create_dir(&spc_dir).expect("the class directory");
+        for class in classes {
+            let parameters: String =
+                class.parameters.lines().map(|l| format!("    {l}\n")).collect();
+            let yaml = format!(
+                "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+                 metadata: {{name: {}, namespace: shop}}\nspec:\n  provider: {}\n  parameters:\n{parameters}",
+                class.name, class.provider
+            );
+            std::fs::write(spc_dir.join(format!("{}.yaml", class.name)), yaml)
+                .expect("a class file");
+        }
+        let readiness = Readiness::default();
+        let config = NodeConfig {
+            driver_name: "secrets-store.csi.k8s.io".into(),
+            vendor_version: "test".into(),
+            node_id: "n".into(),
+            rotation_poll_interval: rotate.then_some(Duration::ZERO),
+            refresh_backoff: Backoff::default(),
+        };
+        let deps = NodeDeps {
+            mounter: Arc::new(FakeMounter::new()),
+            spcs: Arc::new(DirSpcSource::new(&spc_dir)),
+            providers,
+            readiness: readiness.clone(),
+            metrics: NodeMetrics::new(&mut Registry::default()),
+            observer: Arc::new(NoObserver),
+        };
+        let (identity, node) = services(config, deps);
+        let socket = dir.path().join("csi.sock");
+        let listener = server::bind_private(&socket).expect("the CSI socket");
+        tokio::spawn(server::serve(
+            listener,
+            identity,
+            node,
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        readiness.mark(Condition::Serving, true);
+        let csi = NodeClient::new(client::connect(&socket).await.expect("a connection"));
+        Self { dir, csi }
+    }
+
+    /// Pod `pod` of service account `app` in namespace `shop`.
+    pub fn pod(pod: &str) -> PodInfo {
+        PodInfo {
+            name: pod.into(),
+            namespace: "shop".into(),
+            uid: format!("uid-{pod}"),
+            service_account: "app".into(),
+        }
+    }
+
+    /// NodePublishVolume of `class` for `pod`, as kubelet sends it; the
+    /// target directory on success.
+    pub async fn publish(
+        &self,
+        class: &str,
+        pod: &PodInfo,
+        extra: &Publish<'_>,
+    ) -> Result<PathBuf, tonic::Status> {
+        let target = self
+            .dir
+            .path()
+            .join(format!("pods/{}/volumes/kubernetes.io~csi/{class}/mount", pod.uid));
+        let mut request = client::inline_volume_publish_request(
+            &format!("csi-{class}-{}", pod.name),
+            &target,
+            class,
+            pod,
+        );
+        if !extra.tokens.is_empty() {
+            let tokens: serde_json::Map<String, serde_json::Value> = extra
+                .tokens
+                .iter()
+                .map(|(aud, token)| {
+                    let entry = serde_json::json!({"token": token, "expirationTimestamp": "2030-01-01T00:00:00Z"});
+                    ((*aud).to_owned(), entry)
+                })
+                .collect();
+            request.volume_context.extend(HashMap::from([(
+                TOKENS_KEY.to_owned(),
+                serde_json::Value::Object(tokens).to_string(),
+            )]));
+        }
+        request.secrets =
+            extra.secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.csi.clone().node_publish_volume(request).await.map(|_| target)
+    }
+}

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::http::{ClientMethodOptions, ClientOptions};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
-    ClientSecretCredential, ClientSecretCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use sscsi_core::{MountRequest, SecretBytes, content_digest};
@@ -96,6 +97,7 @@ impl Credentials {
         client_id: Option<&str>,
         request: &MountRequest,
         options: &ClientOptions,
+        http: &reqwest::Client,
         allow_node_identity: bool,
     ) -> Result<Identity, AuthError> {
         let authority = format!("{:?}", options.cloud);
@@ -107,10 +109,31 @@ impl Credentials {
                 return Err(AuthError::NodeIdentity("useVMManagedIdentity"));
             }
             IdentityMode::PodIdentity => {
-                return Err(AuthError::Unsupported("usePodIdentity (aad-pod-identity)"));
+                let pod = &request.pod;
+                let key = serde_json::json!(["nmi", pod.namespace, pod.name]).to_string();
+                let credential = self.node(&key, || {
+                    Ok(Arc::new(NmiCredential {
+                        http: http.clone(),
+                        pod: pod.name.clone(),
+                        namespace: pod.namespace.clone(),
+                        cached: Mutex::default(),
+                    }))
+                })?;
+                return Ok(Identity { key, credential });
             }
             IdentityMode::VmManagedIdentity => {
-                return Err(AuthError::Unsupported("useVMManagedIdentity"));
+                let id = params.user_assigned_identity_id.clone();
+                let key = serde_json::json!(["vm", id]).to_string();
+                let credential = self.node(&key, || {
+                    let options = ManagedIdentityCredentialOptions {
+                        user_assigned_id: id.map(UserAssignedId::ClientId),
+                        client_options: options.clone(),
+                    };
+                    let credential = ManagedIdentityCredential::new(Some(options))
+                        .map_err(|e| AuthError::Credential(e.to_string()))?;
+                    Ok(credential as Arc<dyn TokenCredential>)
+                })?;
+                return Ok(Identity { key, credential });
             }
             IdentityMode::TokenProxy => {
                 return Err(AuthError::Unsupported("useAzureTokenProxy (AKS identity binding)"));
@@ -188,6 +211,98 @@ impl Credentials {
             as Arc<dyn TokenCredential>;
         map.insert(key.clone(), credential.clone());
         Ok(Identity { key, credential })
+    }
+}
+
+impl Credentials {
+    /// The node-level credential under `key`, made once.
+    fn node(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<Arc<dyn TokenCredential>, AuthError>,
+    ) -> Result<Arc<dyn TokenCredential>, AuthError> {
+        let mut map = self.principals.lock().expect("credentials lock");
+        if let Some(credential) = map.get(key) {
+            return Ok(credential.clone());
+        }
+        let credential = make()?;
+        map.insert(key.to_owned(), credential.clone());
+        Ok(credential)
+    }
+}
+
+/// aad-pod-identity's NMI on the node (`usePodIdentity`, deprecated
+/// upstream): a token for the pod, named by the `podname` and `podns` headers.
+struct NmiCredential {
+    http: reqwest::Client,
+    pod: String,
+    namespace: String,
+    cached: Mutex<Option<AccessToken>>,
+}
+
+pub const NMI_URL: &str = "http://localhost:2579/host/token/";
+
+impl std::fmt::Debug for NmiCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NmiCredential").field("pod", &self.pod).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for NmiCredential {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let soon =
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::minutes(5);
+        if let Some(token) =
+            self.cached.lock().expect("nmi lock").as_ref().filter(|t| t.expires_on > soon)
+        {
+            return Ok(token.clone());
+        }
+        let failed = |message: String| {
+            azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                format!("pod identity (NMI): {message}"),
+            )
+        };
+        let resource = scopes.first().map(|s| s.trim_end_matches("/.default")).unwrap_or_default();
+        let response = self
+            .http
+            .get(format!(
+                "{NMI_URL}?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("resource", resource)
+                    .finish()
+            ))
+            .header("podname", &self.pod)
+            .header("podns", &self.namespace)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(failed(format!("status {status}")));
+        }
+        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        let body: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| failed("the answer is not JSON".into()))?;
+        let access = body["token"]["access_token"].as_str().filter(|t| !t.is_empty());
+        let client = body["clientid"].as_str().filter(|c| !c.is_empty());
+        let (Some(access), Some(_)) = (access, client) else {
+            return Err(failed("the answer has no token.access_token or clientid".into()));
+        };
+        let expires = body["token"]["expires_on"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| body["token"]["expires_on"].as_i64())
+            .and_then(|s| azure_core::time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .ok_or_else(|| failed("the answer has no token.expires_on".into()))?;
+        let token = AccessToken { token: Secret::new(access.to_owned()), expires_on: expires };
+        *self.cached.lock().expect("nmi lock") = Some(token.clone());
+        Ok(token)
     }
 }
 

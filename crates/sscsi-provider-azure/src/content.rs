@@ -245,3 +245,52 @@ mod der {
         vec![0x05, 0x00]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_as_written() {
+        let plain = secret("p@ss", None, false, false, Encoding::Utf8).unwrap();
+        assert_eq!(plain.expose(), b"p@ss");
+        let pem = secret("-----BEGIN X-----", Some(CONTENT_TYPE_PEM), true, false, Encoding::Utf8);
+        assert_eq!(pem.unwrap().expose(), b"-----BEGIN X-----");
+        // objectFormat pfx: the archive's base64 as stored.
+        let raw = secret("TUlJ", Some(CONTENT_TYPE_PFX), true, true, Encoding::Utf8).unwrap();
+        assert_eq!(raw.expose(), b"TUlJ");
+        let err = secret("x", Some("application/json"), true, false, Encoding::Utf8).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to get certificate. unknown content type 'application/json'"
+        );
+        // A value that is not a secret's certificate is never converted.
+        let json = secret("{}", Some("application/json"), false, false, Encoding::Utf8).unwrap();
+        assert_eq!(json.expose(), b"{}");
+    }
+
+    #[test]
+    fn decoding_errors_do_not_echo_the_value() {
+        for encoding in [Encoding::Base64, Encoding::Hex] {
+            let err = secret("s3cr!t-value", None, false, false, encoding).unwrap_err().to_string();
+            assert!(err.starts_with("the secret value is not valid"), "{err}");
+            assert!(!err.contains("s3cr"), "{err}");
+        }
+        let err = secret("not base64!", Some(CONTENT_TYPE_PFX), true, false, Encoding::Utf8);
+        assert_eq!(err.unwrap_err(), ContentError::Pfx);
+    }
+
+    #[test]
+    fn an_incomplete_chain_keeps_its_order() {
+        let not_certs = vec![b"a".to_vec(), b"b".to_vec()];
+        assert_eq!(order_chain(not_certs.clone()), not_certs);
+    }
+
+    #[test]
+    fn unsupported_keys() {
+        let err = public_key_pem("oct", None, None, None, None, None).unwrap_err();
+        assert_eq!(err.to_string(), "failed to get key. key type 'oct' currently not supported");
+        let err = public_key_pem("EC", None, None, Some("P-192"), None, None).unwrap_err();
+        assert_eq!(err.to_string(), "curve P-192 is not supported");
+    }
+}

@@ -73,29 +73,19 @@ impl Vault {
         url: &str,
         credential: Arc<dyn TokenCredential>,
         options: &ClientOptions,
-        verify_challenge_resource: bool,
     ) -> Result<Self, FetchError> {
         let failed =
             |e: azure_core::Error| FetchError::Client(format!("Key Vault client for {url}: {e}"));
-        let verify = Some(verify_challenge_resource);
         let secrets = SecretClient::new(
             url,
             credential.clone(),
-            Some(SecretClientOptions {
-                client_options: options.clone(),
-                verify_challenge_resource: verify,
-                ..Default::default()
-            }),
+            Some(SecretClientOptions { client_options: options.clone(), ..Default::default() }),
         )
         .map_err(failed)?;
         let keys = KeyClient::new(
             url,
             credential.clone(),
-            Some(KeyClientOptions {
-                client_options: options.clone(),
-                verify_challenge_resource: verify,
-                ..Default::default()
-            }),
+            Some(KeyClientOptions { client_options: options.clone(), ..Default::default() }),
         )
         .map_err(failed)?;
         let certificates = CertificateClient::new(
@@ -103,7 +93,6 @@ impl Vault {
             credential,
             Some(CertificateClientOptions {
                 client_options: options.clone(),
-                verify_challenge_resource: verify,
                 ..Default::default()
             }),
         )
@@ -127,7 +116,7 @@ impl Vault {
             name: object.name.clone(),
             version: version.to_owned(),
             status: e.http_status().map(u16::from),
-            message: e.to_string(),
+            message: describe(&e),
         };
         let bad = |source: ContentError| FetchError::Content {
             object_type: object.object_type.clone(),
@@ -208,7 +197,7 @@ impl Vault {
             name: object.name.clone(),
             version: object.version.clone(),
             status: e.http_status().map(u16::from),
-            message: e.to_string(),
+            message: describe(&e),
         };
         // (created, version) of every enabled version.
         let mut found = Vec::new();
@@ -260,6 +249,22 @@ impl Vault {
         found.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
         Ok(found.into_iter().map(|(_, version)| version).collect())
     }
+}
+
+/// An SDK error with its causes: the outer text alone can be as bare as
+/// "non-transport error occurred which will not be retried".
+pub fn describe(error: &azure_core::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The version in an object id (`https://<vault>/secrets/<name>/<version>`).

@@ -290,7 +290,7 @@ mod tests {
     fn with_object(object: &str) -> Result<AzureParams, ParamsError> {
         let doc: String = object.lines().map(|l| format!("    {l}\n")).collect();
         let objects = format!("array:\n  - |\n{doc}");
-        parse(&[("keyvaultName", "kv"), ("tenantID", "t"), ("objects", &objects)])
+        parse(&[("keyvaultName", "kv1"), ("tenantID", "t"), ("objects", &objects)])
     }
 
     #[test]

@@ -67,9 +67,9 @@ pub struct AzureOptions {
     pub extra_ca: Option<PathBuf>,
     /// Host names resolved to fixed addresses (a test server's).
     pub resolve: Vec<(String, SocketAddr)>,
-    /// Check that a Key Vault challenge names a Key Vault resource; tests
-    /// with a vault on a made-up domain turn it off.
-    pub verify_challenge_resource: bool,
+    /// A proxy for plain-HTTP requests: the node endpoints (IMDS, NMI) of a
+    /// test server.
+    pub http_proxy: Option<String>,
 }
 
 impl Default for AzureOptions {
@@ -80,7 +80,7 @@ impl Default for AzureOptions {
             separate_cert_and_key: false,
             extra_ca: None,
             resolve: Vec::new(),
-            verify_challenge_resource: true,
+            http_proxy: None,
         }
     }
 }
@@ -112,6 +112,10 @@ impl AzureProvider {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(proxy) = &options.http_proxy {
+            builder =
+                builder.proxy(reqwest::Proxy::http(proxy).map_err(|e| format!("{proxy}: {e}"))?);
         }
         for (host, addr) in &options.resolve {
             builder = builder.resolve(host, *addr);
@@ -155,6 +159,7 @@ impl AzureProvider {
             client_id.as_deref(),
             request,
             &client_options,
+            &self.http,
             self.options.allow_node_identity,
         )?;
         let url = format!("https://{}.{}/", params.keyvault_name, cloud.key_vault_dns_suffix);
@@ -163,12 +168,7 @@ impl AzureProvider {
             match vaults.get(&(url.clone(), identity.key.clone())) {
                 Some(vault) => vault.clone(),
                 None => {
-                    let vault = Vault::new(
-                        &url,
-                        identity.credential.clone(),
-                        &client_options,
-                        self.options.verify_challenge_resource,
-                    )?;
+                    let vault = Vault::new(&url, identity.credential.clone(), &client_options)?;
                     vaults.insert((url.clone(), identity.key.clone()), vault.clone());
                     vault
                 }

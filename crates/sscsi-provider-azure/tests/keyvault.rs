@@ -46,7 +46,7 @@ async fn setup(classes: &[(&str, &str)], options: AzureOptions) -> Setup {
         AzureOptions {
             extra_ca: Some(ca),
             resolve: azure.hosts(&["kv1", "kv2"]),
-            verify_challenge_resource: false,
+            http_proxy: Some(azure.node_proxy()),
             ..options
         },
         Some(kube),
@@ -303,6 +303,16 @@ async fn identities_token_reuse_throttling_and_refusals() {
     }
     assert_eq!(s.azure.token_requests(), 1, "5 mounts by one identity");
 
+    // Concurrent mounts of one object by one identity share one read.
+    s.azure.delay(std::time::Duration::from_millis(300));
+    let before = s.azure.vault_requests();
+    let mounts = ["p1", "p2", "p3", "p4", "p5"].map(|pod| s.publish("wi", pod));
+    for result in futures::future::join_all(mounts).await {
+        assert_eq!(text(&result.unwrap().join("db")), "kv1-secret");
+    }
+    assert_eq!(s.azure.vault_requests() - before, 1, "5 concurrent mounts, 1 Key Vault read");
+    s.azure.delay(std::time::Duration::ZERO);
+
     // Throttled: the SDK waits out Retry-After and tries again.
     s.azure.throttle(1);
     let before = s.azure.vault_requests();
@@ -383,4 +393,43 @@ async fn identities_token_reuse_throttling_and_refusals() {
             status.message()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_identities_when_the_operator_allows_them() {
+    let one = objects(&["objectName: db\nobjectType: secret"]);
+    let classes = [
+        (
+            "vm-user",
+            format!("useVMManagedIdentity: \"true\"\nuserAssignedIdentityID: mi-client\n{one}"),
+        ),
+        ("vm-system", format!("useVMManagedIdentity: \"true\"\n{one}")),
+        (
+            "vm-unknown",
+            format!("useVMManagedIdentity: \"true\"\nuserAssignedIdentityID: nobody\n{one}"),
+        ),
+        ("pod-identity", format!("usePodIdentity: \"true\"\n{one}")),
+    ];
+    let classes: Vec<(&str, &str)> = classes.iter().map(|(n, p)| (*n, p.as_str())).collect();
+    let s = setup(&classes, AzureOptions { allow_node_identity: true, ..Default::default() }).await;
+    s.azure.set_secret("kv1", "db", "node-read");
+    s.azure.node_identity(Some("mi-client"));
+    s.azure.node_identity(None);
+    s.azure.pod_identity("shop", "pod-a", "pi-client");
+    for (class, pod) in
+        [("vm-user", "a"), ("vm-system", "b"), ("vm-user", "c"), ("pod-identity", "pod-a")]
+    {
+        let target =
+            s.publish(class, pod).await.unwrap_or_else(|e| panic!("{class}: {}", e.message()));
+        assert_eq!(text(&target.join("db")), "node-read", "{class}");
+    }
+    assert_eq!(s.azure.token_requests(), 3, "one token per node identity and one for the pod");
+    let err = s.publish("vm-unknown", "d").await.unwrap_err();
+    assert!(
+        err.message().contains("The requested identity has not been assigned to this resource"),
+        "{}",
+        err.message()
+    );
+    let err = s.publish("pod-identity", "pod-b").await.unwrap_err();
+    assert!(err.message().contains("pod identity (NMI): status 403"), "{}", err.message());
 }

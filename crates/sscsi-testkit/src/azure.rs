@@ -5,6 +5,10 @@
 //! the bearer challenge (401 with `WWW-Authenticate`); 403 for identities
 //! without access; 429 with `Retry-After`. Hosts: `login.test` and
 //! `<vault>.vault.test`, which clients resolve to [`AzureServer::addr`].
+//!
+//! The node's own endpoints, IMDS (`169.254.169.254`) and aad-pod-identity's
+//! NMI (`localhost:2579`), are served over plain HTTP at
+//! [`AzureServer::node_proxy`], which a client uses as its HTTP proxy.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -50,12 +54,19 @@ struct State {
     /// (vault, kind, name) → versions, oldest first.
     objects: BTreeMap<(String, String, String), Vec<Version>>,
     throttle: usize,
+    /// How long each Key Vault answer takes.
+    delay: std::time::Duration,
     next_version: u64,
+    /// Client ids of the node's managed identities ("system" for system-assigned).
+    node_identities: HashSet<String>,
+    /// (namespace, pod) → client id, for NMI.
+    pod_identities: HashMap<(String, String), String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct AzureServer {
     addr: SocketAddr,
+    node_addr: SocketAddr,
     ca_pem: String,
     state: Arc<Mutex<State>>,
 }
@@ -79,12 +90,26 @@ impl AzureServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
-        let this = Self { addr, ca_pem: ca.cert_pem(), state: Arc::default() };
+        let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let node_addr = node.local_addr().expect("local address");
+        let this = Self { addr, node_addr, ca_pem: ca.cert_pem(), state: Arc::default() };
+        let handler = this.clone();
+        let node_app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let handler = handler.clone();
+            async move { handler.node_endpoint(&uri, &headers) }
+        });
+        tokio::spawn(async move { axum::serve(node, node_app).await });
         let handler = this.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let handler = handler.clone();
-                async move { handler.handle(method, uri, headers, body) }
+                async move {
+                    let delay = handler.state().delay;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    handler.handle(method, uri, headers, body)
+                }
             },
         );
         tokio::spawn(async move {
@@ -113,6 +138,74 @@ impl AzureServer {
         let mut hosts = vec![(LOGIN_HOST.to_owned(), self.addr)];
         hosts.extend(vaults.iter().map(|v| (format!("{v}.{VAULT_DNS_SUFFIX}"), self.addr)));
         hosts
+    }
+
+    /// `http://<addr>`: the proxy through which IMDS and NMI are reached.
+    pub fn node_proxy(&self) -> String {
+        format!("http://{}", self.node_addr)
+    }
+
+    /// A managed identity of the node (`None`: the system-assigned one).
+    pub fn node_identity(&self, client_id: Option<&str>) {
+        self.state().node_identities.insert(client_id.unwrap_or("system").to_owned());
+    }
+
+    /// An aad-pod-identity binding of a pod to a client id.
+    pub fn pod_identity(&self, namespace: &str, pod: &str, client_id: &str) {
+        self.state().pod_identities.insert((namespace.into(), pod.into()), client_id.into());
+    }
+
+    fn issue(&self, state: &mut State, client_id: &str) -> String {
+        state.token_requests += 1;
+        let token = format!("access-token-{}", state.token_requests);
+        state.tokens.insert(token.clone(), client_id.to_owned());
+        token
+    }
+
+    fn node_endpoint(&self, uri: &Uri, headers: &HeaderMap) -> Response {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let resource = query.get("resource").cloned().unwrap_or_default();
+        let expires_on = (jiff::Timestamp::now().as_second() + 3600).to_string();
+        let mut state = self.state();
+        match (host, uri.path()) {
+            ("169.254.169.254", "/metadata/identity/oauth2/token") => {
+                if headers.get("metadata").and_then(|h| h.to_str().ok()) != Some("true") {
+                    return (StatusCode::BAD_REQUEST, "Required metadata header not specified")
+                        .into_response();
+                }
+                let client_id = query.get("client_id").cloned().unwrap_or_else(|| "system".into());
+                if !state.node_identities.contains(&client_id) {
+                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request", "error_description": "Identity not found"}))).into_response();
+                }
+                let token = self.issue(&mut state, &client_id);
+                axum::Json(
+                    json!({"access_token": token, "client_id": client_id, "expires_in": "3599",
+                    "expires_on": expires_on, "resource": resource, "token_type": "Bearer"}),
+                )
+                .into_response()
+            }
+            ("localhost:2579", "/host/token/") => {
+                let header = |name: &str| {
+                    headers.get(name).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned()
+                };
+                let Some(client_id) =
+                    state.pod_identities.get(&(header("podns"), header("podname"))).cloned()
+                else {
+                    return (StatusCode::FORBIDDEN, "no AzureIdentity matches the pod")
+                        .into_response();
+                };
+                let token = self.issue(&mut state, &client_id);
+                axum::Json(json!({"token": {"access_token": token, "expires_in": "3599", "expires_on": expires_on,
+                    "resource": resource, "token_type": "Bearer"}, "clientid": client_id}))
+                .into_response()
+            }
+            _ => (StatusCode::NOT_FOUND, format!("no node endpoint {host}{}", uri.path()))
+                .into_response(),
+        }
     }
 
     /// The CA that signed the server's certificate, as PEM.
@@ -160,6 +253,11 @@ impl AzureServer {
     /// The next `n` Key Vault requests are answered 429.
     pub fn throttle(&self, n: usize) {
         self.state().throttle = n;
+    }
+
+    /// Every answer takes `delay` from now on.
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.state().delay = delay;
     }
 
     /// Token requests answered with a token.
@@ -310,9 +408,7 @@ impl AzureServer {
                 "AADSTS700213: No matching federated identity record found for presented assertion subject, or invalid client secret.",
             );
         }
-        state.token_requests += 1;
-        let token = format!("access-token-{}", state.token_requests);
-        state.tokens.insert(token.clone(), client_id);
+        let token = self.issue(&mut state, &client_id);
         axum::Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}))
             .into_response()
     }
@@ -337,7 +433,7 @@ impl AzureServer {
             .and_then(|h| h.strip_prefix("Bearer "));
         let Some(client_id) = bearer.and_then(|t| state.tokens.get(t)).cloned() else {
             let challenge = format!(
-                "Bearer authorization=\"https://{LOGIN_HOST}/tenant\", resource=\"https://vault.azure.net\""
+                "Bearer authorization=\"https://{LOGIN_HOST}/tenant\", resource=\"https://{VAULT_DNS_SUFFIX}\""
             );
             return Response::builder()
                 .status(StatusCode::UNAUTHORIZED)

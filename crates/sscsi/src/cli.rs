@@ -107,6 +107,34 @@ pub struct NodeArgs {
     #[cfg(feature = "vault")]
     #[command(flatten, next_help_heading = "Vault provider (defaults for classes that set none)")]
     pub vault: VaultArgs,
+
+    #[cfg(feature = "azure")]
+    #[command(flatten, next_help_heading = "Azure provider")]
+    pub azure: AzureArgs,
+}
+
+/// The azure provider's settings, with the official provider's meanings.
+#[cfg(feature = "azure")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct AzureArgs {
+    /// Cloud of classes without `cloudName` (AzurePublicCloud, AzureUSGovernmentCloud,
+    /// AzureChinaCloud, AzureGermanCloud).
+    #[arg(
+        long = "azure-cloud-name",
+        env = "SSCSI_AZURE_CLOUD_NAME",
+        default_value = "AzurePublicCloud"
+    )]
+    pub cloud_name: String,
+    /// Allow `useVMManagedIdentity` and `usePodIdentity`, which authenticate as the node
+    /// or through the node's aad-pod-identity agent, not as the pod.
+    #[arg(long = "azure-allow-node-identity", env = "SSCSI_AZURE_ALLOW_NODE_IDENTITY")]
+    pub allow_node_identity: bool,
+    /// Also write `<file>.crt` and `<file>.key` next to each certificate's PEM file.
+    #[arg(
+        long = "azure-write-cert-and-key-in-separate-files",
+        env = "SSCSI_AZURE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES"
+    )]
+    pub separate_cert_and_key: bool,
 }
 
 /// The vault provider's defaults, with vault-csi-provider's flag names; a

@@ -21,6 +21,8 @@ use sscsi_provider_local::LocalProvider;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "azure")]
+use crate::cli::AzureArgs;
 use crate::cli::NodeArgs;
 #[cfg(feature = "vault")]
 use crate::cli::VaultArgs;
@@ -49,6 +51,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         no_tmpfs,
         #[cfg(feature = "vault")]
         vault,
+        #[cfg(feature = "azure")]
+        azure,
     } = args;
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
     let node_id = match nodeid {
@@ -98,6 +102,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     #[cfg(feature = "vault")]
     register_vault(&mut providers, cluster.client.as_ref(), vault);
+    #[cfg(feature = "azure")]
+    register_azure(&mut providers, cluster.client.as_ref(), azure)?;
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -223,6 +229,36 @@ fn register_vault(providers: &mut ProviderRegistry, client: Option<&Client>, arg
         _ => KeySource::Process,
     };
     providers.register(Arc::new(VaultProvider::new(defaults, client.cloned(), key)));
+}
+
+/// The azure provider needs no cluster: without one, workload identity
+/// needs `clientID` in the class. `SSCSI_AZURE_RESOLVE` (`host=ip:port,...`),
+/// `SSCSI_AZURE_CA_FILE` and `SSCSI_AZURE_HTTP_PROXY` point it at test servers.
+#[cfg(feature = "azure")]
+fn register_azure(
+    providers: &mut ProviderRegistry,
+    client: Option<&Client>,
+    args: AzureArgs,
+) -> anyhow::Result<()> {
+    use sscsi_provider_azure::{AzureOptions, AzureProvider};
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut resolve = Vec::new();
+    for pair in env("SSCSI_AZURE_RESOLVE").unwrap_or_default().split(',').filter(|p| !p.is_empty())
+    {
+        let (host, addr) = pair.split_once('=').context("SSCSI_AZURE_RESOLVE: host=ip:port")?;
+        resolve.push((host.to_owned(), addr.parse().context("SSCSI_AZURE_RESOLVE: ip:port")?));
+    }
+    let options = AzureOptions {
+        default_cloud: args.cloud_name,
+        allow_node_identity: args.allow_node_identity,
+        separate_cert_and_key: args.separate_cert_and_key,
+        extra_ca: env("SSCSI_AZURE_CA_FILE").map(PathBuf::from),
+        resolve,
+        http_proxy: env("SSCSI_AZURE_HTTP_PROXY"),
+    };
+    let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
+    providers.register(Arc::new(provider));
+    Ok(())
 }
 
 async fn register_cloud_providers(

@@ -588,3 +588,88 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
         "a Vault token leaked into the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_mounts_an_azure_secret_with_workload_identity() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    use serde_json::json;
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let azure = sscsi_testkit::azure::AzureServer::start().await;
+    azure.trust(api.signer().verifier());
+    azure.federate("tenant", "annotated-client", "system:serviceaccount:team:app");
+    azure.set_secret("kv1", "db", "azure-secret-value-63");
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "app", "namespace": "team",
+                     "annotations": {"azure.workload.identity/client-id": "annotated-client"}}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
+
+    let dir = setup();
+    let env_file = dir.path().join("cloud.json");
+    std::fs::write(&env_file, azure.environment_json()).unwrap();
+    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
+    let spc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "azure-db", "namespace": "team"},
+        "spec": {"provider": "azure", "parameters": {
+            "keyvaultName": "kv1", "tenantID": "tenant", "cloudName": "AzureStackCloud",
+            "cloudEnvFileName": env_file.display().to_string(),
+            "objects": "array:\n  - |\n    objectName: db\n    objectType: secret\n"
+        }}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
+        .create(&PostParams::default(), &spc)
+        .await
+        .unwrap();
+
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let ca = dir.path().join("azure-ca.pem");
+    std::fs::write(&ca, azure.ca_pem()).unwrap();
+    let resolve: Vec<String> =
+        azure.hosts(&["kv1"]).iter().map(|(host, addr)| format!("{host}={addr}")).collect();
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[
+            ("SSCSI_AZURE_RESOLVE", &resolve.join(",")),
+            ("SSCSI_AZURE_CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-azure".into(),
+        service_account: "app".into(),
+    };
+    let jwt = api.signer().sign(&sscsi_testkit::jwt::Subject {
+        namespace: "team",
+        service_account: "app",
+        pod: Some(("app-0", "u-azure")),
+        audiences: &["api://AzureADTokenExchange"],
+        lifetime_seconds: 600,
+    });
+    let target = dir.path().join("pods/u-azure/volumes/kubernetes.io~csi/azure/mount");
+    let mut request =
+        sscsi_node::client::inline_volume_publish_request("csi-azure", &target, "azure-db", &pod);
+    request.volume_context.insert(
+        TOKENS_KEY.into(),
+        json!({"api://AzureADTokenExchange": {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"}})
+            .to_string(),
+    );
+    publish_once_the_class_is_cached(&mut csi, request).await;
+    assert_eq!(std::fs::read_to_string(target.join("db")).unwrap(), "azure-secret-value-63");
+
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(!logs.contains("azure-secret-value-63"), "the secret leaked into the logs");
+    assert!(!logs.contains(&jwt), "the pod's token leaked into the logs");
+    assert!(!logs.contains("access-token-1"), "the AAD token leaked into the logs");
+}

@@ -17,7 +17,9 @@ use azure_identity::{
     ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
-use sscsi_core::{MountRequest, SecretBytes, content_digest};
+use sscsi_core::{MountRequest, SecretBytes, ServiceAccountToken, content_digest};
+
+use crate::binding::IDENTITY_BINDING_AUDIENCE;
 
 use crate::params::{AzureParams, IdentityMode};
 
@@ -38,8 +40,8 @@ pub enum AuthError {
         "{0} uses the node's identity, which this driver does not allow: start sscsi with --azure-allow-node-identity to permit it"
     )]
     NodeIdentity(&'static str),
-    #[error("{0} is not supported by sscsi yet")]
-    Unsupported(&'static str),
+    #[error("failed to build auth config for mode AzureTokenProxy: {0}")]
+    Binding(&'static str),
     #[error("failed to get service account {namespace}/{name}: {message}")]
     ServiceAccount { namespace: String, name: String, message: String },
     #[error("failed to create credential: {0}")]
@@ -87,19 +89,29 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How a mount's credential reaches AAD.
+#[derive(Debug)]
+pub struct Channels<'a> {
+    /// Options of every AAD request (cloud, transport).
+    pub options: &'a ClientOptions,
+    /// The same through the AKS token proxy, for identity binding.
+    pub binding: Option<&'a ClientOptions>,
+    /// The plain client, for aad-pod-identity's NMI.
+    pub http: &'a reqwest::Client,
+    pub allow_node_identity: bool,
+}
+
 impl Credentials {
-    /// The credential for `request`, given the class's parameters, the
-    /// client id (`clientID`, else the service account's annotation) and the
-    /// options every AAD request uses (cloud, transport).
+    /// The credential for `request`, given the class's parameters and the
+    /// client id (`clientID`, else the service account's annotation).
     pub fn identity(
         &self,
         params: &AzureParams,
         client_id: Option<&str>,
         request: &MountRequest,
-        options: &ClientOptions,
-        http: &reqwest::Client,
-        allow_node_identity: bool,
+        channels: &Channels<'_>,
     ) -> Result<Identity, AuthError> {
+        let Channels { options, binding, http, allow_node_identity } = *channels;
         let authority = format!("{:?}", options.cloud);
         match params.mode {
             IdentityMode::PodIdentity if !allow_node_identity => {
@@ -136,7 +148,27 @@ impl Credentials {
                 return Ok(Identity { key, credential });
             }
             IdentityMode::TokenProxy => {
-                return Err(AuthError::Unsupported("useAzureTokenProxy (AKS identity binding)"));
+                let binding =
+                    binding.ok_or(AuthError::Binding("the token proxy is not available"))?;
+                let client_id = client_id
+                    .ok_or(AuthError::Binding("clientID is required for identity binding"))?;
+                if request.tokens.is_empty() {
+                    return Err(AuthError::Binding(
+                        "service account tokens are required for identity binding",
+                    ));
+                }
+                let token = request.tokens.get(IDENTITY_BINDING_AUDIENCE).ok_or(AuthError::Binding(
+                    "failed to parse service account token for identity binding, error: no token for audience \"api://AKSIdentityBinding\"",
+                ))?;
+                let key = serde_json::json!([
+                    "binding",
+                    params.tenant_id,
+                    client_id,
+                    request.pod.namespace,
+                    request.pod.service_account
+                ])
+                .to_string();
+                return self.assertion(key, &params.tenant_id, client_id, token, binding);
             }
             IdentityMode::Default => {}
         }
@@ -154,25 +186,7 @@ impl Credentials {
                 request.pod.service_account
             ])
             .to_string();
-            let mut map = self.workload.lock().expect("credentials lock");
-            let (assertion, credential) = match map.get(&key) {
-                Some(entry) => entry.clone(),
-                None => {
-                    let assertion = PodAssertion::default();
-                    let credential = ClientAssertionCredential::new(
-                        params.tenant_id.clone(),
-                        client_id.to_owned(),
-                        assertion.clone(),
-                        Some(ClientAssertionCredentialOptions { client_options: options.clone() }),
-                    )
-                    .map_err(|e| AuthError::Credential(e.to_string()))?;
-                    let entry = (assertion, credential as Arc<dyn TokenCredential>);
-                    map.insert(key.clone(), entry.clone());
-                    entry
-                }
-            };
-            *assertion.0.lock().expect("assertion lock") = token.token.clone();
-            return Ok(Identity { key, credential });
+            return self.assertion(key, &params.tenant_id, client_id, token, options);
         }
         // A service principal from nodePublishSecretRef; keys matched case-insensitively.
         if request.secrets.is_empty() {
@@ -215,6 +229,37 @@ impl Credentials {
 }
 
 impl Credentials {
+    /// A client-assertion credential under `key` (workload identity or
+    /// identity binding), made once, sending the newest pod token.
+    fn assertion(
+        &self,
+        key: String,
+        tenant: &str,
+        client_id: &str,
+        token: &ServiceAccountToken,
+        options: &ClientOptions,
+    ) -> Result<Identity, AuthError> {
+        let mut map = self.workload.lock().expect("credentials lock");
+        let (assertion, credential) = match map.get(&key) {
+            Some(entry) => entry.clone(),
+            None => {
+                let assertion = PodAssertion::default();
+                let credential = ClientAssertionCredential::new(
+                    tenant.to_owned(),
+                    client_id.to_owned(),
+                    assertion.clone(),
+                    Some(ClientAssertionCredentialOptions { client_options: options.clone() }),
+                )
+                .map_err(|e| AuthError::Credential(e.to_string()))?;
+                let entry = (assertion, credential as Arc<dyn TokenCredential>);
+                map.insert(key.clone(), entry.clone());
+                entry
+            }
+        };
+        *assertion.0.lock().expect("assertion lock") = token.token.clone();
+        Ok(Identity { key, credential })
+    }
+
     /// The node-level credential under `key`, made once.
     fn node(
         &self,

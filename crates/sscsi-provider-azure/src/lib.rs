@@ -3,6 +3,7 @@
 //! writing the same files.
 
 pub mod auth;
+pub mod binding;
 pub mod cloud;
 pub mod content;
 pub mod keyvault;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
-use azure_core::http::{ClientOptions, Transport};
+use azure_core::http::{ClientOptions, Transport, Url};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use sscsi_core::{
@@ -16,10 +16,16 @@ use sscsi_core::{
     ProviderFailure, SecretFile,
 };
 
-use crate::auth::{AuthError, Credentials, WORKLOAD_IDENTITY_AUDIENCE, annotated_client_id};
+use crate::auth::{
+    AuthError, Channels, Credentials, WORKLOAD_IDENTITY_AUDIENCE, annotated_client_id,
+};
+use crate::binding::{
+    DEFAULT_CA_FILE, DEFAULT_TOKEN_PROXY_URL, IDENTITY_BINDING_AUDIENCE, ProxyClient, cluster_id,
+    sni_name,
+};
 use crate::cloud::{CloudError, resolve};
 use crate::keyvault::{FetchError, Part, Vault, history};
-use crate::params::{AzureParams, KeyVaultObject, ParamsError};
+use crate::params::{AzureParams, IdentityMode, KeyVaultObject, ParamsError};
 
 pub const NAME: &str = "azure";
 
@@ -37,6 +43,8 @@ pub enum AzureError {
         "failed to get objectType:{object_type}, objectName:{name}, objectVersion:{version}: the version is not among the enabled versions"
     )]
     NoSuchVersion { object_type: String, name: String, version: String },
+    #[error("failed to build auth config for mode AzureTokenProxy: token proxy: {0}")]
+    TokenProxy(String),
 }
 
 impl ProviderFailure for AzureError {
@@ -49,6 +57,7 @@ impl ProviderFailure for AzureError {
             Self::Auth(_) => ErrorCode::FailedPrecondition,
             Self::Fetch(e) => e.code(),
             Self::NoSuchVersion { .. } => ErrorCode::NotFound,
+            Self::TokenProxy(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -70,6 +79,12 @@ pub struct AzureOptions {
     /// A proxy for plain-HTTP requests: the node endpoints (IMDS, NMI) of a
     /// test server.
     pub http_proxy: Option<String>,
+    /// AKS identity binding: the token proxy (upstream's `--token-proxy-url`),
+    /// its TLS server name (`--sni-name`; derived from the cluster id in the
+    /// API server's certificate when unset), and the cluster CA.
+    pub token_proxy_url: String,
+    pub sni_name: Option<String>,
+    pub cluster_ca: PathBuf,
 }
 
 impl Default for AzureOptions {
@@ -81,6 +96,9 @@ impl Default for AzureOptions {
             extra_ca: None,
             resolve: Vec::new(),
             http_proxy: None,
+            token_proxy_url: DEFAULT_TOKEN_PROXY_URL.into(),
+            sni_name: None,
+            cluster_ca: DEFAULT_CA_FILE.into(),
         }
     }
 }
@@ -93,6 +111,8 @@ pub struct AzureProvider {
     http: reqwest::Client,
     credentials: Credentials,
     vaults: Mutex<HashMap<(String, String), Vault>>,
+    /// The AKS token proxy's client, made at the first identity-binding mount.
+    proxy: tokio::sync::OnceCell<Arc<ProxyClient>>,
     /// Reads in flight by (identity, vault, type, name, version): concurrent
     /// mounts of one object by one identity share one request.
     flights: Mutex<HashMap<String, Flight>>,
@@ -127,6 +147,7 @@ impl AzureProvider {
             http,
             credentials: Credentials::default(),
             vaults: Mutex::default(),
+            proxy: tokio::sync::OnceCell::new(),
             flights: Mutex::default(),
         })
     }
@@ -145,23 +166,29 @@ impl AzureProvider {
             cloud: Some(Arc::new(CloudConfiguration::from(custom))),
             ..Default::default()
         };
-        // Workload identity without `clientID`: the service account's annotation.
+        // Workload identity or identity binding without `clientID`: the
+        // service account's annotation.
+        let federated = [WORKLOAD_IDENTITY_AUDIENCE, IDENTITY_BINDING_AUDIENCE];
         let client_id = match (&params.client_id, &self.kube) {
             (Some(id), _) => Some(id.clone()),
-            (None, Some(kube)) if request.tokens.contains_key(WORKLOAD_IDENTITY_AUDIENCE) => {
+            (None, Some(kube)) if federated.iter().any(|a| request.tokens.contains_key(*a)) => {
                 let pod = &request.pod;
                 annotated_client_id(kube, &pod.namespace, &pod.service_account).await?
             }
             _ => None,
         };
-        let identity = self.credentials.identity(
-            &params,
-            client_id.as_deref(),
-            request,
-            &client_options,
-            &self.http,
-            self.options.allow_node_identity,
-        )?;
+        let binding = match params.mode {
+            IdentityMode::TokenProxy => Some(self.binding_options().await?),
+            _ => None,
+        };
+        let channels = Channels {
+            options: &client_options,
+            binding: binding.as_ref(),
+            http: &self.http,
+            allow_node_identity: self.options.allow_node_identity,
+        };
+        let identity =
+            self.credentials.identity(&params, client_id.as_deref(), request, &channels)?;
         let url = format!("https://{}.{}/", params.keyvault_name, cloud.key_vault_dns_suffix);
         let vault = {
             let mut vaults = self.vaults.lock().expect("vaults lock");
@@ -198,6 +225,32 @@ impl AzureProvider {
             }
         }
         Ok(MountResponse { files, versions: versions.into_iter().collect() })
+    }
+
+    /// Client options that send AAD requests through the AKS token proxy.
+    async fn binding_options(&self) -> Result<ClientOptions, AzureError> {
+        let url = Url::parse(&self.options.token_proxy_url).map_err(|e| {
+            AzureError::TokenProxy(format!("{}: {e}", self.options.token_proxy_url))
+        })?;
+        let proxy = self
+            .proxy
+            .get_or_try_init(|| async {
+                let (ca, resolve) = (&self.options.cluster_ca, &self.options.resolve);
+                let sni = match &self.options.sni_name {
+                    Some(name) => name.clone(),
+                    None => sni_name(&cluster_id(&url, ca, resolve).await?),
+                };
+                ProxyClient::new(&url, sni, ca, resolve).await.map(Arc::new)
+            })
+            .await
+            .map_err(AzureError::TokenProxy)?;
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = self.options.token_proxy_url.clone();
+        Ok(ClientOptions {
+            transport: Some(Transport::new(proxy.clone())),
+            cloud: Some(Arc::new(CloudConfiguration::from(custom))),
+            ..Default::default()
+        })
     }
 
     /// The parts of every version of `object` to write: one version, or the

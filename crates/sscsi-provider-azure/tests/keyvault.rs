@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kube::api::{Api, PostParams};
 use sscsi_core::ProviderRegistry;
 use sscsi_provider_azure::{AzureOptions, AzureProvider};
-use sscsi_testkit::azure::AzureServer;
+use sscsi_testkit::azure::{AzureServer, CLUSTER_ID, TOKEN_PROXY_HOST};
 use sscsi_testkit::csi::{Class, Publish, TestNode};
 use sscsi_testkit::jwt::{JwtSigner, Subject};
 use sscsi_testkit::kube_api::ApiServer;
@@ -44,9 +44,11 @@ async fn setup(classes: &[(&str, &str)], options: AzureOptions) -> Setup {
     let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let provider = AzureProvider::new(
         AzureOptions {
-            extra_ca: Some(ca),
+            extra_ca: Some(ca.clone()),
             resolve: azure.hosts(&["kv1", "kv2"]),
             http_proxy: Some(azure.node_proxy()),
+            token_proxy_url: format!("https://{TOKEN_PROXY_HOST}"),
+            cluster_ca: ca.clone(),
             ..options
         },
         Some(kube),
@@ -432,4 +434,44 @@ async fn node_identities_when_the_operator_allows_them() {
     );
     let err = s.publish("pod-identity", "pod-b").await.unwrap_err();
     assert!(err.message().contains("pod identity (NMI): status 403"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_binding_through_the_aks_token_proxy() {
+    let one = objects(&["objectName: db\nobjectType: secret"]);
+    let classes = [
+        ("binding", format!("useAzureTokenProxy: \"true\"\nclientID: app-client\n{one}")),
+        ("binding-no-client", format!("useAzureTokenProxy: \"true\"\n{one}")),
+    ];
+    let classes: Vec<(&str, &str)> = classes.iter().map(|(n, p)| (*n, p.as_str())).collect();
+    let s = setup(&classes, AzureOptions::default()).await;
+    s.azure.set_secret("kv1", "db", "bound-read");
+    let token = s.signer.sign(&Subject {
+        namespace: "shop",
+        service_account: "app",
+        pod: None,
+        audiences: &["api://AKSIdentityBinding"],
+        lifetime_seconds: 600,
+    });
+    let extra = Publish { tokens: &[("api://AKSIdentityBinding", &token)], secrets: &[] };
+    for pod in ["a", "b"] {
+        let target = s.node.publish("binding", &TestNode::pod(pod), &extra).await.unwrap();
+        assert_eq!(text(&target.join("db")), "bound-read");
+    }
+    // The exchange went to the token proxy, named for the cluster id in the
+    // API server's certificate, once for both mounts.
+    let sni = sscsi_provider_azure::binding::sni_name(CLUSTER_ID);
+    assert_eq!(s.azure.proxied(), [(sni, TOKEN_PROXY_HOST.to_owned())]);
+    assert_eq!(s.azure.token_requests(), 1);
+
+    let err = s.node.publish("binding-no-client", &TestNode::pod("c"), &extra).await.unwrap_err();
+    assert!(err.message().contains("failed to build auth config for mode AzureTokenProxy: clientID is required for identity binding"), "{}", err.message());
+    let wi_only = s.token();
+    let extra = Publish { tokens: &[("api://AzureADTokenExchange", &wi_only)], secrets: &[] };
+    let err = s.node.publish("binding", &TestNode::pod("d"), &extra).await.unwrap_err();
+    assert!(
+        err.message().contains("failed to parse service account token for identity binding"),
+        "{}",
+        err.message()
+    );
 }

@@ -25,6 +25,10 @@ use crate::jwt::JwtVerifier;
 use crate::pki::TestCa;
 
 pub const LOGIN_HOST: &str = "login.test";
+/// The AKS token proxy's address (the API server's service name in a cluster).
+pub const TOKEN_PROXY_HOST: &str = "kubernetes.test";
+/// The cluster id in the double's certificate, as AKS API servers carry it.
+pub const CLUSTER_ID: &str = "testcluster";
 pub const VAULT_DNS_SUFFIX: &str = "vault.test";
 /// A version list's page size, small so that tests page.
 const PAGE: usize = 2;
@@ -61,7 +65,16 @@ struct State {
     node_identities: HashSet<String>,
     /// (namespace, pod) → client id, for NMI.
     pod_identities: HashMap<(String, String), String>,
+    proxied: Vec<(String, String)>,
 }
+
+const WORKLOAD_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// What the AKS token proxy accepts in place of the workload-identity audience.
+const BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
+
+/// The TLS server name a connection asked for.
+#[derive(Debug, Clone)]
+struct Sni(String);
 
 #[derive(Debug, Clone)]
 pub struct AzureServer {
@@ -74,7 +87,17 @@ pub struct AzureServer {
 impl AzureServer {
     pub async fn start() -> Self {
         let ca = TestCa::new("sscsi test CA");
-        let server = ca.issue("azure test double", &[LOGIN_HOST, &format!("*.{VAULT_DNS_SUFFIX}")]);
+        let cluster_name = format!("hcp-kubernetes.{CLUSTER_ID}.svc.cluster.local");
+        let server = ca.issue(
+            "azure test double",
+            &[
+                LOGIN_HOST,
+                &format!("*.{VAULT_DNS_SUFFIX}"),
+                TOKEN_PROXY_HOST,
+                &cluster_name,
+                "*.ests.aks",
+            ],
+        );
         let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -101,14 +124,18 @@ impl AzureServer {
         tokio::spawn(async move { axum::serve(node, node_app).await });
         let handler = this.clone();
         let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            move |axum::Extension(Sni(sni)): axum::Extension<Sni>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| {
                 let handler = handler.clone();
                 async move {
                     let delay = handler.state().delay;
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    handler.handle(method, uri, headers, body)
+                    handler.handle(sni, method, uri, headers, body)
                 }
             },
         );
@@ -118,6 +145,8 @@ impl AzureServer {
                 let (acceptor, app) = (acceptor.clone(), app.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let sni = tls.get_ref().1.server_name().unwrap_or_default().to_owned();
+                    let app = app.layer(axum::Extension(Sni(sni)));
                     let service = hyper_util::service::TowerToHyperService::new(app);
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -135,7 +164,8 @@ impl AzureServer {
 
     /// The host names a client must resolve to [`Self::addr`] for `vaults`.
     pub fn hosts(&self, vaults: &[&str]) -> Vec<(String, SocketAddr)> {
-        let mut hosts = vec![(LOGIN_HOST.to_owned(), self.addr)];
+        let mut hosts =
+            vec![(LOGIN_HOST.to_owned(), self.addr), (TOKEN_PROXY_HOST.to_owned(), self.addr)];
         hosts.extend(vaults.iter().map(|v| (format!("{v}.{VAULT_DNS_SUFFIX}"), self.addr)));
         hosts
     }
@@ -345,7 +375,14 @@ impl AzureServer {
         versions.iter_mut().filter(|v| v.id == version).for_each(|v| v.enabled = false);
     }
 
-    fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    fn handle(
+        &self,
+        sni: String,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -355,7 +392,18 @@ impl AzureServer {
             .unwrap_or_default()
             .to_owned();
         if host == LOGIN_HOST {
-            return self.token(&method, uri.path(), &body);
+            return self.token(&method, uri.path(), &body, WORKLOAD_AUDIENCE);
+        }
+        if host == TOKEN_PROXY_HOST {
+            self.state().proxied.push((
+                sni,
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+            return self.token(&method, uri.path(), &body, BINDING_AUDIENCE);
         }
         let Some(vault) = host.strip_suffix(&format!(".{VAULT_DNS_SUFFIX}")).map(str::to_owned)
         else {
@@ -364,7 +412,12 @@ impl AzureServer {
         self.vault(&vault, &host, &method, &uri, &headers)
     }
 
-    fn token(&self, method: &Method, path: &str, body: &[u8]) -> Response {
+    /// Token requests through the token proxy: (TLS server name, Host header).
+    pub fn proxied(&self) -> Vec<(String, String)> {
+        self.state().proxied.clone()
+    }
+
+    fn token(&self, method: &Method, path: &str, body: &[u8], audience: &str) -> Response {
         let refuse = |status: StatusCode, error: &str, description: &str| {
             (status, axum::Json(json!({"error": error, "error_description": description})))
                 .into_response()
@@ -391,9 +444,7 @@ impl AzureServer {
         let authenticated = if let Some(assertion) = form.get("client_assertion") {
             let claims = state.verifier.as_ref().and_then(|v| v.verify(assertion));
             let audience_ok = claims.as_ref().is_some_and(|c| {
-                c["aud"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|v| v == "api://AzureADTokenExchange"))
+                c["aud"].as_array().is_some_and(|a| a.iter().any(|v| v == audience))
             });
             audience_ok
                 && claims.as_ref().and_then(|c| c["sub"].as_str())

@@ -135,6 +135,13 @@ pub struct AzureArgs {
         env = "SSCSI_AZURE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES"
     )]
     pub separate_cert_and_key: bool,
+    /// AKS identity binding's token proxy (`useAzureTokenProxy`).
+    #[arg(long = "azure-token-proxy-url", env = "SSCSI_AZURE_TOKEN_PROXY_URL", default_value = sscsi_provider_azure::binding::DEFAULT_TOKEN_PROXY_URL)]
+    pub token_proxy_url: String,
+    /// The token proxy's TLS server name; derived from the cluster id in the API server's
+    /// certificate when unset.
+    #[arg(long = "azure-sni-name", env = "SSCSI_AZURE_SNI_NAME")]
+    pub sni_name: Option<String>,
 }
 
 /// The vault provider's defaults, with vault-csi-provider's flag names; a

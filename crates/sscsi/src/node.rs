@@ -255,6 +255,10 @@ fn register_azure(
         extra_ca: env("SSCSI_AZURE_CA_FILE").map(PathBuf::from),
         resolve,
         http_proxy: env("SSCSI_AZURE_HTTP_PROXY"),
+        token_proxy_url: args.token_proxy_url,
+        sni_name: args.sni_name.filter(|n| !n.is_empty()),
+        cluster_ca: env("SSCSI_AZURE_CLUSTER_CA")
+            .map_or_else(|| sscsi_provider_azure::binding::DEFAULT_CA_FILE.into(), PathBuf::from),
     };
     let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
     providers.register(Arc::new(provider));

@@ -351,9 +351,45 @@ impl TokenCredential for NmiCredential {
     }
 }
 
-/// The client id in the service account's `azure.workload.identity/client-id`
-/// annotation, for classes without `clientID` (upstream never reads it).
-pub async fn annotated_client_id(
+/// How long a service account's client-id annotation is remembered:
+/// kubelet republishes every volume about once a minute.
+const ANNOTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Client-id annotations by (namespace, service account), read through the
+/// API and remembered briefly.
+#[derive(Default)]
+pub struct Annotations(Mutex<HashMap<(String, String), (Option<String>, std::time::Instant)>>);
+
+impl std::fmt::Debug for Annotations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Annotations").finish_non_exhaustive()
+    }
+}
+
+impl Annotations {
+    /// The client id in the service account's `azure.workload.identity/client-id`
+    /// annotation, for classes without `clientID` (upstream never reads it).
+    pub async fn client_id(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, AuthError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let cached = self.0.lock().expect("annotations lock").get(&key).cloned();
+        if let Some((id, _)) = cached.filter(|(_, at)| at.elapsed() < ANNOTATION_TTL) {
+            return Ok(id);
+        }
+        let id = annotated_client_id(client, namespace, name).await?;
+        self.0
+            .lock()
+            .expect("annotations lock")
+            .insert(key, (id.clone(), std::time::Instant::now()));
+        Ok(id)
+    }
+}
+
+async fn annotated_client_id(
     client: &kube::Client,
     namespace: &str,
     name: &str,

@@ -16,9 +16,7 @@ use sscsi_core::{
     ProviderFailure, SecretFile,
 };
 
-use crate::auth::{
-    AuthError, Channels, Credentials, WORKLOAD_IDENTITY_AUDIENCE, annotated_client_id,
-};
+use crate::auth::{Annotations, AuthError, Channels, Credentials, WORKLOAD_IDENTITY_AUDIENCE};
 use crate::binding::{
     DEFAULT_CA_FILE, DEFAULT_TOKEN_PROXY_URL, IDENTITY_BINDING_AUDIENCE, ProxyClient, cluster_id,
     sni_name,
@@ -110,6 +108,7 @@ pub struct AzureProvider {
     kube: Option<kube::Client>,
     http: reqwest::Client,
     credentials: Credentials,
+    annotations: Annotations,
     vaults: Mutex<HashMap<(String, String), Vault>>,
     /// The AKS token proxy's client, made at the first identity-binding mount.
     proxy: tokio::sync::OnceCell<Arc<ProxyClient>>,
@@ -146,6 +145,7 @@ impl AzureProvider {
             kube,
             http,
             credentials: Credentials::default(),
+            annotations: Annotations::default(),
             vaults: Mutex::default(),
             proxy: tokio::sync::OnceCell::new(),
             flights: Mutex::default(),
@@ -173,7 +173,7 @@ impl AzureProvider {
             (Some(id), _) => Some(id.clone()),
             (None, Some(kube)) if federated.iter().any(|a| request.tokens.contains_key(*a)) => {
                 let pod = &request.pod;
-                annotated_client_id(kube, &pod.namespace, &pod.service_account).await?
+                self.annotations.client_id(kube, &pod.namespace, &pod.service_account).await?
             }
             _ => None,
         };

@@ -475,3 +475,59 @@ async fn identity_binding_through_the_aks_token_proxy() {
         err.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_versions_name_the_key_vault_versions() {
+    use sscsi_core::{MountRequest, ObjectVersion, Provider, ServiceAccountToken};
+    let azure = AzureServer::start().await;
+    let signer = JwtSigner::new();
+    azure.trust(signer.verifier());
+    azure.federate("tenant", "app-client", "system:serviceaccount:shop:app");
+    let v1 = azure.set_secret("kv1", "db", "one");
+    let v2 = azure.set_secret("kv1", "db", "two");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, env) = (dir.path().join("ca.pem"), dir.path().join("env.json"));
+    std::fs::write(&ca, azure.ca_pem()).unwrap();
+    std::fs::write(&env, azure.environment_json()).unwrap();
+    let options =
+        AzureOptions { extra_ca: Some(ca), resolve: azure.hosts(&["kv1"]), ..Default::default() };
+    let provider = AzureProvider::new(options, None).unwrap();
+    let objects = "array:\n  - |\n    objectName: db\n    objectType: secret\n  - |\n    objectName: db\n    objectType: secret\n    objectAlias: h\n    objectVersionHistory: 2\n";
+    let token = signer.sign(&Subject {
+        namespace: "shop",
+        service_account: "app",
+        pod: None,
+        audiences: &[WI],
+        lifetime_seconds: 600,
+    });
+    let request = MountRequest {
+        parameters: [
+            ("keyvaultName", "kv1"),
+            ("tenantID", "tenant"),
+            ("clientID", "app-client"),
+            ("cloudName", "AzureStackCloud"),
+            ("cloudEnvFileName", env.to_str().unwrap()),
+            ("objects", objects),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        tokens: [(
+            WI.to_owned(),
+            ServiceAccountToken { token: token.into(), expiration_timestamp: String::new() },
+        )]
+        .into(),
+        pod: TestNode::pod("web-0"),
+        default_file_mode: 0o644,
+        ..Default::default()
+    };
+    let response = provider.mount(&request).await.unwrap();
+    let version =
+        |id: &str, version: &str| ObjectVersion { id: id.into(), version: version.into() };
+    assert_eq!(
+        response.versions,
+        [version("secret/db", &v2), version("secret/db/0", &v2), version("secret/db/1", &v1)]
+    );
+    let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["db", "h/0", "h/1"]);
+}

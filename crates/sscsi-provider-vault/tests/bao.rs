@@ -3,29 +3,19 @@
 //! KV v1 and v2, PKI, the jwt and kubernetes auth methods (the latter asking
 //! the Kubernetes API double's TokenReview), namespaces and TLS.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use serde_json::json;
-use sscsi_core::{PodInfo, ProviderRegistry};
-use sscsi_mount::FakeMounter;
-use sscsi_node::metrics::NodeMetrics;
-use sscsi_node::observer::NoObserver;
-use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
-use sscsi_proto::TOKENS_KEY;
-use sscsi_proto::csi::v1::node_client::NodeClient;
+use sscsi_core::ProviderRegistry;
 use sscsi_provider_vault::VaultProvider;
 use sscsi_provider_vault::params::VaultDefaults;
 use sscsi_provider_vault::version::KeySource;
 use sscsi_testkit::bao::BaoServer;
+use sscsi_testkit::csi::{Class, Publish, TestNode};
 use sscsi_testkit::jwt::{ISSUER, Subject};
 use sscsi_testkit::kube_api::ApiServer;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const POLICY: &str = r#"
 path "secret/data/*" { capabilities = ["read"] }
@@ -33,95 +23,42 @@ path "kv1/*" { capabilities = ["read"] }
 path "pki/issue/web" { capabilities = ["create", "update"] }
 "#;
 
-/// A CSI node serving `vault` classes from a directory.
+/// A CSI node serving `vault` classes.
 struct Node {
-    dir: tempfile::TempDir,
-    csi: NodeClient<Channel>,
+    node: TestNode,
     provider: Arc<VaultProvider>,
     api: ApiServer,
 }
 
 impl Node {
     async fn start(api: ApiServer, defaults: VaultDefaults, classes: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let spc_dir = dir.path().join("spc");
-        std::fs::create_dir(&spc_dir).unwrap();
-        for (name, parameters) in classes {
-            let parameters: String = parameters.lines().map(|l| format!("    {l}\n")).collect();
-            let yaml = format!(
-                "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
-                 metadata: {{name: {name}, namespace: shop}}\nspec:\n  provider: vault\n  parameters:\n{parameters}"
-            );
-            std::fs::write(spc_dir.join(format!("{name}.yaml")), yaml).unwrap();
-        }
         let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
         let provider = Arc::new(VaultProvider::new(defaults, Some(kube), KeySource::Process));
         let mut providers = ProviderRegistry::new();
         providers.register(provider.clone());
-        let readiness = Readiness::default();
-        let config = NodeConfig {
-            driver_name: "secrets-store.csi.k8s.io".into(),
-            vendor_version: "test".into(),
-            node_id: "n".into(),
-            // Every republish re-fetches.
-            rotation_poll_interval: Some(Duration::ZERO),
-            refresh_backoff: Backoff::default(),
-        };
-        let deps = NodeDeps {
-            mounter: Arc::new(FakeMounter::new()),
-            spcs: Arc::new(DirSpcSource::new(&spc_dir)),
-            providers,
-            readiness: readiness.clone(),
-            metrics: NodeMetrics::new(&mut Registry::default()),
-            observer: Arc::new(NoObserver),
-        };
-        let (identity, node) = services(config, deps);
-        let socket = dir.path().join("csi.sock");
-        let listener = server::bind_private(&socket).unwrap();
-        tokio::spawn(server::serve(
-            listener,
-            identity,
-            node,
-            std::future::pending(),
-            Duration::from_secs(1),
-        ));
-        readiness.mark(Condition::Serving, true);
-        let csi = NodeClient::new(client::connect(&socket).await.unwrap());
-        Self { dir, csi, provider, api }
+        let classes: Vec<Class> = classes
+            .iter()
+            .map(|(name, parameters)| Class { name, provider: "vault", parameters })
+            .collect();
+        // Every republish re-fetches.
+        let node = TestNode::start(providers, &classes, true).await;
+        Self { node, provider, api }
     }
 
     /// Publishes `class` for pod `pod` of service account `app` in `shop`,
     /// with a token for audience `vault` unless `token` is false.
     async fn publish(&self, class: &str, pod: &str, token: bool) -> Result<PathBuf, tonic::Status> {
-        let target =
-            self.dir.path().join(format!("pods/{pod}/volumes/kubernetes.io~csi/{class}/mount"));
-        let info = PodInfo {
-            name: pod.into(),
-            namespace: "shop".into(),
-            uid: format!("uid-{pod}"),
-            service_account: "app".into(),
-        };
-        let mut request = client::inline_volume_publish_request(
-            &format!("csi-{class}-{pod}"),
-            &target,
-            class,
-            &info,
-        );
-        if token {
-            let jwt = self.api.signer().sign(&Subject {
-                namespace: "shop",
-                service_account: "app",
-                pod: Some((pod, &info.uid)),
-                audiences: &["vault"],
-                lifetime_seconds: 600,
-            });
-            let tokens =
-                json!({"vault": {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"}});
-            request
-                .volume_context
-                .extend(HashMap::from([(TOKENS_KEY.to_owned(), tokens.to_string())]));
-        }
-        self.csi.clone().node_publish_volume(request).await.map(|_| target)
+        let info = TestNode::pod(pod);
+        let jwt = self.api.signer().sign(&Subject {
+            namespace: "shop",
+            service_account: "app",
+            pod: Some((pod, &info.uid)),
+            audiences: &["vault"],
+            lifetime_seconds: 600,
+        });
+        let tokens = [("vault", jwt.as_str())];
+        let extra = Publish { tokens: if token { &tokens } else { &[] }, secrets: &[] };
+        self.node.publish(class, &info, &extra).await
     }
 }
 
@@ -322,7 +259,8 @@ async fn vault_classes_through_the_csi_socket() {
         );
     }
     // Nothing of a refused mount was written.
-    let refused_target = node.dir.path().join("pods/web-2/volumes/kubernetes.io~csi/denied/mount");
+    let refused_target =
+        node.node.dir.path().join("pods/uid-web-2/volumes/kubernetes.io~csi/denied/mount");
     assert!(std::fs::read_dir(&refused_target).map_or(true, |mut d| d.next().is_none()));
 }
 

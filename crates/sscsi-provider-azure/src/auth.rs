@@ -358,7 +358,10 @@ const ANNOTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Client-id annotations by (namespace, service account), read through the
 /// API and remembered briefly.
 #[derive(Default)]
-pub struct Annotations(Mutex<HashMap<(String, String), (Option<String>, std::time::Instant)>>);
+pub struct Annotations(Mutex<HashMap<(String, String), Remembered>>);
+
+/// A client id (or none) and when it was read.
+type Remembered = (Option<String>, std::time::Instant);
 
 impl std::fmt::Debug for Annotations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -2,24 +2,15 @@
 //! unix socket, as kubelet mounts them: the files that appear, and the
 //! message and code of every kind of refusal.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use kube::api::{Api, PostParams};
-use prometheus_client::registry::Registry;
-use sscsi_core::{PodInfo, ProviderRegistry};
-use sscsi_mount::FakeMounter;
-use sscsi_node::metrics::NodeMetrics;
-use sscsi_node::observer::NoObserver;
-use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
-use sscsi_proto::TOKENS_KEY;
-use sscsi_proto::csi::v1::node_client::NodeClient;
+use sscsi_core::ProviderRegistry;
 use sscsi_provider_aws::auth::KubeRoles;
 use sscsi_provider_aws::{AwsEndpoints, AwsProvider};
+use sscsi_testkit::csi::{Class, Publish, TestNode};
 use sscsi_testkit::kube_api::ApiServer;
 use sscsi_testkit::moto::MotoServer;
 use tonic::Code;
@@ -78,69 +69,28 @@ async fn aws_classes_through_the_csi_socket() {
         .unwrap();
     Api::namespaced(kube.clone(), "shop").create(&PostParams::default(), &sa).await.unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let spc_dir = dir.path().join("spc");
-    std::fs::create_dir(&spc_dir).unwrap();
-    for (name, objects) in CLASSES {
-        let objects = objects.lines().map(|l| format!("      {l}\n")).collect::<String>();
-        let yaml = format!(
-            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {{name: {name}, namespace: shop}}\n\
-             spec:\n  provider: aws\n  parameters:\n    region: us-west-2\n    objects: |\n{objects}"
-        );
-        std::fs::write(spc_dir.join(format!("{name}.yaml")), yaml).unwrap();
-    }
+    let parameters: Vec<(&str, String)> = CLASSES
+        .iter()
+        .map(|(name, objects)| {
+            let objects: String = objects.lines().map(|l| format!("  {l}\n")).collect();
+            (*name, format!("region: us-west-2\nobjects: |\n{objects}"))
+        })
+        .collect();
+    let classes: Vec<Class> = parameters
+        .iter()
+        .map(|(name, parameters)| Class { name, provider: "aws", parameters })
+        .collect();
     let mut providers = ProviderRegistry::new();
     let endpoints = AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None };
     providers.register(Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(kube)), endpoints, None)));
-    let readiness = Readiness::default();
-    let config = NodeConfig {
-        driver_name: "secrets-store.csi.k8s.io".into(),
-        vendor_version: "test".into(),
-        node_id: "n".into(),
-        rotation_poll_interval: None,
-        refresh_backoff: Backoff::default(),
-    };
-    let deps = NodeDeps {
-        mounter: Arc::new(FakeMounter::new()),
-        spcs: Arc::new(DirSpcSource::new(&spc_dir)),
-        providers,
-        readiness: readiness.clone(),
-        metrics: NodeMetrics::new(&mut Registry::default()),
-        observer: Arc::new(NoObserver),
-    };
-    let (identity, node) = services(config, deps);
-    let socket = dir.path().join("csi.sock");
-    let listener = server::bind_private(&socket).unwrap();
-    tokio::spawn(server::serve(
-        listener,
-        identity,
-        node,
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
-    readiness.mark(Condition::Serving, true);
-    let csi = NodeClient::new(client::connect(&socket).await.unwrap());
+    let node = TestNode::start(providers, &classes, false).await;
 
-    let pod = PodInfo {
-        name: "web-0".into(),
-        namespace: "shop".into(),
-        uid: "u".into(),
-        service_account: "app".into(),
-    };
-    let tokens: HashMap<String, String> = HashMap::from([(
-        TOKENS_KEY.to_owned(),
-        r#"{"sts.amazonaws.com":{"token":"t","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#
-            .to_owned(),
-    )]);
-    let publish = |class: &str, with_token: bool| {
-        let target = dir.path().join(format!("pods/u/volumes/kubernetes.io~csi/{class}/mount"));
-        let mut req =
-            client::inline_volume_publish_request(&format!("csi-{class}"), &target, class, &pod);
-        if with_token {
-            req.volume_context.extend(tokens.clone());
-        }
-        let mut csi = csi.clone();
-        async move { csi.node_publish_volume(req).await.map(|_| target) }
+    let pod = TestNode::pod("web-0");
+    let publish = |class: &'static str, with_token: bool| {
+        let tokens: &'static [(&str, &str)] =
+            if with_token { &[("sts.amazonaws.com", "t")] } else { &[] };
+        let (node, pod) = (&node, &pod);
+        async move { node.publish(class, pod, &Publish { tokens, secrets: &[] }).await }
     };
 
     let target = publish("json", true).await.unwrap();

@@ -199,52 +199,26 @@ impl Vault {
             status: e.http_status().map(u16::from),
             message: describe(&e),
         };
-        // (created, version) of every enabled version.
+        // (created, version) of every enabled version; the three kinds page
+        // alike, with models of their own.
         let mut found = Vec::new();
+        macro_rules! collect {
+            ($pager:expr, $id:ident) => {{
+                let mut pager = $pager.map_err(api)?;
+                while let Some(item) = pager.try_next().await.map_err(api)? {
+                    let attributes = item.attributes.unwrap_or_default();
+                    if attributes.enabled != Some(false) {
+                        let id = item.$id.as_deref().unwrap_or_default();
+                        found.push((attributes.created, last_segment(id)));
+                    }
+                }
+            }};
+        }
+        let name = &object.name;
         match object.object_type.as_str() {
-            OBJECT_SECRET => {
-                let mut pager = self
-                    .secrets
-                    .list_secret_properties_versions(&object.name, None)
-                    .map_err(api)?;
-                while let Some(item) = pager.try_next().await.map_err(api)? {
-                    let attributes = item.attributes.unwrap_or_default();
-                    if attributes.enabled != Some(false) {
-                        found.push((
-                            attributes.created,
-                            last_segment(item.id.as_deref().unwrap_or_default()),
-                        ));
-                    }
-                }
-            }
-            OBJECT_KEY => {
-                let mut pager =
-                    self.keys.list_key_properties_versions(&object.name, None).map_err(api)?;
-                while let Some(item) = pager.try_next().await.map_err(api)? {
-                    let attributes = item.attributes.unwrap_or_default();
-                    if attributes.enabled != Some(false) {
-                        found.push((
-                            attributes.created,
-                            last_segment(item.kid.as_deref().unwrap_or_default()),
-                        ));
-                    }
-                }
-            }
-            _ => {
-                let mut pager = self
-                    .certificates
-                    .list_certificate_properties_versions(&object.name, None)
-                    .map_err(api)?;
-                while let Some(item) = pager.try_next().await.map_err(api)? {
-                    let attributes = item.attributes.unwrap_or_default();
-                    if attributes.enabled != Some(false) {
-                        found.push((
-                            attributes.created,
-                            last_segment(item.id.as_deref().unwrap_or_default()),
-                        ));
-                    }
-                }
-            }
+            OBJECT_SECRET => collect!(self.secrets.list_secret_properties_versions(name, None), id),
+            OBJECT_KEY => collect!(self.keys.list_key_properties_versions(name, None), kid),
+            _ => collect!(self.certificates.list_certificate_properties_versions(name, None), id),
         }
         found.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
         Ok(found.into_iter().map(|(_, version)| version).collect())

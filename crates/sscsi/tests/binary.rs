@@ -119,6 +119,28 @@ impl Node {
     }
 }
 
+/// Creates SecretProviderClass `name` in namespace `team` through the API.
+async fn create_class(
+    client: kube::Client,
+    name: &str,
+    provider: &str,
+    parameters: serde_json::Value,
+) {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
+    let spc: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {"provider": provider, "parameters": parameters}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
+        .create(&PostParams::default(), &spc)
+        .await
+        .unwrap();
+}
+
 /// Publishes `request`, retrying while its class has not reached the node's
 /// cache yet (shortly after the node starts).
 async fn publish_once_the_class_is_cached(
@@ -427,8 +449,7 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     use aws_config::{BehaviorVersion, Region};
-    use kube::api::{Api, DynamicObject, PostParams};
-    use kube::core::{ApiResource, GroupVersionKind};
+    use kube::api::{Api, PostParams};
 
     let moto = sscsi_testkit::moto::MotoServer::start();
     let config = aws_config::defaults(BehaviorVersion::latest())
@@ -454,20 +475,10 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     }))
     .unwrap();
     Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
-    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
-    let spc: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-        "metadata": {"name": "aws-db", "namespace": "team"},
-        "spec": {"provider": "aws", "parameters": {
+    create_class(client, "aws-db", "aws", serde_json::json!({
             "region": "us-west-2",
             "objects": "- objectName: prod/db\n  objectType: secretsmanager\n  filePermission: \"0600\"\n"
-        }}
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
-        .create(&PostParams::default(), &spc)
-        .await
-        .unwrap();
+        })).await;
 
     let dir = setup();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -506,8 +517,6 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
-    use kube::api::{Api, DynamicObject, PostParams};
-    use kube::core::{ApiResource, GroupVersionKind};
     use serde_json::json;
 
     let api = sscsi_testkit::kube_api::ApiServer::start().await;
@@ -534,20 +543,10 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     bao.write("secret/data/db", json!({"data": {"password": "vault-secret-value-91"}})).await;
 
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
-    let spc: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-        "metadata": {"name": "vault-db", "namespace": "team"},
-        "spec": {"provider": "vault", "parameters": {
+    create_class(client, "vault-db", "vault", serde_json::json!({
             "roleName": "app",
             "objects": "- objectName: password\n  secretPath: secret/data/db\n  secretKey: password\n"
-        }}
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
-        .create(&PostParams::default(), &spc)
-        .await
-        .unwrap();
+        })).await;
 
     let dir = setup();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -591,8 +590,7 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_an_azure_secret_with_workload_identity() {
-    use kube::api::{Api, DynamicObject, PostParams};
-    use kube::core::{ApiResource, GroupVersionKind};
+    use kube::api::{Api, PostParams};
     use serde_json::json;
 
     let api = sscsi_testkit::kube_api::ApiServer::start().await;
@@ -612,21 +610,17 @@ async fn node_in_a_cluster_mounts_an_azure_secret_with_workload_identity() {
     let dir = setup();
     let env_file = dir.path().join("cloud.json");
     std::fs::write(&env_file, azure.environment_json()).unwrap();
-    let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
-    let spc: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-        "metadata": {"name": "azure-db", "namespace": "team"},
-        "spec": {"provider": "azure", "parameters": {
+    create_class(
+        client,
+        "azure-db",
+        "azure",
+        serde_json::json!({
             "keyvaultName": "kv1", "tenantID": "tenant", "cloudName": "AzureStackCloud",
             "cloudEnvFileName": env_file.display().to_string(),
             "objects": "array:\n  - |\n    objectName: db\n    objectType: secret\n"
-        }}
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
-        .create(&PostParams::default(), &spc)
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
 
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();

@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod bao;
 pub mod csi;
+pub mod gcp;
 pub mod jwt;
 pub mod kube_api;
 pub mod moto;

@@ -1,0 +1,386 @@
+//! The `gcp` provider: parameters → access token (cached per identity) →
+//! every resource read concurrently → files and versions; any failure fails
+//! the mount and lists every failure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use google_cloud_auth::credentials::{
+    CacheableResource, Credentials, CredentialsProvider, EntityTag,
+};
+use google_cloud_secretmanager_v1::client::SecretManagerService;
+use sscsi_core::{
+    ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
+    ProviderFailure, SecretBytes, SecretFile,
+};
+
+use crate::auth::{Access, Auth, AuthEndpoints, AuthError, WorkloadSettings, bearer};
+use crate::extract::{json_key, yaml_key};
+use crate::params::{self, Extract, GcpParams, ParamsError, SecretSpec};
+use crate::resource::Resource;
+
+pub const NAME: &str = "gcp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcpError {
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Every resource that failed, each with its reason.
+    #[error("{}", .0.iter().map(|f| format!("{}: {}", f.resource, f.message)).collect::<Vec<_>>().join(", "))]
+    Fetch(Vec<Failure>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub resource: String,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProviderFailure for GcpError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Params(_) => ErrorCode::InvalidArgument,
+            Self::Auth(_) => ErrorCode::PermissionDenied,
+            // One kind of failure keeps its code; a mix is Internal, as upstream answers.
+            Self::Fetch(failures) => match failures.as_slice() {
+                [first, rest @ ..] if rest.iter().all(|f| f.code == first.code) => first.code,
+                _ => ErrorCode::Internal,
+            },
+        }
+    }
+}
+
+/// Where the APIs are; the defaults are Google's.
+#[derive(Debug, Clone)]
+pub struct GcpEndpoints {
+    pub secret_manager: String,
+    /// Every region's Secret Manager and Parameter Manager at this URL (a
+    /// test server), instead of `https://<api>.<location>.rep.googleapis.com`.
+    pub regional: Option<String>,
+    pub parameter_manager: String,
+    pub auth: AuthEndpoints,
+}
+
+impl Default for GcpEndpoints {
+    fn default() -> Self {
+        Self {
+            secret_manager: "https://secretmanager.googleapis.com".into(),
+            regional: None,
+            parameter_manager: "https://parametermanager.googleapis.com".into(),
+            auth: AuthEndpoints::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GcpOptions {
+    /// Allow `auth: provider-adc`, the driver's own identity.
+    pub allow_node_identity: bool,
+    /// Honour nodePublishSecretRef's `key.json` (upstream's `ALLOW_NODE_PUBLISH_SECRET`).
+    pub allow_key_json: bool,
+    pub workload: WorkloadSettings,
+    pub endpoints: GcpEndpoints,
+}
+
+/// The bearer token a Secret Manager client sends; replaced as it renews.
+#[derive(Debug, Clone, Default)]
+struct Bearer(Arc<Mutex<SecretBytes>>);
+
+impl CredentialsProvider for Bearer {
+    async fn headers(
+        &self,
+        _: http::Extensions,
+    ) -> Result<CacheableResource<http::HeaderMap>, google_cloud_auth::errors::CredentialsError>
+    {
+        let token = self.0.lock().expect("bearer lock").clone();
+        let mut value = http::HeaderValue::from_str(&bearer(&token)).map_err(|_| {
+            google_cloud_auth::errors::CredentialsError::from_msg(
+                false,
+                "the access token is not a header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        Ok(CacheableResource::New { entity_tag: EntityTag::new(), data: headers })
+    }
+
+    async fn universe_domain(&self) -> Option<String> {
+        None
+    }
+}
+
+type Read = Result<(SecretBytes, String), Failure>;
+type Flight = Shared<BoxFuture<'static, Read>>;
+
+pub struct GcpProvider {
+    options: GcpOptions,
+    http: reqwest::Client,
+    auth: Auth,
+    /// Secret Manager clients by (endpoint, identity), with their bearer.
+    clients: tokio::sync::Mutex<HashMap<(String, String), (SecretManagerService, Bearer)>>,
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl std::fmt::Debug for GcpProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcpProvider").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl GcpProvider {
+    pub fn new(options: GcpOptions, kube: Option<kube::Client>) -> Self {
+        let http = reqwest::Client::new();
+        let auth =
+            Auth::new(http.clone(), options.endpoints.auth.clone(), options.workload.clone(), kube);
+        Self { options, http, auth, clients: Default::default(), flights: Mutex::default() }
+    }
+
+    /// Exchanges made so far are counted by the token endpoint; this is for logs.
+    async fn access(&self, params: &GcpParams, request: &MountRequest) -> Result<Access, GcpError> {
+        Ok(match &params.auth {
+            params::Auth::PodAdc => self.auth.workload(request).await?,
+            params::Auth::ProviderAdc if !self.options.allow_node_identity => {
+                return Err(AuthError::NodeIdentity.into());
+            }
+            params::Auth::ProviderAdc => self.auth.node().await?,
+            params::Auth::KeyJson(json) => key_json(json).await?,
+        })
+    }
+
+    async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, GcpError> {
+        let params =
+            GcpParams::parse(&request.parameters, &request.secrets, self.options.allow_key_json)?;
+        let access = self.access(&params, request).await?;
+        let reads = params.secrets.iter().map(|spec| self.shared_read(spec, &access));
+        let results = futures::future::join_all(reads).await;
+        let mut files = Vec::new();
+        let mut versions = Vec::new();
+        let mut failures = Vec::new();
+        for (spec, result) in params.secrets.iter().zip(results) {
+            let extracted = result.and_then(|(payload, version)| {
+                let contents = match spec.extract() {
+                    None => Ok(payload),
+                    Some(Extract::Json(key)) => json_key(payload.expose(), key),
+                    Some(Extract::Yaml(key)) => yaml_key(payload.expose(), key),
+                };
+                contents.map(|c| (c, version)).map_err(|e| Failure {
+                    resource: spec.resource_name.clone(),
+                    code: ErrorCode::FailedPrecondition,
+                    message: e.to_string(),
+                })
+            });
+            match extracted {
+                Ok((contents, version)) => {
+                    versions.push(ObjectVersion { id: spec.resource_name.clone(), version });
+                    let mode = spec.mode.unwrap_or(request.default_file_mode);
+                    files.push(SecretFile { path: spec.path.clone(), mode, contents });
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(GcpError::Fetch(failures));
+        }
+        Ok(MountResponse { files, versions })
+    }
+
+    /// One read per (identity, resource) while it is in flight, however many
+    /// mounts ask for it.
+    async fn shared_read(&self, spec: &SecretSpec, access: &Access) -> Read {
+        let key = serde_json::json!([access.key, spec.resource_name]).to_string();
+        let flight = {
+            let existing = self.flights.lock().expect("flights lock").get(&key).cloned();
+            match existing {
+                Some(flight) => flight,
+                None => {
+                    let read = self.read(spec.clone(), access.clone()).await;
+                    let flight: Flight = read.boxed().shared();
+                    self.flights
+                        .lock()
+                        .expect("flights lock")
+                        .entry(key.clone())
+                        .or_insert(flight)
+                        .clone()
+                }
+            }
+        };
+        let result = flight.await;
+        self.flights.lock().expect("flights lock").remove(&key);
+        result
+    }
+
+    /// The read of one resource, ready to run.
+    async fn read(&self, spec: SecretSpec, access: Access) -> BoxFuture<'static, Read> {
+        let failed = |code: ErrorCode, message: String| Failure {
+            resource: spec.resource_name.clone(),
+            code,
+            message,
+        };
+        match &spec.resource {
+            Resource::Secret { location } => {
+                let endpoint = match (location, &self.options.endpoints.regional) {
+                    (None, _) => self.options.endpoints.secret_manager.clone(),
+                    (Some(_), Some(url)) => url.clone(),
+                    (Some(l), None) => format!("https://secretmanager.{l}.rep.googleapis.com"),
+                };
+                let client = match self.client(&endpoint, &access).await {
+                    Ok(client) => client,
+                    Err(message) => {
+                        return futures::future::ready(Err(failed(ErrorCode::Internal, message)))
+                            .boxed();
+                    }
+                };
+                let name = spec.resource_name.clone();
+                async move {
+                    let response =
+                        client.access_secret_version().set_name(&name).send().await.map_err(
+                            |e| {
+                                let code = e
+                                    .status()
+                                    .map_or(ErrorCode::Unavailable, |s| status_code(s.code as i32));
+                                Failure { resource: name.clone(), code, message: e.to_string() }
+                            },
+                        )?;
+                    let data = response.payload.map(|p| p.data.to_vec()).unwrap_or_default();
+                    Ok((SecretBytes::from(data), response.name))
+                }
+                .boxed()
+            }
+            Resource::Parameter { location } => {
+                let base = match (location, &self.options.endpoints.regional) {
+                    (None, _) => self.options.endpoints.parameter_manager.clone(),
+                    (Some(_), Some(url)) => url.clone(),
+                    (Some(l), None) => format!("https://parametermanager.{l}.rep.googleapis.com"),
+                };
+                let (http, name) = (self.http.clone(), spec.resource_name.clone());
+                async move { render(&http, &base, &name, &access.token).await }.boxed()
+            }
+        }
+    }
+
+    async fn client(
+        &self,
+        endpoint: &str,
+        access: &Access,
+    ) -> Result<SecretManagerService, String> {
+        let mut clients = self.clients.lock().await;
+        let key = (endpoint.to_owned(), access.key.clone());
+        if let Some((client, bearer)) = clients.get(&key) {
+            *bearer.0.lock().expect("bearer lock") = access.token.clone();
+            return Ok(client.clone());
+        }
+        let bearer = Bearer::default();
+        *bearer.0.lock().expect("bearer lock") = access.token.clone();
+        let client = SecretManagerService::builder()
+            .with_endpoint(endpoint)
+            .with_credentials(Credentials::from(bearer.clone()))
+            .build()
+            .await
+            .map_err(|e| format!("Secret Manager client for {endpoint}: {e}"))?;
+        clients.insert(key, (client.clone(), bearer));
+        Ok(client)
+    }
+}
+
+/// Parameter Manager `RenderParameterVersion` over REST: the rendered payload
+/// (secret references resolved by the service) and the version's name.
+async fn render(http: &reqwest::Client, base: &str, name: &str, token: &SecretBytes) -> Read {
+    let failed =
+        |code: ErrorCode, message: String| Failure { resource: name.to_owned(), code, message };
+    let response = http
+        .get(format!("{base}/v1/{name}:render"))
+        .header("authorization", bearer(token))
+        .send()
+        .await
+        .map_err(|e| failed(ErrorCode::Unavailable, e.to_string()))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| failed(ErrorCode::Unavailable, e.to_string()))?;
+    let body = SecretBytes::from(body.to_vec());
+    let json: serde_json::Value = serde_json::from_slice(body.expose()).unwrap_or_default();
+    if !status.is_success() {
+        let message = json["error"]["message"].as_str().unwrap_or("no message").to_owned();
+        return Err(failed(http_code(status.as_u16()), format!("{} {message}", status.as_u16())));
+    }
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(json["renderedPayload"].as_str().unwrap_or_default())
+        .map_err(|_| failed(ErrorCode::Internal, "the rendered payload is not base64".into()))?;
+    let version = json["parameterVersion"].as_str().unwrap_or(name).to_owned();
+    Ok((SecretBytes::from(data), version))
+}
+
+/// A Google credentials file from nodePublishSecretRef.
+async fn key_json(json: &SecretBytes) -> Result<Access, AuthError> {
+    let failed =
+        |e: String| AuthError::Other(format!("unable to generate credentials from key.json: {e}"));
+    let value: serde_json::Value =
+        serde_json::from_slice(json.expose()).map_err(|_| failed("not JSON".into()))?;
+    if value["type"] != "service_account" {
+        return Err(failed(format!("credentials of type {} are not supported", value["type"])));
+    }
+    let credentials = google_cloud_auth::credentials::service_account::Builder::new(value)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let headers = match credentials
+        .headers(http::Extensions::new())
+        .await
+        .map_err(|e| failed(e.to_string()))?
+    {
+        CacheableResource::New { data, .. } => data,
+        CacheableResource::NotModified => return Err(failed("no headers".into())),
+    };
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(|| failed("no authorization".into()))?;
+    let token = value.to_str().unwrap_or_default().trim_start_matches("Bearer ").to_owned();
+    // A credentials file is its own identity; its digest names it.
+    Ok(Access {
+        key: format!("key.json/{}", sscsi_core::content_digest(json.expose())),
+        token: SecretBytes::from(token),
+    })
+}
+
+fn status_code(code: i32) -> ErrorCode {
+    // google.rpc.Code numbers.
+    match code {
+        3 => ErrorCode::InvalidArgument,
+        5 => ErrorCode::NotFound,
+        7 => ErrorCode::PermissionDenied,
+        8 => ErrorCode::ResourceExhausted,
+        9 => ErrorCode::FailedPrecondition,
+        16 => ErrorCode::Unauthenticated,
+        4 => ErrorCode::DeadlineExceeded,
+        14 => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+fn http_code(status: u16) -> ErrorCode {
+    match status {
+        400 => ErrorCode::InvalidArgument,
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        429 => ErrorCode::ResourceExhausted,
+        500..=599 => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+#[async_trait]
+impl Provider for GcpProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
+        self.fetch(request).await.map_err(ProviderError::from)
+    }
+}

@@ -1,0 +1,302 @@
+//! `gcp` SecretProviderClasses mounted through the real CSI server on a unix
+//! socket: Secret Manager (global) from drongo's emulator through the
+//! official SDK client; the metadata server, the identity binding token
+//! exchange, IAM Credentials, regional Secret Manager and Parameter Manager
+//! from the testkit's double.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kube::api::{Api, PostParams};
+use sscsi_core::ProviderRegistry;
+use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
+use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
+use sscsi_testkit::csi::{Class, Publish, TestNode};
+use sscsi_testkit::gcp::{DrongoServer, GcpServer, POOL, PROJECT};
+use sscsi_testkit::jwt::Subject;
+use sscsi_testkit::kube_api::ApiServer;
+use tonic::Code;
+
+struct Setup {
+    gcp: GcpServer,
+    api: ApiServer,
+    node: TestNode,
+    _drongo: DrongoServer,
+}
+
+async fn setup(
+    classes: &[(&str, &str)],
+    gsa: Option<&str>,
+    drongo_secrets: &[(&str, &[u8])],
+) -> Setup {
+    let (gcp, api, drongo) =
+        (GcpServer::start().await, ApiServer::start().await, DrongoServer::start());
+    gcp.trust(api.signer().verifier());
+    for (id, data) in drongo_secrets {
+        drongo.add_version(PROJECT, id, data).await;
+    }
+    let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let mut annotations = serde_json::Map::new();
+    if let Some(gsa) = gsa {
+        annotations.insert("iam.gke.io/gcp-service-account".into(), gsa.into());
+        annotations.insert(
+            "iam.gke.io/gcp-service-account-delegates".into(),
+            r#"["d1@p.iam.gserviceaccount.com"]"#.into(),
+        );
+    }
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "app", "namespace": "shop", "annotations": annotations}
+        }))
+        .unwrap();
+    Api::namespaced(kube.clone(), "shop").create(&PostParams::default(), &sa).await.unwrap();
+    let options = GcpOptions {
+        workload: WorkloadSettings {
+            provider_endpoint: "https://container.googleapis.com/v1".into(),
+            ..Default::default()
+        },
+        endpoints: GcpEndpoints {
+            secret_manager: drongo.url(),
+            regional: Some(gcp.url()),
+            parameter_manager: gcp.url(),
+            auth: AuthEndpoints {
+                metadata: gcp.url(),
+                token_exchange: format!("{}/v1/identitybindingtoken", gcp.url()),
+                iam: gcp.url(),
+            },
+        },
+        ..Default::default()
+    };
+    let mut providers = ProviderRegistry::new();
+    providers.register(Arc::new(GcpProvider::new(options, Some(kube))));
+    let classes: Vec<Class> = classes
+        .iter()
+        .map(|(name, parameters)| Class { name, provider: "gcp", parameters })
+        .collect();
+    let node = TestNode::start(providers, &classes, true).await;
+    Setup { gcp, api, node, _drongo: drongo }
+}
+
+impl Setup {
+    /// Publishes for pod `pod` with a token for `audience` (none: no tokens at all).
+    async fn publish(
+        &self,
+        class: &str,
+        pod: &str,
+        audience: Option<&str>,
+    ) -> Result<std::path::PathBuf, tonic::Status> {
+        let info = TestNode::pod(pod);
+        let token = audience.map(|aud| {
+            self.api.signer().sign(&Subject {
+                namespace: "shop",
+                service_account: "app",
+                pod: Some((pod, &info.uid)),
+                audiences: &[aud],
+                lifetime_seconds: 600,
+            })
+        });
+        let tokens: Vec<(&str, &str)> = audience.iter().copied().zip(token.as_deref()).collect();
+        self.node.publish(class, &info, &Publish { tokens: &tokens, secrets: &[] }).await
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn secrets(entries: &[&str]) -> String {
+    let mut out = String::from("secrets: |\n");
+    for entry in entries {
+        for (i, line) in entry.lines().enumerate() {
+            out.push_str(if i == 0 { "  - " } else { "    " });
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_secret_manager_and_parameter_manager() {
+    let all = secrets(&[
+        "resourceName: projects/test-project/secrets/db/versions/latest\npath: db.txt\nmode: 0600",
+        "resourceName: projects/test-project/secrets/json/versions/1\nfileName: user\nextractJSONKey: user",
+        "resourceName: projects/test-project/secrets/yaml/versions/latest\nfileName: host\nextractYAMLKey: host",
+        "resourceName: projects/test-project/locations/us-east1/secrets/regional/versions/latest\npath: nested/dir/regional",
+        "resourceName: projects/test-project/locations/global/parameters/conf/versions/v1\nfileName: conf.yaml",
+        "resourceName: projects/test-project/locations/europe-west4/parameters/conf/versions/latest\nfileName: conf-eu.yaml",
+        "resourceName: projects/test-project/secrets/binary/versions/1\nfileName: blob",
+    ]);
+    let classes = [("all", all.as_str())];
+    let binary: &[u8] = &[0, 159, 146, 150, 255];
+    let drongo_secrets: &[(&str, &[u8])] = &[
+        ("db", b"s3cret-v1"),
+        ("db", b"s3cret-v2"),
+        ("json", br#"{"user":"admin","port":5432}"#),
+        ("yaml", b"host: db.internal\nport: 5432\n"),
+        ("binary", binary),
+    ];
+    let s = setup(&classes, None, drongo_secrets).await;
+    s.gcp.add_secret_version(
+        "projects/test-project/locations/us-east1/secrets/regional",
+        b"regional-value",
+    );
+    s.gcp.add_parameter_version(
+        "projects/test-project/locations/global/parameters/conf",
+        b"level: info\n",
+    );
+    s.gcp.add_parameter_version(
+        "projects/test-project/locations/europe-west4/parameters/conf",
+        b"level: eu\n",
+    );
+
+    for pod in ["a", "b", "c"] {
+        let target =
+            s.publish("all", pod, Some(POOL)).await.unwrap_or_else(|e| panic!("{}", e.message()));
+        assert_eq!(read(&target.join("db.txt")), "s3cret-v2");
+        assert_eq!(mode(&target.join("db.txt")), 0o600);
+        assert_eq!(read(&target.join("user")), "admin");
+        assert_eq!(read(&target.join("host")), "db.internal");
+        assert_eq!(read(&target.join("nested/dir/regional")), "regional-value");
+        assert_eq!(read(&target.join("conf.yaml")), "level: info\n");
+        assert_eq!(read(&target.join("conf-eu.yaml")), "level: eu\n");
+        assert_eq!(std::fs::read(target.join("blob")).unwrap(), binary, "byte for byte");
+    }
+    assert_eq!(s.gcp.exchanges(), 1, "three mounts by one service account, one exchange");
+    assert_eq!(s.gcp.impersonations(), 0, "no Google service account: the federated token");
+
+    // No tokens passed: the provider requests one for the pod.
+    let target = s.publish("all", "d", None).await.unwrap();
+    assert_eq!(read(&target.join("db.txt")), "s3cret-v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_service_account_and_refusals() {
+    let one = |entry: &str| secrets(&[entry]);
+    let classes = [
+        ("db", one("resourceName: projects/test-project/secrets/db/versions/latest\nfileName: db")),
+        (
+            "bad-json",
+            one(
+                "resourceName: projects/test-project/secrets/db/versions/latest\nfileName: x\nextractJSONKey: k",
+            ),
+        ),
+        (
+            "missing-key",
+            one(
+                "resourceName: projects/test-project/secrets/json/versions/1\nfileName: x\nextractJSONKey: nope",
+            ),
+        ),
+        (
+            "number",
+            one(
+                "resourceName: projects/test-project/secrets/json/versions/1\nfileName: x\nextractJSONKey: port",
+            ),
+        ),
+        (
+            "missing",
+            one("resourceName: projects/test-project/secrets/nope/versions/1\nfileName: x"),
+        ),
+        ("unknown", one("resourceName: projects/test-project/secrets/db\nfileName: x")),
+        (
+            "both-keys",
+            one(
+                "resourceName: projects/test-project/secrets/db/versions/1\nfileName: x\nextractJSONKey: a\nextractYAMLKey: b",
+            ),
+        ),
+        (
+            "provider-adc",
+            format!(
+                "auth: provider-adc\n{}",
+                one("resourceName: projects/test-project/secrets/db/versions/1\nfileName: x")
+            ),
+        ),
+        (
+            "bad-auth",
+            format!(
+                "auth: node\n{}",
+                one("resourceName: projects/test-project/secrets/db/versions/1\nfileName: x")
+            ),
+        ),
+        (
+            "two-failures",
+            secrets(&[
+                "resourceName: projects/test-project/secrets/nope/versions/1\nfileName: a",
+                "resourceName: projects/test-project/secrets/json/versions/1\nfileName: b\nextractJSONKey: port",
+            ]),
+        ),
+    ];
+    let classes: Vec<(&str, &str)> = classes.iter().map(|(n, p)| (*n, p.as_str())).collect();
+    let drongo_secrets: &[(&str, &[u8])] = &[("db", b"plain-text"), ("json", br#"{"port":5432}"#)];
+    let s = setup(&classes, Some("app@test-project.iam.gserviceaccount.com"), drongo_secrets).await;
+
+    // The Google service account does not let this identity act as it yet.
+    let err = s.publish("db", "a", Some(POOL)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("unable to obtain auth for mount: unable to obtain workload identity auth: unable to fetch gcp service account token: 403 Permission 'iam.serviceAccounts.getAccessToken' denied"), "{}", err.message());
+    s.gcp.allow_impersonation(
+        "app@test-project.iam.gserviceaccount.com",
+        "system:serviceaccount:shop:app",
+    );
+    for pod in ["b", "c"] {
+        let target = s.publish("db", pod, Some(POOL)).await.unwrap();
+        assert_eq!(read(&target.join("db")), "plain-text");
+    }
+    assert_eq!(s.gcp.impersonations(), 1, "one generateAccessToken for two mounts");
+
+    let err = s.publish("db", "d", Some("some-other-audience")).await.unwrap_err();
+    assert!(err.message().contains("no token has audience value of idPool"), "{}", err.message());
+
+    let refused = [
+        (
+            "bad-json",
+            Code::FailedPrecondition,
+            "failed to unmarshal JSON. Invalid JSON format for key extraction",
+        ),
+        ("missing-key", Code::FailedPrecondition, "key 'nope' not found in JSON"),
+        ("number", Code::FailedPrecondition, "unsupported value type for key 'port'"),
+        ("missing", Code::NotFound, "projects/test-project/secrets/nope/versions/1: "),
+        (
+            "unknown",
+            Code::InvalidArgument,
+            "projects/test-project/secrets/db: unknown resource type",
+        ),
+        (
+            "both-keys",
+            Code::InvalidArgument,
+            "both extractJSONKey and extractYAMLKey can't be simultaneously non empty strings",
+        ),
+        (
+            "provider-adc",
+            Code::PermissionDenied,
+            "provider-adc uses the node's identity, which this driver does not allow: start sscsi with --gcp-allow-node-identity",
+        ),
+        ("bad-auth", Code::InvalidArgument, "unknown auth configuration: \"node\""),
+        (
+            "two-failures",
+            Code::Internal,
+            "projects/test-project/secrets/json/versions/1: unsupported value type for key 'port'",
+        ),
+    ];
+    for (class, code, message) in refused {
+        let status = s.publish(class, "z", Some(POOL)).await.unwrap_err();
+        assert_eq!(status.code(), code, "{class}: {}", status.message());
+        assert!(
+            status.message().contains(message),
+            "{class}: want {message:?} in {:?}",
+            status.message()
+        );
+    }
+    let both = s.publish("two-failures", "z", Some(POOL)).await.unwrap_err();
+    assert!(
+        both.message().contains("projects/test-project/secrets/nope/versions/1"),
+        "every failure is listed: {}",
+        both.message()
+    );
+}

@@ -111,6 +111,52 @@ pub struct NodeArgs {
     #[cfg(feature = "azure")]
     #[command(flatten, next_help_heading = "Azure provider")]
     pub azure: AzureArgs,
+
+    #[cfg(feature = "gcp")]
+    #[command(flatten, next_help_heading = "GCP provider")]
+    pub gcp: GcpArgs,
+}
+
+/// The gcp provider's settings, under the official provider's environment names.
+#[cfg(feature = "gcp")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcpArgs {
+    /// Allow `auth: provider-adc`, which reads secrets as the driver's own identity.
+    #[arg(
+        id = "gcp_allow_node_identity",
+        long = "gcp-allow-node-identity",
+        env = "SSCSI_GCP_ALLOW_NODE_IDENTITY"
+    )]
+    pub allow_node_identity: bool,
+    /// Honour a nodePublishSecretRef `key.json` (a Google credentials file).
+    #[arg(long = "gcp-allow-node-publish-secret", env = "ALLOW_NODE_PUBLISH_SECRET")]
+    pub allow_node_publish_secret: bool,
+    /// The cluster's project; else the metadata server's.
+    #[arg(long = "gcp-project", env = "PROJECT")]
+    pub project: Option<String>,
+    /// The cluster's location; else the metadata server's `cluster-location`.
+    #[arg(long = "gcp-cluster-location", env = "CLUSTER_LOCATION")]
+    pub cluster_location: Option<String>,
+    /// The cluster's name; else the metadata server's `cluster-name`.
+    #[arg(long = "gcp-cluster-name", env = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// The prefix of the cluster's identity provider.
+    #[arg(
+        long = "gcp-workload-identity-endpoint",
+        env = "GKE_WORKLOAD_IDENTITY_ENDPOINT",
+        default_value = "https://container.googleapis.com/v1"
+    )]
+    pub workload_identity_endpoint: String,
+    /// A fleet workload identity `external_account` file, used when the cluster is unknown.
+    #[arg(long = "gcp-credentials-file", env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    pub credentials_file: Option<PathBuf>,
+    /// The identity binding token endpoint.
+    #[arg(
+        long = "gcp-token-exchange-endpoint",
+        env = "GAIA_TOKEN_EXCHANGE_ENDPOINT",
+        default_value = "https://securetoken.googleapis.com/v1/identitybindingtoken"
+    )]
+    pub token_exchange_endpoint: String,
 }
 
 /// The azure provider's settings, with the official provider's meanings.

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "azure")]
 use crate::cli::AzureArgs;
+#[cfg(feature = "gcp")]
+use crate::cli::GcpArgs;
 use crate::cli::NodeArgs;
 #[cfg(feature = "vault")]
 use crate::cli::VaultArgs;
@@ -53,6 +55,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         vault,
         #[cfg(feature = "azure")]
         azure,
+        #[cfg(feature = "gcp")]
+        gcp,
     } = args;
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
     let node_id = match nodeid {
@@ -104,6 +108,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     register_vault(&mut providers, cluster.client.as_ref(), vault);
     #[cfg(feature = "azure")]
     register_azure(&mut providers, cluster.client.as_ref(), azure)?;
+    #[cfg(feature = "gcp")]
+    register_gcp(&mut providers, cluster.client.as_ref(), gcp);
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -263,6 +269,45 @@ fn register_azure(
     let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
     providers.register(Arc::new(provider));
     Ok(())
+}
+
+/// The gcp provider needs the cluster for service-account annotations and
+/// TokenRequest. `GCE_METADATA_HOST` moves the metadata server, and
+/// `SSCSI_GCP_SECRET_MANAGER_ENDPOINT`, `SSCSI_GCP_REGIONAL_ENDPOINT`,
+/// `SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT` and `SSCSI_GCP_IAM_ENDPOINT` point
+/// the APIs at test servers.
+#[cfg(feature = "gcp")]
+fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args: GcpArgs) {
+    use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
+    use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let defaults = GcpEndpoints::default();
+    let endpoints = GcpEndpoints {
+        secret_manager: env("SSCSI_GCP_SECRET_MANAGER_ENDPOINT").unwrap_or(defaults.secret_manager),
+        regional: env("SSCSI_GCP_REGIONAL_ENDPOINT"),
+        parameter_manager: env("SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT")
+            .unwrap_or(defaults.parameter_manager),
+        auth: AuthEndpoints {
+            metadata: env("GCE_METADATA_HOST")
+                .map(|host| format!("http://{host}"))
+                .unwrap_or(defaults.auth.metadata),
+            token_exchange: args.token_exchange_endpoint,
+            iam: env("SSCSI_GCP_IAM_ENDPOINT").unwrap_or(defaults.auth.iam),
+        },
+    };
+    let options = GcpOptions {
+        allow_node_identity: args.allow_node_identity,
+        allow_key_json: args.allow_node_publish_secret,
+        workload: WorkloadSettings {
+            project: args.project.filter(|v| !v.is_empty()),
+            cluster_location: args.cluster_location.filter(|v| !v.is_empty()),
+            cluster_name: args.cluster_name.filter(|v| !v.is_empty()),
+            provider_endpoint: args.workload_identity_endpoint,
+            credentials_file: args.credentials_file,
+        },
+        endpoints,
+    };
+    providers.register(Arc::new(GcpProvider::new(options, client.cloned())));
 }
 
 async fn register_cloud_providers(

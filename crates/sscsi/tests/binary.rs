@@ -667,3 +667,73 @@ async fn node_in_a_cluster_mounts_an_azure_secret_with_workload_identity() {
     assert!(!logs.contains(&jwt), "the pod's token leaked into the logs");
     assert!(!logs.contains("access-token-1"), "the AAD token leaked into the logs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_mounts_a_gcp_secret_with_workload_identity() {
+    use kube::api::{Api, PostParams};
+    use serde_json::json;
+    use sscsi_testkit::gcp::{DrongoServer, GcpServer, POOL, PROJECT};
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let (gcp, drongo) = (GcpServer::start().await, DrongoServer::start());
+    gcp.trust(api.signer().verifier());
+    drongo.add_version(PROJECT, "db", b"gcp-secret-value-48").await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "team"}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
+    create_class(
+        client,
+        "gcp-db",
+        "gcp",
+        json!({"secrets": "- resourceName: projects/test-project/secrets/db/versions/latest\n  path: db\n"}),
+    )
+    .await;
+
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let metadata_host = gcp.url().trim_start_matches("http://").to_owned();
+    let exchange = format!("{}/v1/identitybindingtoken", gcp.url());
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[
+            ("SSCSI_GCP_SECRET_MANAGER_ENDPOINT", &drongo.url()),
+            ("GCE_METADATA_HOST", &metadata_host),
+            ("GAIA_TOKEN_EXCHANGE_ENDPOINT", &exchange),
+        ],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-gcp".into(),
+        service_account: "app".into(),
+    };
+    let jwt = api.signer().sign(&sscsi_testkit::jwt::Subject {
+        namespace: "team",
+        service_account: "app",
+        pod: Some(("app-0", "u-gcp")),
+        audiences: &[POOL],
+        lifetime_seconds: 600,
+    });
+    let target = dir.path().join("pods/u-gcp/volumes/kubernetes.io~csi/gcp/mount");
+    let mut request =
+        sscsi_node::client::inline_volume_publish_request("csi-gcp", &target, "gcp-db", &pod);
+    request.volume_context.insert(
+        TOKENS_KEY.into(),
+        json!({POOL: {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"}}).to_string(),
+    );
+    publish_once_the_class_is_cached(&mut csi, request).await;
+    assert_eq!(std::fs::read_to_string(target.join("db")).unwrap(), "gcp-secret-value-48");
+    assert_eq!(gcp.exchanges(), 1);
+
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(!logs.contains("gcp-secret-value-48"), "the secret leaked into the logs");
+    assert!(!logs.contains(&jwt), "the pod's token leaked into the logs");
+    assert!(!logs.contains("federated-"), "the federated token leaked into the logs");
+}

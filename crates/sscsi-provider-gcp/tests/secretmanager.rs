@@ -29,6 +29,15 @@ async fn setup(
     gsa: Option<&str>,
     drongo_secrets: &[(&str, &[u8])],
 ) -> Setup {
+    setup_with(classes, gsa, drongo_secrets, false).await
+}
+
+async fn setup_with(
+    classes: &[(&str, &str)],
+    gsa: Option<&str>,
+    drongo_secrets: &[(&str, &[u8])],
+    allow_node_identity: bool,
+) -> Setup {
     let (gcp, api, drongo) =
         (GcpServer::start().await, ApiServer::start().await, DrongoServer::start());
     gcp.trust(api.signer().verifier());
@@ -66,6 +75,7 @@ async fn setup(
                 iam: gcp.url(),
             },
         },
+        allow_node_identity,
         ..Default::default()
     };
     let mut providers = ProviderRegistry::new();
@@ -194,6 +204,18 @@ async fn google_service_account_and_refusals() {
             ),
         ),
         (
+            "yaml-missing",
+            one(
+                "resourceName: projects/test-project/secrets/json/versions/1\nfileName: x\nextractYAMLKey: nope",
+            ),
+        ),
+        (
+            "yaml-number",
+            one(
+                "resourceName: projects/test-project/secrets/json/versions/1\nfileName: x\nextractYAMLKey: port",
+            ),
+        ),
+        (
             "number",
             one(
                 "resourceName: projects/test-project/secrets/json/versions/1\nfileName: x\nextractJSONKey: port",
@@ -260,6 +282,9 @@ async fn google_service_account_and_refusals() {
             "failed to unmarshal JSON. Invalid JSON format for key extraction",
         ),
         ("missing-key", Code::FailedPrecondition, "key 'nope' not found in JSON"),
+        // JSON is YAML too, as yaml.v3 reads it.
+        ("yaml-missing", Code::FailedPrecondition, "key 'nope' not found in YAML"),
+        ("yaml-number", Code::FailedPrecondition, "unsupported value type for key 'port'"),
         ("number", Code::FailedPrecondition, "unsupported value type for key 'port'"),
         ("missing", Code::NotFound, "projects/test-project/secrets/nope/versions/1: "),
         (
@@ -298,5 +323,91 @@ async fn google_service_account_and_refusals() {
         both.message().contains("projects/test-project/secrets/nope/versions/1"),
         "every failure is listed: {}",
         both.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_identity_when_the_operator_allows_it() {
+    let class = format!(
+        "auth: provider-adc\n{}",
+        secrets(&[
+            "resourceName: projects/test-project/locations/us-east1/secrets/regional/versions/1\nfileName: r"
+        ])
+    );
+    let s = setup_with(&[("node", class.as_str())], None, &[], true).await;
+    s.gcp.add_secret_version(
+        "projects/test-project/locations/us-east1/secrets/regional",
+        b"read-as-node",
+    );
+    for pod in ["a", "b"] {
+        let target = s.publish("node", pod, None).await.unwrap();
+        assert_eq!(read(&target.join("r")), "read-as-node");
+    }
+    assert_eq!(s.gcp.node_tokens(), 1, "the node's token is reused");
+    assert_eq!(s.gcp.exchanges(), 0, "no workload identity exchange");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_the_resolved_version_names() {
+    use sscsi_core::{MountRequest, ObjectVersion, Provider, ServiceAccountToken};
+    let (gcp, api, drongo) =
+        (GcpServer::start().await, ApiServer::start().await, DrongoServer::start());
+    gcp.trust(api.signer().verifier());
+    drongo.add_version(PROJECT, "db", b"one").await;
+    let second = drongo.add_version(PROJECT, "db", b"two").await;
+    let parameter = gcp
+        .add_parameter_version("projects/test-project/locations/global/parameters/conf", b"x: 1");
+    let options = GcpOptions {
+        workload: WorkloadSettings {
+            project: Some(PROJECT.into()),
+            cluster_location: Some("us-central1".into()),
+            cluster_name: Some("test-cluster".into()),
+            provider_endpoint: "https://container.googleapis.com/v1".into(),
+            credentials_file: None,
+        },
+        endpoints: GcpEndpoints {
+            secret_manager: drongo.url(),
+            regional: Some(gcp.url()),
+            parameter_manager: gcp.url(),
+            auth: AuthEndpoints {
+                metadata: "http://127.0.0.1:9".into(),
+                token_exchange: format!("{}/v1/identitybindingtoken", gcp.url()),
+                iam: gcp.url(),
+            },
+        },
+        ..Default::default()
+    };
+    // No cluster: no annotations to read, and the settings name the cluster.
+    let provider = GcpProvider::new(options, None);
+    let token = api.signer().sign(&Subject {
+        namespace: "shop",
+        service_account: "app",
+        pod: None,
+        audiences: &[POOL],
+        lifetime_seconds: 600,
+    });
+    let request = MountRequest {
+        parameters: [(
+            "secrets".to_owned(),
+            "- resourceName: projects/test-project/secrets/db/versions/latest\n  path: db\n- resourceName: projects/test-project/locations/global/parameters/conf/versions/latest\n  path: conf\n".to_owned(),
+        )]
+        .into(),
+        tokens: [(POOL.to_owned(), ServiceAccountToken { token: token.into(), expiration_timestamp: String::new() })].into(),
+        pod: TestNode::pod("web-0"),
+        default_file_mode: 0o644,
+        ..Default::default()
+    };
+    let response = provider.mount(&request).await.unwrap();
+    let version =
+        |id: &str, version: &str| ObjectVersion { id: id.into(), version: version.into() };
+    assert_eq!(
+        response.versions,
+        [
+            version("projects/test-project/secrets/db/versions/latest", &second),
+            version(
+                "projects/test-project/locations/global/parameters/conf/versions/latest",
+                &parameter
+            ),
+        ]
     );
 }

@@ -150,6 +150,7 @@ impl Auth {
         if let Some(h) = held.as_ref().filter(|h| Instant::now() < h.until) {
             return Ok(Access { key, token: h.token.clone() });
         }
+        tracing::debug!(identity = %key, "obtaining a Google access token");
         let (token, lifetime) = obtain.await?;
         *held = Some(Held {
             token: token.clone(),

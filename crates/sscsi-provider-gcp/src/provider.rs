@@ -143,7 +143,7 @@ impl GcpProvider {
         Self { options, http, auth, clients: Default::default(), flights: Mutex::default() }
     }
 
-    /// Exchanges made so far are counted by the token endpoint; this is for logs.
+    /// The mount's access token, by its `auth`.
     async fn access(&self, params: &GcpParams, request: &MountRequest) -> Result<Access, GcpError> {
         Ok(match &params.auth {
             params::Auth::PodAdc => self.auth.workload(request).await?,

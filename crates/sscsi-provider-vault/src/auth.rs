@@ -96,6 +96,7 @@ impl Tokens {
             }
         }
         *held = None;
+        tracing::debug!(role = %login.params.role, mount = %login.params.auth_mount, "logging in to Vault");
         let (token, ttl) = login.run().await?;
         self.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Log in again when two thirds of the token's life are over.

@@ -104,6 +104,10 @@ pub struct NodeArgs {
     #[arg(long, env = "SSCSI_NO_TMPFS")]
     pub no_tmpfs: bool,
 
+    /// The cloud providers to serve, comma-separated (default: every one compiled in).
+    #[arg(long, env = "SSCSI_PROVIDERS", value_delimiter = ',')]
+    pub providers: Option<Vec<String>>,
+
     #[cfg(feature = "vault")]
     #[command(flatten, next_help_heading = "Vault provider (defaults for classes that set none)")]
     pub vault: VaultArgs,

@@ -51,6 +51,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         kubeconfig,
         local_provider_root,
         no_tmpfs,
+        providers: cloud_providers,
         #[cfg(feature = "vault")]
         vault,
         #[cfg(feature = "azure")]
@@ -72,6 +73,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         rotation_poll_interval: enable_secret_rotation.then_some(rotation_poll_interval),
         refresh_backoff: Backoff::default(),
     };
+    let enabled = Enabled::new(cloud_providers).context("--providers")?;
     let providers = providers(local_provider_root)?;
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,
@@ -101,15 +103,24 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
     let mut providers = providers;
-    if let Some(client) = &cluster.client {
-        register_cloud_providers(&mut providers, client, &config.node_id).await;
+    match &cluster.client {
+        Some(client) if enabled.has("aws") => {
+            register_cloud_providers(&mut providers, client, &config.node_id).await;
+        }
+        _ => {}
     }
     #[cfg(feature = "vault")]
-    register_vault(&mut providers, cluster.client.as_ref(), vault);
+    if enabled.has("vault") {
+        register_vault(&mut providers, cluster.client.as_ref(), vault);
+    }
     #[cfg(feature = "azure")]
-    register_azure(&mut providers, cluster.client.as_ref(), azure)?;
+    if enabled.has("azure") {
+        register_azure(&mut providers, cluster.client.as_ref(), azure)?;
+    }
     #[cfg(feature = "gcp")]
-    register_gcp(&mut providers, cluster.client.as_ref(), gcp);
+    if enabled.has("gcp") {
+        register_gcp(&mut providers, cluster.client.as_ref(), gcp);
+    }
     let deps = NodeDeps {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -334,6 +345,42 @@ async fn register_cloud_providers(
     }
     #[cfg(not(feature = "aws"))]
     let _ = (providers, client, node_id);
+}
+
+/// The cloud providers compiled into this binary.
+const COMPILED: &[&str] = &[
+    #[cfg(feature = "aws")]
+    "aws",
+    #[cfg(feature = "azure")]
+    "azure",
+    #[cfg(feature = "gcp")]
+    "gcp",
+    #[cfg(feature = "vault")]
+    "vault",
+];
+
+/// Which compiled-in cloud providers `--providers` enables (all when unset).
+struct Enabled(Option<Vec<String>>);
+
+impl Enabled {
+    fn new(names: Option<Vec<String>>) -> anyhow::Result<Self> {
+        let names: Option<Vec<String>> = names.map(|n| {
+            n.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+        });
+        for name in names.iter().flatten() {
+            if !COMPILED.contains(&name.as_str()) {
+                anyhow::bail!(
+                    "unknown provider {name:?}; this binary has: {}",
+                    COMPILED.join(", ")
+                );
+            }
+        }
+        Ok(Self(names))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
 }
 
 fn providers(local_provider_root: Option<PathBuf>) -> anyhow::Result<ProviderRegistry> {

@@ -62,6 +62,25 @@ fn node_rejects_a_non_unix_endpoint() {
     assert!(stderr.contains("--endpoint") && stderr.contains("must be a unix socket"), "{stderr}");
 }
 
+#[test]
+fn node_rejects_an_unknown_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix://{}", dir.path().join("csi.sock").display());
+    let out = Command::new(BIN)
+        .args(["node", "--endpoint", &socket, "--providers", "vault,nope", "--spc-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--providers")
+            && stderr
+                .contains("unknown provider \"nope\"; this binary has: aws, azure, gcp, vault"),
+        "{stderr}"
+    );
+}
+
 struct Node {
     child: Child,
     socket: PathBuf,
@@ -554,7 +573,7 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     // The address from Vault's own variable; the version key in the driver's namespace.
     let node = Node::start_with_env(
         dir.path(),
-        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[&format!("--kubeconfig={}", kubeconfig.display()), "--providers=vault"],
         &[("VAULT_ADDR", &bao.url()), ("POD_NAMESPACE", "sscsi-system")],
     );
     let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod demo;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -20,7 +22,23 @@ enum Task {
     Ci,
     /// rustfmt and clippy only.
     Lint,
-    /// Write the files generated from the code (the CRDs under deploy/crds).
+    /// A demo cluster on this machine (needs docker and kind, or minikube; kubectl).
+    Demo {
+        #[arg(value_enum)]
+        engine: demo::Engine,
+        /// Where the secret lives.
+        #[arg(long, value_enum, default_value = "vault")]
+        backend: demo::Backend,
+        /// Change the secret afterwards and show the file change.
+        #[arg(long)]
+        rotate: bool,
+        /// Print the steps without running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the files generated from the code: the CRDs (deploy/crds and the
+    /// chart's crds/) and deploy/sscsi.yaml, the chart rendered with its
+    /// defaults (needs `pip install helm-python-sdk`).
     Codegen {
         /// Write nothing; fail if a committed file differs from the code.
         #[arg(long)]
@@ -37,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Lint => lint(),
         Task::Codegen { check } => codegen(check),
+        Task::Demo { engine, backend, rotate, dry_run } => {
+            run_demo(engine, backend, rotate, dry_run)
+        }
     }
 }
 
@@ -45,27 +66,89 @@ fn root() -> PathBuf {
 }
 
 fn codegen(check: bool) -> anyhow::Result<()> {
-    let dir = root().join("deploy/crds");
-    let mut stale = Vec::new();
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
     for (file, yaml) in sscsi_api::crd_documents() {
-        let path = dir.join(&file);
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        if current == yaml {
-            continue;
-        }
-        if check {
-            stale.push(path.display().to_string());
-        } else {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
+        files.push((root().join("deploy/crds").join(&file), yaml.clone()));
+        files.push((root().join("charts/sscsi/crds").join(&file), yaml));
     }
+    // The chart's CRDs are written before the chart is rendered with them.
+    let mut stale = write_or_compare(&files, check)?;
+    let manifests = render_chart(&["--yaml"])?;
+    stale.extend(write_or_compare(&[(root().join("deploy/sscsi.yaml"), manifests)], check)?);
     if !stale.is_empty() {
         bail!(
             "generated files differ from the code; run `cargo xtask codegen`:\n  {}",
             stale.join("\n  ")
         );
+    }
+    Ok(())
+}
+
+/// Writes each file whose content differs, or (with `check`) lists it.
+fn write_or_compare(files: &[(PathBuf, String)], check: bool) -> anyhow::Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (path, content) in files {
+        if std::fs::read_to_string(path).unwrap_or_default() == *content {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            std::fs::write(path, content).with_context(|| format!("write {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(stale)
+}
+
+/// `charts/render.py` with `args`: Helm's engine through helm-python-sdk.
+fn render_chart(args: &[&str]) -> anyhow::Result<String> {
+    let script = root().join("charts/render.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("run python3 {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    String::from_utf8(output.stdout).context("the rendered chart is not UTF-8")
+}
+
+fn run_demo(
+    engine: demo::Engine,
+    backend: demo::Backend,
+    rotate: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let values = demo::chart_values(backend).to_string();
+    let manifests = render_chart(&["--yaml", "--values", &values])?;
+    for (n, step) in demo::steps(engine, backend, &manifests, rotate).iter().enumerate() {
+        println!("== {}. {}\n   $ {}", n + 1, step.what, step.argv.join(" "));
+        if dry_run {
+            continue;
+        }
+        let mut command = Command::new(&step.argv[0]);
+        command.args(&step.argv[1..]).current_dir(root());
+        let status = match &step.stdin {
+            None => command.status(),
+            Some(input) => {
+                use std::io::Write;
+                let mut child = command.stdin(std::process::Stdio::piped()).spawn()?;
+                child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+                child.wait()
+            }
+        }
+        .with_context(|| format!("run {}", step.argv[0]))?;
+        if !status.success() {
+            bail!("step {} ({}) failed: {status}", n + 1, step.what);
+        }
     }
     Ok(())
 }

@@ -1,0 +1,265 @@
+//! The Helm chart rendered by Helm's own engine (helm-python-sdk) with the
+//! value combinations users choose; every object checked against the
+//! Kubernetes OpenAPI schemas (kubernetes-validate) and the chart linted.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+struct Rendered {
+    objects: Vec<Value>,
+}
+
+fn render(values: Value) -> Result<Rendered, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/render.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["--values", &values.to_string()])
+        .output()
+        .expect("python3");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let report: Value = serde_json::from_slice(&output.stdout).expect("render.py prints JSON");
+    assert_eq!(report["lint"], json!([]), "helm lint findings for {values}");
+    assert_eq!(report["invalid"], json!([]), "objects invalid against the schemas for {values}");
+    Ok(Rendered { objects: report["objects"].as_array().cloned().unwrap_or_default() })
+}
+
+impl Rendered {
+    fn kind(&self, kind: &str) -> Option<&Value> {
+        self.objects.iter().find(|o| o["kind"] == kind)
+    }
+
+    fn audiences(&self) -> Vec<String> {
+        let driver = self.kind("CSIDriver").expect("a CSIDriver");
+        driver["spec"]["tokenRequests"]
+            .as_array()
+            .map(|t| t.iter().map(|r| r["audience"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn container(&self) -> &Value {
+        let containers =
+            &self.kind("DaemonSet").expect("a DaemonSet")["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers.as_array().unwrap().len(), 1, "one container, no sidecars");
+        &containers[0]
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.container()["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The ClusterRole's rules as "group/resource: verbs".
+    fn rules(&self) -> Vec<String> {
+        let Some(role) = self.kind("ClusterRole") else { return Vec::new() };
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let group = r["apiGroups"][0].as_str().unwrap().to_owned();
+                let verbs: Vec<&str> =
+                    r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let verbs = verbs.join(",");
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |res| format!("{group}/{}: {verbs}", res.as_str().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn only(provider: &str) -> Value {
+    let mut providers = json!({"aws": {"enabled": false}, "azure": {"enabled": false}, "gcp": {"enabled": false}, "vault": {"enabled": false}});
+    providers[provider]["enabled"] = json!(true);
+    providers
+}
+
+#[test]
+fn defaults_one_container_real_probes_and_the_union_of_audiences() {
+    let r = render(json!({})).unwrap();
+    let kinds: Vec<&str> = r.objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "CSIDriver",
+        "DaemonSet",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let driver = &r.kind("CSIDriver").unwrap()["spec"];
+    assert_eq!(driver["podInfoOnMount"], true);
+    assert_eq!(driver["attachRequired"], false);
+    assert_eq!(driver["volumeLifecycleModes"], json!(["Ephemeral"]));
+    assert_eq!(driver["requiresRepublish"], false);
+    assert_eq!(
+        r.audiences(),
+        [
+            "sts.amazonaws.com",
+            "pods.eks.amazonaws.com",
+            "api://AzureADTokenExchange",
+            "api://AKSIdentityBinding",
+            "vault"
+        ]
+    );
+    let container = r.container();
+    let args = r.args();
+    assert!(args.contains(&"--health-addr=:9808".to_owned()), "{args:?}");
+    assert!(args.contains(&"--providers=aws,azure,gcp,vault".to_owned()), "{args:?}");
+    assert!(args.contains(&"--plugin-registration-dir=/registration".to_owned()));
+    assert!(
+        args.contains(
+            &"--kubelet-registration-path=/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "healthz"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "healthz"})
+    );
+    let ports: Vec<(String, i64)> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["containerPort"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ports, [("healthz".to_owned(), 9808), ("metrics".to_owned(), 8095)]);
+    let pods_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "mountpoint-dir")
+        .unwrap();
+    assert_eq!(pods_mount["mountPropagation"], "Bidirectional");
+    assert_eq!(container["securityContext"]["privileged"], true);
+    let rules = r.rules();
+    assert!(
+        !rules.iter().any(|r| r.starts_with("/secrets")),
+        "no Secrets without syncSecret: {rules:?}"
+    );
+    assert!(rules.contains(&"/serviceaccounts/token: create".to_owned()), "{rules:?}");
+}
+
+#[test]
+fn least_rbac_and_audiences_per_provider() {
+    let aws = render(json!({"providers": only("aws")})).unwrap();
+    assert_eq!(aws.audiences(), ["sts.amazonaws.com", "pods.eks.amazonaws.com"]);
+    let rules = aws.rules();
+    assert!(
+        rules.contains(&"/nodes: get".to_owned())
+            && rules.contains(&"/serviceaccounts: get".to_owned()),
+        "{rules:?}"
+    );
+    assert!(!rules.iter().any(|r| r.contains("serviceaccounts/token")), "{rules:?}");
+    assert!(aws.kind("Role").is_none(), "the vault key's Role only with vault");
+    assert!(aws.args().contains(&"--providers=aws".to_owned()));
+
+    let vault = render(json!({"providers": {"aws": {"enabled": false}, "azure": {"enabled": false}, "gcp": {"enabled": false}, "vault": {"enabled": true, "address": "https://vault.vault:8200"}}})).unwrap();
+    assert_eq!(vault.audiences(), ["vault"]);
+    let rules = vault.rules();
+    assert!(rules.contains(&"/serviceaccounts/token: create".to_owned()), "{rules:?}");
+    assert!(
+        !rules.iter().any(|r| r.starts_with("/nodes") || r == "/serviceaccounts: get"),
+        "{rules:?}"
+    );
+    let role = vault.kind("Role").unwrap();
+    assert_eq!(role["rules"][0]["resourceNames"], json!(["sscsi-vault-hmac-key"]));
+    assert!(vault.args().contains(&"--vault-addr=https://vault.vault:8200".to_owned()));
+
+    let mut gcp_providers = only("gcp");
+    gcp_providers["gcp"]["workloadIdentityPool"] = json!("my-project.svc.id.goog");
+    let gcp = render(json!({"providers": gcp_providers})).unwrap();
+    assert_eq!(gcp.audiences(), ["my-project.svc.id.goog"]);
+    let azure = render(json!({"providers": only("azure")})).unwrap();
+    assert_eq!(azure.audiences(), ["api://AzureADTokenExchange", "api://AKSIdentityBinding"]);
+    assert!(azure.args().contains(&"--azure-cloud-name=AzurePublicCloud".to_owned()));
+}
+
+#[test]
+fn options_users_set() {
+    let r = render(json!({
+        "enableSecretRotation": true,
+        "rotationPollInterval": "30s",
+        "syncSecret": {"enabled": true, "allowedNamespaces": ["a", "b"]},
+        "tokenRequests": [{"audience": "custom"}],
+        "logVerbosity": 6,
+        "logFormatJSON": true,
+        "metricsAddr": "",
+        "linux": {"hostNetwork": true, "tmpfsSize": "16Mi", "podAnnotations": {"x": "y"}},
+        "providers": {"azure": {"allowNodeIdentity": true}, "gcp": {"allowNodeIdentity": true, "allowNodePublishSecret": true}},
+    }))
+    .unwrap();
+    assert_eq!(r.kind("CSIDriver").unwrap()["spec"]["requiresRepublish"], true);
+    assert_eq!(r.audiences(), ["custom"], "tokenRequests overrides the default");
+    let args = r.args();
+    for arg in [
+        "--enable-secret-rotation",
+        "--rotation-poll-interval=30s",
+        "--enable-secret-sync",
+        "--sync-allowed-namespaces=a,b",
+        "--log-level=trace",
+        "--log-format-json",
+        "--metrics-addr=",
+        "--tmpfs-size=16Mi",
+        "--azure-allow-node-identity",
+        "--gcp-allow-node-identity",
+        "--gcp-allow-node-publish-secret",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{arg} in {args:?}");
+    }
+    let pod = &r.kind("DaemonSet").unwrap()["spec"]["template"];
+    assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["metadata"]["annotations"]["x"], "y");
+    assert_eq!(r.container()["ports"].as_array().unwrap().len(), 1, "no metrics port");
+    assert!(r.rules().contains(&"/secrets: get,create,update".to_owned()));
+
+    let none = render(json!({"rbac": {"install": false}, "serviceAccount": {"create": false, "name": "existing"}})).unwrap();
+    assert!(none.kind("ClusterRole").is_none() && none.kind("ServiceAccount").is_none());
+    assert_eq!(
+        none.kind("DaemonSet").unwrap()["spec"]["template"]["spec"]["serviceAccountName"],
+        "existing"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    let cases = [
+        (json!({"linux": {"hostNetwrk": true}}), "additional properties 'hostNetwrk' not allowed"),
+        (
+            json!({"enableSecretRotation": "yes"}),
+            "/enableSecretRotation': got string, want boolean",
+        ),
+        (json!({"rotationPollInterval": "2 minutes"}), "/rotationPollInterval"),
+        (json!({"providers": {"azure": {"cloudName": "Mars"}}}), "/providers/azure/cloudName"),
+        (
+            json!({"providers": {"gcp": {"workloadIdentityPool": "my-project"}}}),
+            "/providers/gcp/workloadIdentityPool",
+        ),
+        (json!({"tokenRequests": [{"aud": "x"}]}), "/tokenRequests/0"),
+        (
+            json!({"syncSecrets": {"enabled": true}}),
+            "additional properties 'syncSecrets' not allowed",
+        ),
+    ];
+    for (values, message) in cases {
+        let err = render(values.clone()).err().unwrap_or_else(|| panic!("{values} was accepted"));
+        assert!(err.contains(message), "want {message:?} in {err:?}");
+    }
+}

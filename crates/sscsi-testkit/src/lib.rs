@@ -10,3 +10,4 @@ pub mod jwt;
 pub mod kube_api;
 pub mod moto;
 pub mod pki;
+mod process;

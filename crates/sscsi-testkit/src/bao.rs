@@ -108,12 +108,21 @@ impl BaoServer {
     /// (relative, e.g. `auth/jwt/login`, in any namespace) the server has
     /// answered, from its audit log.
     pub fn answered(&self, operation: &str, path: &str) -> usize {
+        self.answered_where(operation, |p| p == path)
+    }
+
+    /// Like [`Self::answered`], for every path that starts with `prefix`.
+    pub fn answered_under(&self, operation: &str, prefix: &str) -> usize {
+        self.answered_where(operation, |p| p.starts_with(prefix))
+    }
+
+    fn answered_where(&self, operation: &str, path: impl Fn(&str) -> bool) -> usize {
         let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         log.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|entry| entry["type"] == "response")
             .filter(|entry| entry["request"]["operation"] == operation)
-            .filter(|entry| entry["request"]["path"] == path)
+            .filter(|entry| entry["request"]["path"].as_str().is_some_and(&path))
             .count()
     }
 

@@ -1,0 +1,212 @@
+//! `sscsi node` as a child process, the way the DaemonSet runs it: API
+//! server from a kubeconfig, CSI on a unix socket, `/readyz` on a port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sscsi_core::PodInfo;
+use sscsi_proto::TOKENS_KEY;
+use sscsi_proto::csi::v1::node_client::NodeClient;
+use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+use super::backend::{Backend, NAMESPACE};
+use sscsi_testkit::kube_api::ApiServer;
+
+pub struct NodeProcess {
+    child: Child,
+    spawned: Instant,
+    socket: PathBuf,
+    health_port: u16,
+    log: PathBuf,
+}
+
+/// Resident memory of the node, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss_kib: u64,
+    /// VmHWM: the most ever resident.
+    pub peak_kib: u64,
+}
+
+impl NodeProcess {
+    /// Starts `binary` serving the classes of `api` in `dir`; `extra`
+    /// arguments and `env` choose the provider and its backend.
+    pub fn spawn(
+        binary: &Path,
+        dir: &Path,
+        api: &ApiServer,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig())?;
+        let socket = dir.join("csi.sock");
+        let health_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = dir.join("node.log");
+        let out = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary);
+        command
+            .arg("node")
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
+            .args(["--metrics-addr=", "--nodeid=bench-node"])
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        if !super::is_root() {
+            command.arg("--no-tmpfs");
+        }
+        let spawned = Instant::now();
+        let child = command.spawn().with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self { child, spawned, socket, health_port, log })
+    }
+
+    /// Waits for `/readyz` to answer 200 (the CSI socket serves and every
+    /// class is cached); the time since the process was started.
+    pub async fn ready(&mut self) -> anyhow::Result<Duration> {
+        let deadline = self.spawned + Duration::from_secs(60);
+        loop {
+            if readyz(self.health_port).await {
+                return Ok(self.spawned.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("sscsi node exited with {status}:\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!("sscsi node not ready after 60 s:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub async fn csi(&self) -> anyhow::Result<NodeClient<Channel>> {
+        Ok(NodeClient::new(sscsi_node::client::connect(&self.socket).await?))
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .with_context(|| format!("no {name} in /proc status"))?;
+            Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+        };
+        Ok(Memory { rss_kib: field("VmRSS:")?, peak_kib: field("VmHWM:")? })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        use nix::sys::signal::{Signal, kill};
+        kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("sscsi node exited with {status}:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `GET /readyz`, true on 200.
+async fn readyz(port: u16) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = Vec::new();
+    stream.write_all(request).await.is_ok()
+        && stream.read_to_end(&mut answer).await.is_ok()
+        && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// One pod's secrets-store volume.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub pod: PodInfo,
+    pub class: String,
+    pub target: PathBuf,
+}
+
+impl Volume {
+    /// Pod `pod` of service account `sa`, mounting `class`, under `pods`.
+    pub fn new(pods: &Path, class: &str, sa: &str, pod: &str) -> Self {
+        let uid = format!("uid-{pod}");
+        let target = pods.join(&uid).join("volumes/kubernetes.io~csi/secrets/mount");
+        let pod = PodInfo {
+            name: pod.into(),
+            namespace: NAMESPACE.into(),
+            uid,
+            service_account: sa.into(),
+        };
+        Self { pod, class: class.into(), target }
+    }
+
+    pub fn id(&self) -> String {
+        format!("csi-{}", self.pod.uid)
+    }
+
+    /// The NodePublishVolume kubelet sends, with fresh tokens: built before
+    /// the clock starts.
+    pub fn publish_request(&self, backend: &Backend, api: &ApiServer) -> NodePublishVolumeRequest {
+        let mut request = sscsi_node::client::inline_volume_publish_request(
+            &self.id(),
+            &self.target,
+            &self.class,
+            &self.pod,
+        );
+        if let Some(tokens) = backend.tokens(api, &self.pod) {
+            request.volume_context.insert(TOKENS_KEY.into(), tokens);
+        }
+        request
+    }
+
+    /// Where the `..data` link points: a new directory after each rewrite.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.target.join("..data")).ok()
+    }
+}
+
+pub async fn publish(
+    csi: &NodeClient<Channel>,
+    request: NodePublishVolumeRequest,
+) -> anyhow::Result<()> {
+    let id = request.volume_id.clone();
+    match csi.clone().node_publish_volume(request).await {
+        Ok(_) => Ok(()),
+        Err(status) => bail!("publish {id}: {:?}: {}", status.code(), status.message()),
+    }
+}
+
+pub async fn unpublish(csi: &NodeClient<Channel>, volume: &Volume) -> anyhow::Result<()> {
+    let request = NodeUnpublishVolumeRequest {
+        volume_id: volume.id(),
+        target_path: volume.target.display().to_string(),
+    };
+    match csi.clone().node_unpublish_volume(request).await {
+        Ok(_) => Ok(()),
+        Err(status) => {
+            bail!("unpublish {}: {:?}: {}", volume.id(), status.code(), status.message())
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The scenarios. Each run starts its own API server double, backend
+//! server and node, so nothing one run cached serves another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use sscsi_testkit::kube_api::ApiServer;
+
+use super::backend::{Backend, Kind, NAMESPACE};
+use super::node::{NodeProcess, Volume, publish, unpublish};
+use super::report::{
+    BurstResult, CallCount, LatencyResult, Rotation, Spread, StartupResult, percentile,
+};
+
+/// How much each scenario does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Runs per scenario; each figure is the median over them.
+    pub runs: usize,
+    /// Timed publishes per run and volume size.
+    pub iterations: usize,
+    pub sizes: Vec<usize>,
+    pub service_accounts: usize,
+    pub secrets_per_account: usize,
+    pub burst_volumes: usize,
+    pub rotation_volumes: usize,
+    /// The share of secrets changed before a rotation pass.
+    pub rotation_changed: f64,
+    pub startup_runs: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Self {
+        Self {
+            runs: if quick { 1 } else { 3 },
+            iterations: if quick { 5 } else { 15 },
+            sizes: vec![1, 10, 50],
+            service_accounts: 20,
+            secrets_per_account: 5,
+            burst_volumes: 200,
+            rotation_volumes: if quick { 200 } else { 1000 },
+            rotation_changed: 0.01,
+            startup_runs: if quick { 3 } else { 5 },
+        }
+    }
+}
+
+/// The AWS provider lets an answer serve identical reads for a second after
+/// it arrives (`COALESCE_WINDOW` in sscsi-provider-aws): repeated publishes
+/// of one class wait that long, so every timed publish reads the backend.
+fn coalesce_window(kind: Kind) -> Duration {
+    match kind {
+        Kind::Aws => Duration::from_millis(1100),
+        Kind::Local | Kind::Vault => Duration::ZERO,
+    }
+}
+
+/// A secret's bytes: 128 of them, naming the secret and its version.
+pub fn value(name: &str, version: u32) -> String {
+    format!("{name}:v{version}:{}", "x".repeat(128)).chars().take(128).collect()
+}
+
+/// One run's world: the API server double, the backend, a directory.
+struct World {
+    api: ApiServer,
+    kube: kube::Client,
+    backend: Backend,
+    dir: tempfile::TempDir,
+    pods: PathBuf,
+}
+
+/// Volumes of several service accounts, each mounting its account's class.
+struct Population {
+    /// Kubelet's order: pod 0 of every account, then pod 1, ...
+    volumes: Vec<Volume>,
+    /// Class → its objects.
+    objects: BTreeMap<String, Vec<String>>,
+}
+
+impl World {
+    async fn start(kind: Kind) -> anyhow::Result<Self> {
+        let api = ApiServer::start().await;
+        let kube = kube::Client::try_from(kube::Config::new(api.url().parse()?))?;
+        let backend = Backend::start(kind, &api).await?;
+        let (dir, pods) = super::backend::work_dir()?;
+        Ok(Self { api, kube, backend, dir, pods })
+    }
+
+    async fn create(&self, object: Value) -> anyhow::Result<()> {
+        let api_version = object["apiVersion"].as_str().context("apiVersion")?;
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let kind = object["kind"].as_str().context("kind")?.to_owned();
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind));
+        let object: DynamicObject = serde_json::from_value(object)?;
+        Api::<DynamicObject>::namespaced_with(self.kube.clone(), NAMESPACE, &resource)
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("create {kind}"))?;
+        Ok(())
+    }
+
+    async fn class(&self, name: &str, objects: &[String]) -> anyhow::Result<()> {
+        self.create(json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"provider": self.backend.kind().name(),
+                     "parameters": self.backend.class_parameters(objects)}
+        }))
+        .await
+    }
+
+    async fn service_account(&self, name: &str) -> anyhow::Result<()> {
+        self.create(self.backend.service_account(name)).await
+    }
+
+    /// `accounts` service accounts with `secrets` secrets each, a class per
+    /// account holding its secrets, and `pods` pods per account.
+    async fn population(
+        &self,
+        prefix: &str,
+        accounts: usize,
+        secrets: usize,
+        pods: usize,
+    ) -> anyhow::Result<Population> {
+        let mut objects = BTreeMap::new();
+        for a in 0..accounts {
+            let names: Vec<String> =
+                (0..secrets).map(|s| format!("{prefix}-sa{a:02}-s{s}")).collect();
+            for name in &names {
+                self.backend.put(name, &value(name, 1)).await?;
+            }
+            let class = format!("{prefix}-sa{a:02}");
+            self.class(&class, &names).await?;
+            self.service_account(&format!("sa{a:02}")).await?;
+            objects.insert(class, names);
+        }
+        let mut volumes = Vec::with_capacity(accounts * pods);
+        for p in 0..pods {
+            for a in 0..accounts {
+                let pod = format!("{prefix}-sa{a:02}-p{p:03}");
+                volumes.push(Volume::new(
+                    &self.pods,
+                    &format!("{prefix}-sa{a:02}"),
+                    &format!("sa{a:02}"),
+                    &pod,
+                ));
+            }
+        }
+        Ok(Population { volumes, objects })
+    }
+
+    fn node(&self, binary: &Path, counted: bool, extra: &[&str]) -> anyhow::Result<NodeProcess> {
+        let (mut args, env) = self.backend.node_config(counted);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        NodeProcess::spawn(binary, self.dir.path(), &self.api, &args, &env)
+    }
+}
+
+impl Drop for World {
+    /// A failed run may leave volumes mounted: detach them, so the
+    /// directory can go.
+    fn drop(&mut self) {
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+        let root = self.dir.path().display().to_string();
+        for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if target.starts_with(&root) {
+                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Checks the files of `volume` hold `version` of every object.
+fn check_files(volume: &Volume, names: &[String], version: u32) -> anyhow::Result<()> {
+    for name in names {
+        let path = volume.target.join(name);
+        let bytes =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        if bytes != value(name, version) {
+            bail!("{} does not hold version {version} of {name}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Publish latency by volume size, against reading the same objects directly.
+pub async fn latency(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<Vec<LatencyResult>> {
+    // Size → per run: (sscsi p50, sscsi p99, direct p50, direct p99).
+    let mut runs: BTreeMap<usize, Vec<[f64; 4]>> = BTreeMap::new();
+    for _ in 0..plan.runs {
+        let world = World::start(kind).await?;
+        let mut sets = Vec::new();
+        for &size in &plan.sizes {
+            let names: Vec<String> = (0..size).map(|i| format!("lat{size}-{i:02}")).collect();
+            for name in &names {
+                world.backend.put(name, &value(name, 1)).await?;
+            }
+            world.class(&format!("lat-{size}"), &names).await?;
+            sets.push((size, names));
+        }
+        world.service_account("app").await?;
+        let mut node = world.node(binary, false, &[])?;
+        node.ready().await?;
+        let csi = node.csi().await?;
+        let mut samples: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        let mut last: BTreeMap<usize, Instant> = BTreeMap::new();
+        let mut pod = 0;
+        // Iteration 0 warms up: credentials, connections, the class cache.
+        for iteration in 0..=plan.iterations {
+            for (size, names) in &sets {
+                if let Some(at) = last.get(size) {
+                    tokio::time::sleep_until((*at + coalesce_window(kind)).into()).await;
+                }
+                pod += 1;
+                let volume =
+                    Volume::new(&world.pods, &format!("lat-{size}"), "app", &format!("app-{pod}"));
+                let request = volume.publish_request(&world.backend, &world.api);
+                let direct = async {
+                    let start = Instant::now();
+                    world.backend.read_directly(names).await.map(|_| start.elapsed())
+                };
+                let sscsi = async {
+                    let start = Instant::now();
+                    publish(&csi, request).await.map(|()| start.elapsed())
+                };
+                // One after the other, alternating which goes first.
+                let (direct, sscsi) = if iteration % 2 == 0 {
+                    let d = direct.await?;
+                    (d, sscsi.await?)
+                } else {
+                    let s = sscsi.await?;
+                    (direct.await?, s)
+                };
+                last.insert(*size, Instant::now());
+                check_files(&volume, names, 1)?;
+                unpublish(&csi, &volume).await?;
+                if iteration > 0 {
+                    let entry = samples.entry(*size).or_default();
+                    entry.0.push(millis(sscsi));
+                    entry.1.push(millis(direct));
+                }
+            }
+        }
+        drop(csi);
+        node.stop()?;
+        for (size, (sscsi, direct)) in samples {
+            runs.entry(size).or_default().push([
+                percentile(&sscsi, 50.0),
+                percentile(&sscsi, 99.0),
+                percentile(&direct, 50.0),
+                percentile(&direct, 99.0),
+            ]);
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|(objects, runs)| {
+            let column = |i: usize| Spread::of(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+            let ratios: Vec<f64> = runs.iter().map(|r| r[0] / r[2]).collect();
+            LatencyResult {
+                backend: kind.name().into(),
+                objects,
+                runs: runs.len(),
+                samples_per_run: plan.iterations,
+                sscsi_p50_ms: column(0),
+                sscsi_p99_ms: column(1),
+                direct_p50_ms: column(2),
+                direct_p99_ms: column(3),
+                ratio_p50: Spread::of(&ratios),
+            }
+        })
+        .collect())
+}
+
+/// Calls made between two readings of the backend's counters.
+fn calls_since(
+    before: &BTreeMap<String, usize>,
+    after: BTreeMap<String, usize>,
+) -> BTreeMap<String, usize> {
+    after.into_iter().map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0))).collect()
+}
+
+/// Per call kind: sscsi's counts over the runs beside upstream's.
+fn call_counts(
+    runs: &[BTreeMap<String, usize>],
+    upstream: &BTreeMap<String, usize>,
+) -> BTreeMap<String, CallCount> {
+    let kinds: BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.keys()).chain(upstream.keys()).collect();
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let counts: Vec<f64> =
+                runs.iter().map(|r| r.get(kind).copied().unwrap_or(0) as f64).collect();
+            let upstream = upstream.get(kind).copied().unwrap_or(0);
+            (kind.clone(), CallCount { sscsi: Spread::of(&counts), upstream })
+        })
+        .collect()
+}
+
+async fn unpublish_all(
+    csi: &sscsi_proto::csi::v1::node_client::NodeClient<tonic::transport::Channel>,
+    volumes: &[Volume],
+) -> anyhow::Result<()> {
+    futures::stream::iter(volumes)
+        .map(|v| unpublish(csi, v))
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// A burst of pods landing on one node at once.
+pub async fn burst(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<BurstResult> {
+    let pods = plan.burst_volumes / plan.service_accounts;
+    let volumes = pods * plan.service_accounts;
+    let (mut seconds, mut peaks, mut calls) = (vec![], vec![], vec![]);
+    for _ in 0..plan.runs {
+        let world = World::start(kind).await?;
+        let population = world
+            .population("burst", plan.service_accounts, plan.secrets_per_account, pods)
+            .await?;
+        let mut node = world.node(binary, true, &[])?;
+        node.ready().await?;
+        let csi = node.csi().await?;
+        let requests: Vec<_> = population
+            .volumes
+            .iter()
+            .map(|v| v.publish_request(&world.backend, &world.api))
+            .collect();
+        let before = world.backend.calls();
+        let start = Instant::now();
+        let published =
+            futures::future::join_all(requests.into_iter().map(|r| publish(&csi, r))).await;
+        seconds.push(start.elapsed().as_secs_f64());
+        published.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        calls.push(calls_since(&before, world.backend.calls()));
+        peaks.push(mib(node.memory()?.peak_kib));
+        for volume in &population.volumes {
+            check_files(volume, &population.objects[&volume.class], 1)?;
+        }
+        unpublish_all(&csi, &population.volumes).await?;
+        drop(csi);
+        node.stop()?;
+    }
+    let upstream = kind.upstream_publish_calls(volumes, plan.secrets_per_account);
+    Ok(BurstResult {
+        backend: kind.name().into(),
+        volumes,
+        service_accounts: plan.service_accounts,
+        secrets_per_account: plan.secrets_per_account,
+        seconds: Spread::of(&seconds),
+        peak_rss_mib: Spread::of(&peaks),
+        calls: call_counts(&calls, &upstream),
+    })
+}
+
+/// Every mounted volume due for a refresh, a share of the secrets changed.
+pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<Rotation> {
+    let pods = plan.rotation_volumes / plan.service_accounts;
+    let volumes = pods * plan.service_accounts;
+    let secrets = plan.service_accounts * plan.secrets_per_account;
+    let changed_count = ((secrets as f64 * plan.rotation_changed).ceil() as usize).max(1);
+    let (mut calls, mut rewritten, mut pass, mut propagation, mut rss) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut affected_count = 0;
+    for _ in 0..plan.runs {
+        let world = World::start(kind).await?;
+        let population =
+            world.population("rot", plan.service_accounts, plan.secrets_per_account, pods).await?;
+        let mut node = world.node(
+            binary,
+            true,
+            &["--enable-secret-rotation", "--rotation-poll-interval=0"],
+        )?;
+        node.ready().await?;
+        let csi = node.csi().await?;
+        futures::stream::iter(&population.volumes)
+            .map(|v| publish(&csi, v.publish_request(&world.backend, &world.api)))
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await?;
+        rss.push(mib(node.memory()?.rss_kib));
+        // Changed: the first secret of every 1/changed_count-th account.
+        let all: Vec<&String> = population.objects.values().flatten().collect();
+        let changed: BTreeSet<String> =
+            (0..changed_count).map(|i| all[i * all.len() / changed_count].clone()).collect();
+        let affected: Vec<bool> = population
+            .volumes
+            .iter()
+            .map(|v| population.objects[&v.class].iter().any(|n| changed.contains(n)))
+            .collect();
+        affected_count = affected.iter().filter(|a| **a).count();
+        let links: Vec<Option<PathBuf>> = population.volumes.iter().map(Volume::data_dir).collect();
+        let requests: Vec<_> = population
+            .volumes
+            .iter()
+            .map(|v| v.publish_request(&world.backend, &world.api))
+            .collect();
+        for name in &changed {
+            world.backend.put(name, &value(name, 2)).await?;
+        }
+        let before = world.backend.calls();
+        let changed_at = Instant::now();
+        // Kubelet republishes every volume (all are due), a few at a time.
+        let updated: Vec<Option<Duration>> =
+            futures::stream::iter(population.volumes.iter().zip(requests).zip(&affected))
+                .map(|((volume, request), affected)| {
+                    let (csi, population, changed) = (&csi, &population, &changed);
+                    async move {
+                        publish(csi, request).await?;
+                        if !*affected {
+                            return Ok(None);
+                        }
+                        for name in &population.objects[&volume.class] {
+                            let version = if changed.contains(name) { 2 } else { 1 };
+                            check_files(volume, std::slice::from_ref(name), version)?;
+                        }
+                        Ok::<_, anyhow::Error>(Some(changed_at.elapsed()))
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+        pass.push(changed_at.elapsed().as_secs_f64());
+        propagation.push(updated.iter().flatten().max().copied().unwrap_or_default().as_secs_f64());
+        calls.push(calls_since(&before, world.backend.calls()));
+        let now: Vec<Option<PathBuf>> = population.volumes.iter().map(Volume::data_dir).collect();
+        rewritten.push(links.iter().zip(&now).filter(|(a, b)| a != b).count() as f64);
+        unpublish_all(&csi, &population.volumes).await?;
+        drop(csi);
+        node.stop()?;
+    }
+    let upstream = kind.upstream_rotation_calls(volumes, plan.secrets_per_account, affected_count);
+    Ok(Rotation {
+        backend: kind.name().into(),
+        volumes,
+        secrets,
+        changed_secrets: changed_count,
+        affected_volumes: affected_count,
+        calls: call_counts(&calls, &upstream),
+        files_rewritten: CallCount { sscsi: Spread::of(&rewritten), upstream: affected_count },
+        pass_seconds: Spread::of(&pass),
+        propagation_seconds: Spread::of(&propagation),
+        rss_mounted_mib: Spread::of(&rss),
+    })
+}
+
+/// From process start to `/readyz`, with the classes of a small cluster to
+/// list, and the resident memory once idle.
+pub async fn startup(plan: &Plan, binary: &Path) -> anyhow::Result<StartupResult> {
+    let (mut ready, mut idle) = (vec![], vec![]);
+    for _ in 0..plan.startup_runs {
+        let world = World::start(Kind::Local).await?;
+        for c in 0..20 {
+            world.class(&format!("class-{c}"), &[format!("object-{c}")]).await?;
+        }
+        let root = format!("--local-provider-root={}", world.dir.path().display());
+        let mut node = NodeProcess::spawn(binary, world.dir.path(), &world.api, &[root], &[])?;
+        ready.push(millis(node.ready().await?));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle.push(mib(node.memory()?.rss_kib));
+        node.stop()?;
+    }
+    Ok(StartupResult { ready_ms: Spread::of(&ready), idle_rss_mib: Spread::of(&idle) })
+}

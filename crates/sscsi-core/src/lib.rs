@@ -3,6 +3,7 @@
 //! [`SecretBytes`] type that holds secret material, parameter parsing helpers
 //! and the path rules every file written into a volume must obey.
 
+pub mod coalesce;
 pub mod params;
 pub mod path;
 mod provider;

@@ -14,10 +14,10 @@
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared, try_join_all};
+use futures::future::try_join_all;
+use sscsi_core::coalesce::Coalescer;
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
 
 use crate::descriptor::{Descriptor, SecretType};
@@ -37,35 +37,20 @@ pub struct RegionClients {
     pub shared: Option<SharedReads>,
 }
 
-type SecretRead = Result<(SecretBytes, String), FetchError>;
-type SharedRead = Shared<BoxFuture<'static, SecretRead>>;
+pub type SecretRead = Result<(SecretBytes, String), FetchError>;
+/// The version id holding a label, from `DescribeSecret`.
+pub type Described = Result<Option<String>, FetchError>;
 
-/// Reads in flight, by identity and object: concurrent mounts that need the
-/// same secret under the same identity make one `GetSecretValue`. An answer
-/// also serves reads that start within [`COALESCE_WINDOW`] of it, so a burst
-/// of pods is one call however their starts spread. The key always holds the
-/// identity, so no pod reads another identity's answer.
-#[derive(Default)]
-pub struct InFlight {
-    /// Read key -> (generation, the shared read).
-    calls: Mutex<HashMap<String, (u64, SharedRead)>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-/// How long a finished read keeps answering identical reads.
-pub const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl fmt::Debug for InFlight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InFlight").finish_non_exhaustive()
-    }
-}
-
+/// Identical reads by one identity share one call (see
+/// [`sscsi_core::coalesce`]): `GetSecretValue` in a burst of pods, and
+/// `DescribeSecret` in a rotation pass over many volumes. The key always
+/// holds the identity, so no pod reads another identity's answer.
 #[derive(Debug, Clone)]
 pub struct SharedReads {
     /// Who reads: the role (or pod identity), namespace and service account.
     pub identity: String,
-    pub in_flight: Arc<InFlight>,
+    pub values: Arc<Coalescer<SecretRead>>,
+    pub describes: Arc<Coalescer<Described>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -209,6 +194,24 @@ async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current
         "" => "AWSCURRENT",
         label => label,
     };
+    let holder = match &region.shared {
+        None => describe(region.clone(), d.clone(), label.to_owned()).await,
+        Some(shared) => {
+            let key = format!(
+                "{}\n{}\n{}\n{label}",
+                shared.identity,
+                region.region,
+                d.name_in(region.failover)
+            );
+            let (region, d, label) = (region.clone(), d.clone(), label.to_owned());
+            shared.describes.read(key, move || describe(region, d, label)).await.0
+        }
+    }?;
+    Ok(unchanged(holder.as_deref() == Some(version)))
+}
+
+/// The version id that holds `label`, per `DescribeSecret`.
+async fn describe(region: RegionClients, d: Descriptor, label: String) -> Described {
     let described = region
         .secrets_manager
         .describe_secret()
@@ -221,18 +224,17 @@ async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current
             client_error: is_client_error(&e),
             message: sdk_message(&e),
         })?;
-    let holder = described
+    Ok(described
         .version_ids_to_stages
         .unwrap_or_default()
         .into_iter()
-        .find(|(_, stages)| stages.iter().any(|s| s == label))
-        .map(|(id, _)| id);
-    Ok(unchanged(holder.as_deref() == Some(version)))
+        .find(|(_, stages)| stages.contains(&label))
+        .map(|(id, _)| id))
 }
 
 type Unchanged = Result<Option<(SecretBytes, String)>, FetchError>;
 
-/// One read, shared with identical reads in flight when the region says so.
+/// One read, shared with identical reads when the region says so.
 async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead {
     let Some(shared) = &region.shared else {
         return read_secret_value(region.clone(), d.clone()).await;
@@ -245,32 +247,8 @@ async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead 
         d.version_in(region.failover),
         d.version_label_in(region.failover)
     );
-    let in_flight = &shared.in_flight;
-    let (generation, call, started) = {
-        let mut calls = in_flight.calls.lock().expect("in-flight lock");
-        match calls.get(&key) {
-            Some((generation, call)) => (*generation, call.clone(), false),
-            None => {
-                let generation = in_flight.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let call = read_secret_value(region.clone(), d.clone()).boxed().shared();
-                calls.insert(key.clone(), (generation, call.clone()));
-                (generation, call, true)
-            }
-        }
-    };
-    let result = call.await;
-    if started {
-        // Keep the answer for the window, then forget it (unless replaced).
-        let in_flight = in_flight.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(COALESCE_WINDOW).await;
-            let mut calls = in_flight.calls.lock().expect("in-flight lock");
-            if calls.get(&key).is_some_and(|(g, _)| *g == generation) {
-                calls.remove(&key);
-            }
-        });
-    }
-    result
+    let (region, d) = (region.clone(), d.clone());
+    shared.values.read(key, move || read_secret_value(region, d)).await.0
 }
 
 async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {

@@ -13,7 +13,7 @@ use crate::auth::{
     AuthError, CredentialCache, POD_IDENTITY_IPV4, POD_IDENTITY_IPV6, PodIdentityError, RoleLookup,
 };
 use crate::descriptor::{DescriptorError, parse_objects};
-use crate::fetch::{Current, FetchError, InFlight, RegionClients, SharedReads, fetch_all};
+use crate::fetch::{Current, FetchError, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 
 pub const NAME: &str = "aws";
@@ -61,7 +61,9 @@ pub struct AwsProvider {
     endpoints: AwsEndpoints,
     /// `AWS_REGION` of the driver, used when a class names no region.
     default_region: Option<String>,
-    in_flight: Arc<InFlight>,
+    /// Identical reads by one identity share a call.
+    values: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::SecretRead>>,
+    describes: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::Described>>,
 }
 
 impl AwsProvider {
@@ -75,7 +77,8 @@ impl AwsProvider {
             credentials: CredentialCache::default(),
             endpoints,
             default_region,
-            in_flight: Arc::default(),
+            values: Arc::default(),
+            describes: Arc::default(),
         }
     }
 
@@ -167,7 +170,8 @@ impl AwsProvider {
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
             shared: Some(SharedReads {
                 identity: identity.to_owned(),
-                in_flight: self.in_flight.clone(),
+                values: self.values.clone(),
+                describes: self.describes.clone(),
             }),
         }
     }

@@ -236,7 +236,8 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
 }
 
 /// On a refresh with the mounted versions and bytes, an unchanged secret
-/// costs one DescribeSecret and no GetSecretValue; a rotated one is read.
+/// costs one DescribeSecret (shared by the identity's refreshes within the
+/// coalescing window) and no GetSecretValue; a rotated one is read.
 #[tokio::test]
 async fn a_refresh_reads_only_secrets_that_changed() {
     let (api, moto) = (ApiServer::start().await, MotoServer::start());
@@ -262,6 +263,11 @@ async fn a_refresh_reads_only_secrets_that_changed() {
     assert_eq!(again.versions, first.versions);
     assert_eq!(proxy.count("secretsmanager.DescribeSecret"), 1);
     assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 1, "no read for an unchanged secret");
+    // Another volume of the same identity refreshed within the window: the
+    // answer is shared (a rotation pass over many pods asks once).
+    aws.mount(&refresh(&first)).await.unwrap();
+    assert_eq!(proxy.count("secretsmanager.DescribeSecret"), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))

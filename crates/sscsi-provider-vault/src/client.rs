@@ -26,7 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Retries after a connection error or a 5xx, as Vault's client makes (2).
 const RETRIES: usize = 2;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error("vaultAddress {0:?} is not an http:// or https:// URL")]
     Address(String),

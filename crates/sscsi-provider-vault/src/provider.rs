@@ -1,17 +1,27 @@
 //! The `vault` provider: parameters → Vault token (cached per identity) →
 //! one read per distinct request → files and versions.
+//!
+//! Reads (GET without a body) are shared by the mounts of one identity (see
+//! [`sscsi_core::coalesce`]): a burst of pods, or a rotation pass over their
+//! volumes, reads each KV path once. An answer that carries a lease (a
+//! dynamic secret: database credentials and the like) is never handed to a
+//! mount that did not make the call; that mount reads its own, so every pod
+//! keeps its own lease, as upstream.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::StatusCode;
+use sscsi_core::coalesce::Coalescer;
 use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
     ProviderFailure, SecretBytes, SecretFile,
 };
 
 use crate::auth::{AuthError, Login, Tokens, identity};
-use crate::client::{Call, ClientError, Clients};
+use crate::client::{Call, ClientError, Clients, VaultHttp};
 use crate::json::SecretJson;
 use crate::params::{ParamsError, ReadKey, VaultDefaults, VaultParams};
 use crate::render::{RenderError, render};
@@ -77,6 +87,7 @@ pub struct VaultProvider {
     clients: Clients,
     tokens: Tokens,
     version_key: VersionKey,
+    reads: Arc<Coalescer<Result<Bytes, ClientError>>>,
 }
 
 impl std::fmt::Debug for VaultProvider {
@@ -96,12 +107,48 @@ impl VaultProvider {
             clients: Clients::default(),
             tokens: Tokens::default(),
             version_key: VersionKey::new(key),
+            reads: Arc::default(),
         }
     }
 
     /// Vault logins made so far.
     pub fn logins(&self) -> u64 {
         self.tokens.logins()
+    }
+
+    /// Sends `call`; a GET without a body is shared with identical reads of
+    /// the same identity, unless its answer holds a lease.
+    async fn read(
+        &self,
+        http: &VaultHttp,
+        call: &Call<'_>,
+        identity: &str,
+    ) -> Result<Bytes, ClientError> {
+        if call.method != "GET" || call.body.is_some() {
+            return http.send(call).await;
+        }
+        let key = serde_json::json!([identity, call.path, call.query, call.namespace]).to_string();
+        let (path, query) = (call.path.to_owned(), call.query.to_owned());
+        let (token, namespace) = (call.token.cloned(), call.namespace.map(str::to_owned));
+        let shared_http = http.clone();
+        let (answer, started) = self
+            .reads
+            .read(key, move || async move {
+                let call = Call {
+                    method: "GET",
+                    path: &path,
+                    query: &query,
+                    body: None,
+                    token: token.as_ref(),
+                    namespace: namespace.as_deref(),
+                };
+                shared_http.send(&call).await
+            })
+            .await;
+        match answer {
+            Ok(body) if !started && has_lease(&body) => http.send(call).await,
+            answer => answer,
+        }
     }
 
     async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, VaultError> {
@@ -127,7 +174,7 @@ impl VaultProvider {
                     token: Some(token),
                     namespace,
                 };
-                let answer = match http.send(&call).await {
+                let answer = match self.read(http, &call, identity).await {
                     // A token Vault no longer honours (revoked, expired early):
                     // log in again once, unless it was just issued.
                     Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && !fresh => {
@@ -177,6 +224,16 @@ impl VaultProvider {
     }
 }
 
+/// Whether a response carries a lease (`lease_id`), as dynamic secrets do.
+fn has_lease(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Lease {
+        #[serde(default)]
+        lease_id: String,
+    }
+    serde_json::from_slice::<Lease>(body).is_ok_and(|l| !l.lease_id.is_empty())
+}
+
 #[async_trait]
 impl Provider for VaultProvider {
     fn name(&self) -> &str {
@@ -185,5 +242,18 @@ impl Provider for VaultProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_lease;
+
+    #[test]
+    fn only_an_answer_with_a_lease_id_has_a_lease() {
+        assert!(has_lease(br#"{"lease_id":"database/creds/app/abc","data":{}}"#));
+        assert!(!has_lease(br#"{"lease_id":"","lease_duration":2764800,"data":{}}"#));
+        assert!(!has_lease(br#"{"data":{"data":{"k":"v"}}}"#));
+        assert!(!has_lease(b"not json"));
     }
 }

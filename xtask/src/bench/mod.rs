@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Seconds the launcher spent building.
     #[arg(long, hide = true)]
     build_seconds: Option<f64>,
+    /// The commit the launcher started from.
+    #[arg(long, hide = true)]
+    commit: Option<String>,
 }
 
 const SINGLE: [&str; 4] = ["aws", "azure", "gcp", "vault"];
@@ -55,6 +58,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let root = crate::root();
     let started = Instant::now();
+    // Taken now: the binaries are built from this tree.
+    let commit = commit();
     let binaries = root.join("target/bench");
     std::fs::create_dir_all(&binaries)?;
     let binary = match &args.binary {
@@ -80,7 +85,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .arg(root.join(&args.out))
         .arg("--binary")
         .arg(&binary)
-        .arg(format!("--build-seconds={:.0}", started.elapsed().as_secs_f64()));
+        .arg(format!("--build-seconds={:.0}", started.elapsed().as_secs_f64()))
+        .arg(format!("--commit={commit}"));
     if args.quick {
         harness.arg("--quick");
     }
@@ -152,7 +158,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
     let results = report::Results {
         mode: if args.quick { "quick" } else { "full" },
         date: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
-        commit: commit(),
+        commit: args.commit.clone().unwrap_or_else(commit),
         machine: machine(),
         servers: kinds
             .iter()

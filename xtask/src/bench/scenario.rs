@@ -51,13 +51,14 @@ impl Plan {
     }
 }
 
-/// The AWS provider lets an answer serve identical reads for a second after
-/// it arrives (`COALESCE_WINDOW` in sscsi-provider-aws): repeated publishes
-/// of one class wait that long, so every timed publish reads the backend.
+/// The AWS and Vault providers let an answer serve identical reads of one
+/// identity for a moment after it arrives (`sscsi_core::coalesce::WINDOW`):
+/// repeated publishes of one class wait that long, so every timed publish
+/// reads the backend.
 fn coalesce_window(kind: Kind) -> Duration {
     match kind {
-        Kind::Aws => Duration::from_millis(1100),
-        Kind::Local | Kind::Vault => Duration::ZERO,
+        Kind::Aws | Kind::Vault => sscsi_core::coalesce::WINDOW + Duration::from_millis(100),
+        Kind::Local => Duration::ZERO,
     }
 }
 

@@ -163,8 +163,8 @@ async fn fetch_secret(
     let mut found = None;
     for region in regions {
         let read = match still_current(region, d, current).await {
-            Ok(Some(unchanged)) => Ok(unchanged),
-            Ok(None) => get_secret_value(region, d).await,
+            Ok(Check::Unchanged(unchanged)) => Ok(unchanged),
+            Ok(Check::Read { expect }) => get_secret_value(region, d, expect).await,
             Err(e) => Err(e),
         };
         match read {
@@ -182,13 +182,19 @@ async fn fetch_secret(
 /// On a refresh: the mounted bytes when the object has not changed, decided
 /// as ASCP does: a pinned `objectVersion` against the mounted version, else
 /// `DescribeSecret` for the version holding the label (`AWSCURRENT` by
-/// default). `None`: read the value.
-async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current<'_>) -> Unchanged {
-    let Some((version, bytes)) = current.get(&d.file_name()) else { return Ok(None) };
-    let unchanged = |yes: bool| yes.then(|| (bytes.clone(), version.to_owned()));
+/// default).
+async fn still_current(
+    region: &RegionClients,
+    d: &Descriptor,
+    current: &Current<'_>,
+) -> Result<Check, FetchError> {
+    let Some((version, bytes)) = current.get(&d.file_name()) else {
+        return Ok(Check::Read { expect: None });
+    };
+    let unchanged = || Check::Unchanged((bytes.clone(), version.to_owned()));
     let pinned = d.version_in(region.failover);
     if !pinned.is_empty() {
-        return Ok(unchanged(pinned == version));
+        return Ok(if pinned == version { unchanged() } else { Check::Read { expect: None } });
     }
     let label = match d.version_label_in(region.failover) {
         "" => "AWSCURRENT",
@@ -207,7 +213,10 @@ async fn still_current(region: &RegionClients, d: &Descriptor, current: &Current
             shared.describes.read(key, move || describe(region, d, label)).await.0
         }
     }?;
-    Ok(unchanged(holder.as_deref() == Some(version)))
+    Ok(match holder {
+        Some(holder) if holder == version => unchanged(),
+        expect => Check::Read { expect },
+    })
 }
 
 /// The version id that holds `label`, per `DescribeSecret`.
@@ -232,10 +241,22 @@ async fn describe(region: RegionClients, d: Descriptor, label: String) -> Descri
         .map(|(id, _)| id))
 }
 
-type Unchanged = Result<Option<(SecretBytes, String)>, FetchError>;
+/// What a refresh does with one secret.
+enum Check {
+    /// The mounted bytes and version stand.
+    Unchanged((SecretBytes, String)),
+    /// Read the value; `expect` is the version `DescribeSecret` just named.
+    Read { expect: Option<String> },
+}
 
-/// One read, shared with identical reads when the region says so.
-async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead {
+/// One read, shared with identical reads when the region says so. A shared
+/// answer older than the version `expect`ed is not used: the read is made
+/// again, so a refresh never writes back what it just learnt is stale.
+async fn get_secret_value(
+    region: &RegionClients,
+    d: &Descriptor,
+    expect: Option<String>,
+) -> SecretRead {
     let Some(shared) = &region.shared else {
         return read_secret_value(region.clone(), d.clone()).await;
     };
@@ -247,8 +268,15 @@ async fn get_secret_value(region: &RegionClients, d: &Descriptor) -> SecretRead 
         d.version_in(region.failover),
         d.version_label_in(region.failover)
     );
-    let (region, d) = (region.clone(), d.clone());
-    shared.values.read(key, move || read_secret_value(region, d)).await.0
+    let (owned_region, owned_d) = (region.clone(), d.clone());
+    let (answer, started) =
+        shared.values.read(key, move || read_secret_value(owned_region, owned_d)).await;
+    match answer {
+        Ok((_, version)) if !started && expect.is_some_and(|e| e != version) => {
+            read_secret_value(region.clone(), d.clone()).await
+        }
+        answer => answer,
+    }
 }
 
 async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {

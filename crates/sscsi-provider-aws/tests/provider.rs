@@ -287,3 +287,40 @@ async fn a_refresh_reads_only_secrets_that_changed() {
     assert_ne!(rotated.versions, first.versions);
     assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 2);
 }
+
+/// A refresh right after a change, while an older read of the secret still
+/// answers identical reads: DescribeSecret names the new version, so the
+/// older answer is not written back; the value is read again.
+#[tokio::test]
+async fn a_refresh_never_writes_back_an_answer_older_than_described() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
+    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
+    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
+
+    let first = aws.mount(&request("app", true)).await.unwrap();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(moto.url())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+        .put_secret_value()
+        .secret_id("app/db")
+        .secret_string("rotated")
+        .send()
+        .await
+        .unwrap();
+    let mut refresh = request("app", true);
+    refresh.current_versions = first.versions.clone();
+    refresh.current_files =
+        first.files.iter().map(|f| (f.path.clone(), f.contents.clone())).collect();
+    let rotated = aws.mount(&refresh).await.unwrap();
+    assert_eq!(rotated.files[0].contents.expose(), b"rotated");
+    assert_ne!(rotated.versions, first.versions);
+    assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 2);
+}

@@ -412,6 +412,9 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
             .iter()
             .map(|v| v.publish_request(&world.backend, &world.api))
             .collect();
+        // Rotation comes minutes after mounting: no read of the mounts is
+        // still answering identical reads.
+        tokio::time::sleep(coalesce_window(kind)).await;
         for name in &changed {
             world.backend.put(name, &value(name, 2)).await?;
         }

@@ -13,14 +13,19 @@ use sscsi_provider_aws::{AwsEndpoints, AwsProvider};
 use sscsi_testkit::kube_api::ApiServer;
 use sscsi_testkit::moto::MotoServer;
 
-async fn seed(moto: &MotoServer) {
+/// A Secrets Manager client of moto's, for setting secrets up.
+async fn secrets_manager(moto: &MotoServer) -> aws_sdk_secretsmanager::Client {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
         .endpoint_url(moto.url())
         .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
         .load()
         .await;
-    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+async fn seed(moto: &MotoServer) {
+    let sm = secrets_manager(moto).await;
     sm.create_secret().name("app/db").secret_string("s3cret").send().await.unwrap();
 }
 
@@ -235,27 +240,46 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
     );
 }
 
-/// On a refresh with the mounted versions and bytes, an unchanged secret
-/// costs one DescribeSecret (shared by the identity's refreshes within the
-/// coalescing window) and no GetSecretValue; a rotated one is read.
-#[tokio::test]
-async fn a_refresh_reads_only_secrets_that_changed() {
+/// A provider whose AWS calls pass a counting proxy in front of moto, with
+/// `app/db` seeded and service account `app` given a role.
+async fn counted_provider() -> (AwsProvider, sscsi_testkit::moto::CountingProxy, MotoServer) {
     let (api, moto) = (ApiServer::start().await, MotoServer::start());
     seed(&moto).await;
     service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
     let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
-    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
+    (AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None), proxy, moto)
+}
 
+/// A refresh of what `previous` mounted: its versions and bytes.
+fn refresh(previous: &sscsi_core::MountResponse) -> MountRequest {
+    let mut request = request("app", true);
+    request.current_versions = previous.versions.clone();
+    request.current_files =
+        previous.files.iter().map(|f| (f.path.clone(), f.contents.clone())).collect();
+    request
+}
+
+/// A new version of `app/db` becomes `AWSCURRENT`.
+async fn rotate(moto: &MotoServer, value: &str) {
+    secrets_manager(moto)
+        .await
+        .put_secret_value()
+        .secret_id("app/db")
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// On a refresh with the mounted versions and bytes, an unchanged secret
+/// costs one DescribeSecret (shared by the identity's refreshes within the
+/// coalescing window) and no GetSecretValue; a rotated one is read.
+#[tokio::test]
+async fn a_refresh_reads_only_secrets_that_changed() {
+    let (aws, proxy, moto) = counted_provider().await;
     let first = aws.mount(&request("app", true)).await.unwrap();
-    let refresh = |previous: &sscsi_core::MountResponse| {
-        let mut req = request("app", true);
-        req.current_versions = previous.versions.clone();
-        req.current_files =
-            previous.files.iter().map(|f| (f.path.clone(), f.contents.clone())).collect();
-        req
-    };
     // Past the read-coalescing window, so only the version check decides.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let again = aws.mount(&refresh(&first)).await.unwrap();
@@ -269,19 +293,7 @@ async fn a_refresh_reads_only_secrets_that_changed() {
     assert_eq!(proxy.count("secretsmanager.DescribeSecret"), 1);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-west-2"))
-        .endpoint_url(moto.url())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
-        .put_secret_value()
-        .secret_id("app/db")
-        .secret_string("rotated")
-        .send()
-        .await
-        .unwrap();
+    rotate(&moto, "rotated").await;
     let rotated = aws.mount(&refresh(&again)).await.unwrap();
     assert_eq!(rotated.files[0].contents.expose(), b"rotated");
     assert_ne!(rotated.versions, first.versions);
@@ -293,33 +305,10 @@ async fn a_refresh_reads_only_secrets_that_changed() {
 /// older answer is not written back; the value is read again.
 #[tokio::test]
 async fn a_refresh_never_writes_back_an_answer_older_than_described() {
-    let (api, moto) = (ApiServer::start().await, MotoServer::start());
-    seed(&moto).await;
-    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
-    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
-    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
-
+    let (aws, proxy, moto) = counted_provider().await;
     let first = aws.mount(&request("app", true)).await.unwrap();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-west-2"))
-        .endpoint_url(moto.url())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
-        .put_secret_value()
-        .secret_id("app/db")
-        .secret_string("rotated")
-        .send()
-        .await
-        .unwrap();
-    let mut refresh = request("app", true);
-    refresh.current_versions = first.versions.clone();
-    refresh.current_files =
-        first.files.iter().map(|f| (f.path.clone(), f.contents.clone())).collect();
-    let rotated = aws.mount(&refresh).await.unwrap();
+    rotate(&moto, "rotated").await;
+    let rotated = aws.mount(&refresh(&first)).await.unwrap();
     assert_eq!(rotated.files[0].contents.expose(), b"rotated");
     assert_ne!(rotated.versions, first.versions);
     assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 2);

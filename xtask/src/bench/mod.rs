@@ -31,8 +31,9 @@ pub struct BenchArgs {
     /// Where results.json, REPORT.md and the plots go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
-    /// Measure this sscsi binary (built with every provider) instead of
-    /// building one; no single-provider sizes then.
+    /// Measure this sscsi binary (built with every provider) and build
+    /// nothing: the harness then runs in this xtask build (debug under
+    /// `cargo xtask`, which the report says), with no single-provider sizes.
     #[arg(long)]
     binary: Option<PathBuf>,
     /// Only these backends (default: all).
@@ -52,7 +53,7 @@ pub struct BenchArgs {
 const SINGLE: [&str; 4] = ["aws", "azure", "gcp", "vault"];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.harness {
+    if args.harness || args.binary.is_some() {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return runtime.block_on(harness(args));
     }
@@ -62,22 +63,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let commit = commit();
     let binaries = root.join("target/bench");
     std::fs::create_dir_all(&binaries)?;
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
-        None => {
-            // Single-provider builds first: each one replaces target/release/sscsi.
-            if !args.quick {
-                for feature in SINGLE {
-                    build_sscsi(&["--no-default-features", "--features", feature])?;
-                    copy_binary(&root, &binaries.join(format!("sscsi-{feature}")))?;
-                }
-            }
-            build_sscsi(&[])?;
-            let all = binaries.join("sscsi-all");
-            copy_binary(&root, &all)?;
-            all
+    // Single-provider builds first: each one replaces target/release/sscsi.
+    if !args.quick {
+        for feature in SINGLE {
+            build_sscsi(&["--no-default-features", "--features", feature])?;
+            copy_binary(&root, &binaries.join(format!("sscsi-{feature}")))?;
         }
-    };
+    }
+    build_sscsi(&[])?;
+    let binary = binaries.join("sscsi-all");
+    copy_binary(&root, &binary)?;
     crate::cargo(&["build", "--release", "--locked", "-p", "xtask"])?;
     let mut harness = Command::new(root.join("target/release/xtask"));
     harness
@@ -166,6 +161,10 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
             .map(|k| (k.name().to_owned(), Backend::server_version(*k)))
             .collect(),
         harness_build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        binary: match binary.strip_prefix(crate::root()) {
+            Ok(relative) => relative.display().to_string(),
+            Err(_) => binary.display().to_string(),
+        },
         run_seconds: started.elapsed().as_secs_f64(),
         build_seconds: args.build_seconds,
         latency,

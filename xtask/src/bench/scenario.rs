@@ -473,8 +473,8 @@ pub async fn startup(plan: &Plan, binary: &Path) -> anyhow::Result<StartupResult
         for c in 0..20 {
             world.class(&format!("class-{c}"), &[format!("object-{c}")]).await?;
         }
-        let root = format!("--local-provider-root={}", world.dir.path().display());
-        let mut node = NodeProcess::spawn(binary, world.dir.path(), &world.api, &[root], &[])?;
+        // Every compiled-in provider serves: none is restricted.
+        let mut node = world.node(binary, false, &[])?;
         ready.push(millis(node.ready().await?));
         tokio::time::sleep(Duration::from_secs(1)).await;
         idle.push(mib(node.memory()?.rss_kib));

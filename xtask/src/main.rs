@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// The checks CI runs: generated files, rustfmt, clippy with warnings
-    /// denied, the test suite.
+    /// denied, the demo, a quick bench of the debug binary, the test suite.
     Ci,
     /// rustfmt and clippy only.
     Lint,
@@ -57,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => {
             codegen(true)?;
             lint()?;
+            cargo(&["run", "--quiet", "-p", "sscsi", "--", "demo"])?;
+            bench::smoke(&root().join("target/debug/sscsi"))?;
             cargo(&["test", "--workspace"])
         }
         Task::Lint => lint(),

@@ -95,6 +95,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--quick --binary <binary>` into a directory thrown away: every scenario
+/// runs and checks its files; the figures are not kept.
+pub fn smoke(binary: &Path) -> anyhow::Result<()> {
+    let out = tempfile::tempdir()?;
+    run(BenchArgs {
+        quick: true,
+        out: out.path().to_owned(),
+        binary: Some(binary.to_owned()),
+        backends: Vec::new(),
+        harness: false,
+        build_seconds: None,
+        commit: None,
+    })
+}
+
 fn build_sscsi(features: &[&str]) -> anyhow::Result<()> {
     let mut args = vec!["build", "--release", "--locked", "-p", "sscsi"];
     args.extend_from_slice(features);

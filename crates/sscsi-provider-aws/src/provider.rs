@@ -13,6 +13,8 @@ use crate::auth::{
     AuthError, CredentialCache, POD_IDENTITY_IPV4, POD_IDENTITY_IPV6, PodIdentityError, RoleLookup,
 };
 use crate::descriptor::{DescriptorError, parse_objects};
+use aws_sdk_secretsmanager::config::SharedHttpClient;
+
 use crate::fetch::{Current, FetchError, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 
@@ -64,6 +66,10 @@ pub struct AwsProvider {
     /// Identical reads by one identity share a call.
     values: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::SecretRead>>,
     describes: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::Described>>,
+    /// One HTTPS client (and connection pool) for every SDK client: a mount
+    /// builds SDK clients with its own credentials, and they would otherwise
+    /// each load the trust roots and open new connections.
+    http: SharedHttpClient,
 }
 
 impl AwsProvider {
@@ -79,6 +85,7 @@ impl AwsProvider {
             default_region,
             values: Arc::default(),
             describes: Arc::default(),
+            http: https_client(),
         }
     }
 
@@ -137,6 +144,7 @@ impl AwsProvider {
     fn sts(&self, region: &str) -> aws_sdk_sts::Client {
         let mut config = aws_sdk_sts::Config::builder()
             .behavior_version_latest()
+            .http_client(self.http.clone())
             .region(aws_sdk_sts::config::Region::new(region.to_owned()));
         if let Some(url) = &self.endpoints.aws {
             config = config.endpoint_url(url);
@@ -153,10 +161,12 @@ impl AwsProvider {
     ) -> RegionClients {
         let sm = aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
+            .http_client(self.http.clone())
             .region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()))
             .credentials_provider(creds.clone());
         let ssm = aws_sdk_ssm::Config::builder()
             .behavior_version_latest()
+            .http_client(self.http.clone())
             .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
             .credentials_provider(creds);
         let (sm, ssm) = match &self.endpoints.aws {
@@ -175,6 +185,24 @@ impl AwsProvider {
             }),
         }
     }
+}
+
+/// The client the SDK builds by default (rustls with aws-lc, the proxy from
+/// `HTTPS_PROXY`/`NO_PROXY`), once.
+fn https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .proxy_config(ProxyConfig::from_env());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.build()
+    })
 }
 
 #[async_trait]

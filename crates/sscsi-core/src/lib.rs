@@ -6,6 +6,8 @@
 pub mod coalesce;
 pub mod params;
 pub mod path;
+#[cfg(feature = "kube")]
+pub mod pod_token;
 mod provider;
 mod registry;
 mod secret;

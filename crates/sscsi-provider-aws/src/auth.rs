@@ -154,11 +154,12 @@ impl CredentialCache {
             .then(|| creds.clone())
     }
 
-    /// The pod's credentials in `region`, from the cache or from STS.
+    /// The pod's credentials in `region`, from the cache or from STS (its
+    /// client made by `sts` only when a call is needed).
     pub async fn irsa(
         &self,
         roles: &dyn RoleLookup,
-        sts: &aws_sdk_sts::Client,
+        sts: impl FnOnce() -> aws_sdk_sts::Client,
         region: &str,
         request: &MountRequest,
     ) -> Result<Credentials, AuthError> {
@@ -174,7 +175,7 @@ impl CredentialCache {
         let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
         self.get_or_exchange(key, || async {
             let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
-            let response = sts
+            let response = sts()
                 .assume_role_with_web_identity()
                 .role_arn(&role)
                 .role_session_name(

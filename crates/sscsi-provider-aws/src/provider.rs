@@ -130,7 +130,9 @@ impl AwsProvider {
             let creds = match &pod_identity {
                 Some(creds) => creds.clone(),
                 None => {
-                    self.credentials.irsa(&*self.roles, &self.sts(region), region, request).await?
+                    self.credentials
+                        .irsa(&*self.roles, || self.sts(region), region, request)
+                        .await?
                 }
             };
             clients.push(self.region_clients(region, index > 0, creds, &identity));

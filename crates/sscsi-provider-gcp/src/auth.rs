@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{Value, json};
+use sscsi_core::pod_token::request_pod_token;
 use sscsi_core::{MountRequest, SecretBytes};
 
 pub const GSA_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
@@ -322,25 +322,9 @@ impl Auth {
         let pod = &request.pod;
         let audience =
             if federation.pool.is_empty() { &federation.audience } else { &federation.pool };
-        let token_request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![audience.clone()],
-                expiration_seconds: Some(900),
-                bound_object_ref: Some(BoundObjectReference {
-                    kind: Some("Pod".into()),
-                    api_version: Some("v1".into()),
-                    name: Some(pod.name.clone()),
-                    uid: Some(pod.uid.clone()),
-                }),
-            },
-            ..Default::default()
-        };
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(kube.clone(), &pod.namespace);
-        let issued = api
-            .create_token_request(&pod.service_account, &Default::default(), &token_request)
+        request_pod_token(kube, pod, vec![audience.clone()], 900)
             .await
-            .map_err(|e| format!("unable to fetch pod token: {e}"))?;
-        Ok(SecretBytes::from(issued.status.map(|s| s.token).unwrap_or_default()))
+            .map_err(|e| format!("unable to fetch pod token: {e}"))
     }
 
     /// The identity binding token exchange.

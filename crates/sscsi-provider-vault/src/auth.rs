@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use sscsi_core::pod_token::request_pod_token;
 use sscsi_core::{MountRequest, SecretBytes};
 
 use crate::client::{Call, ClientError, VaultHttp};
@@ -160,29 +159,13 @@ impl Login<'_> {
         let Some(kube) = self.kube else {
             return Err(AuthError::NoToken { audience: self.params.audience.clone() });
         };
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: self.params.requested_audience.clone().into_iter().collect(),
-                expiration_seconds: Some(SELF_TOKEN_SECONDS),
-                bound_object_ref: Some(BoundObjectReference {
-                    kind: Some("Pod".into()),
-                    api_version: Some("v1".into()),
-                    name: Some(pod.name.clone()),
-                    uid: Some(pod.uid.clone()),
-                }),
-            },
-            ..Default::default()
-        };
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(kube.clone(), &pod.namespace);
-        let issued = api
-            .create_token_request(&pod.service_account, &Default::default(), &request)
-            .await
-            .map_err(|e| AuthError::TokenRequest {
+        let audiences = self.params.requested_audience.clone().into_iter().collect();
+        request_pod_token(kube, pod, audiences, SELF_TOKEN_SECONDS).await.map_err(|e| {
+            AuthError::TokenRequest {
                 namespace: pod.namespace.clone(),
                 pod: pod.name.clone(),
                 message: e.to_string(),
-            })?;
-        let token = issued.status.map(|s| s.token).unwrap_or_default();
-        Ok(SecretBytes::from(token.into_bytes()))
+            }
+        })
     }
 }

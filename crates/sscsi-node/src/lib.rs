@@ -7,8 +7,10 @@
 //! record the volume. Each step has its own error variant; [`error`] maps
 //! every variant to a gRPC code and an upstream reason string, in one place.
 
+pub mod authority;
 pub mod client;
 mod context;
+mod controller;
 pub mod error;
 mod guard;
 pub mod http;
@@ -26,6 +28,7 @@ mod volumes;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use controller::ControllerService;
 pub use identity::IdentityService;
 pub use node::{NodeService, Refresher};
 pub use readiness::{Condition, Readiness};

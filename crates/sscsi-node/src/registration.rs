@@ -17,7 +17,6 @@ use sscsi_proto::registration::v1::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
 };
 use tokio::sync::Notify;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -113,7 +112,7 @@ pub async fn run(
         tracing::info!(socket = %path.display(), "serving kubelet plugin registration");
         let server = tonic::transport::Server::builder()
             .add_service(RegistrationServer::new(service.clone()))
-            .serve_with_incoming(UnixListenerStream::new(listener));
+            .serve_with_incoming(crate::authority::incoming(listener));
         // Dropping the server future closes the listener; calls are instant,
         // so there is nothing in flight worth waiting for.
         let retry_now = tokio::select! {

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
+use sscsi_proto::csi::v1::controller_server::ControllerServer;
 use sscsi_proto::csi::v1::identity_server::IdentityServer;
 use sscsi_proto::csi::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::{IdentityService, NodeService};
+use crate::{ControllerService, IdentityService, NodeService};
 
 /// A CSI endpoint: `unix:///csi/csi.sock` (absolute) or `unix://tmp/csi.sock`
 /// (relative, upstream's default).
@@ -71,7 +71,7 @@ pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
     UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
-/// Serves Identity and Node on `listener` until `shutdown` resolves, then
+/// Serves Identity, Node and the minimal Controller on `listener` until `shutdown` resolves, then
 /// lets the calls in flight finish for at most `grace` (a pod has 30 s by
 /// default between SIGTERM and SIGKILL), and removes the socket file.
 pub async fn serve(
@@ -86,7 +86,8 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .add_service(ControllerServer::new(ControllerService))
+        .serve_with_incoming_shutdown(crate::authority::incoming(listener), async {
             let _ = stopped.await;
         });
     tokio::pin!(server);

@@ -1,5 +1,5 @@
 //! gRPC types generated from `proto/`: the CSI Identity and Node services
-//! (`csi::v1`), the upstream provider API (`provider::v1alpha1`) and kubelet's
+//! (and ControllerGetCapabilities, `csi::v1`), the upstream provider API (`provider::v1alpha1`) and kubelet's
 //! plugin registration API (`registration::v1`).
 //!
 //! Messages that carry secrets or tokens have hand-written `Debug` impls that

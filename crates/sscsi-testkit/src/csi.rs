@@ -89,6 +89,11 @@ impl TestNode {
         Self { dir, csi }
     }
 
+    /// The CSI socket, for clients other than the one this node holds.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("csi.sock")
+    }
+
     /// Pod `pod` of service account `app` in namespace `shop`.
     pub fn pod(pod: &str) -> PodInfo {
         PodInfo {

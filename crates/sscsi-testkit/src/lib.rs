@@ -6,6 +6,7 @@ pub mod azure;
 pub mod bao;
 pub mod csi;
 pub mod gcp;
+pub mod grpc_go;
 pub mod jwt;
 pub mod kube_api;
 pub mod moto;

@@ -4,8 +4,9 @@
 //! (`:method`, `:scheme`, `:path`, `:authority`, `content-type`,
 //! `user-agent`, `te`, `grpc-timeout`, in grpc-go's order, HPACK-encoded with
 //! Huffman and incremental indexing as Go's encoder does) and one DATA frame
-//! with END_STREAM. The `:authority` is whatever the test says: kubelet sends
-//! the socket path when it dials a bare path.
+//! with END_STREAM; on the first DATA it receives, the WINDOW_UPDATE and PING
+//! of grpc-go's bandwidth estimator. The `:authority` is whatever the test
+//! says: kubelet sends the socket path when it dials a bare path.
 //!
 //! tonic's own client always sends a valid authority, so it cannot show what
 //! kubelet's calls meet; this one can.
@@ -73,6 +74,8 @@ pub struct GrpcGoConn {
     encoder: Encoder<'static>,
     decoder: Decoder<'static>,
     next_stream: u32,
+    /// grpc-go's BDP estimator pings once the first DATA arrives.
+    pinged: bool,
 }
 
 impl std::fmt::Debug for GrpcGoConn {
@@ -87,10 +90,9 @@ impl GrpcGoConn {
     pub async fn connect(socket: &Path, authority: Option<&str>) -> std::io::Result<Self> {
         let mut io = UnixStream::connect(socket).await?;
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        // grpc-go writes its SETTINGS (none differ from the defaults when the
-        // window is dynamic) and grows the connection window to 1 MiB.
+        // grpc-go's SETTINGS: with its defaults (dynamic window) none differ
+        // from the protocol's, and the connection window is not grown.
         preface.extend(frame(SETTINGS, 0, 0, &[]));
-        preface.extend(frame(WINDOW_UPDATE, 0, 0, &(1_048_576u32 - 65_535).to_be_bytes()));
         io.write_all(&preface).await?;
         Ok(Self {
             io,
@@ -98,6 +100,7 @@ impl GrpcGoConn {
             encoder: Encoder::default(),
             decoder: Decoder::default(),
             next_stream: 1,
+            pinged: false,
         })
     }
 
@@ -191,7 +194,16 @@ impl GrpcGoConn {
                         );
                     }
                 }
-                DATA if id == stream => data.extend_from_slice(&payload),
+                DATA if id == stream => {
+                    data.extend_from_slice(&payload);
+                    if !self.pinged && !payload.is_empty() {
+                        self.pinged = true;
+                        let len = u32::try_from(payload.len()).expect("small").to_be_bytes();
+                        let mut bdp = frame(WINDOW_UPDATE, 0, 0, &len);
+                        bdp.extend(frame(PING, 0, 0, &[2, 4, 16, 16, 9, 14, 7, 7]));
+                        self.io.write_all(&bdp).await.map_err(io_error)?;
+                    }
+                }
                 _ => {}
             }
             if id == stream && flags & END_STREAM != 0 && matches!(kind, HEADERS | DATA) {

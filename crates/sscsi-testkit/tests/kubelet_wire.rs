@@ -64,7 +64,8 @@ async fn the_registration_socket_answers_the_plugin_watcher_with_any_authority()
     wait_for(&socket).await;
 
     for authority in authorities(REG_SOCKET) {
-        // The plugin watcher's calls, on one connection, each under its 1 s deadline.
+        // The plugin watcher's calls, on one connection: GetInfo under a 1 s
+        // deadline, NotifyRegistrationStatus under 5 s.
         let mut kubelet = GrpcGoConn::connect(&socket, authority.as_deref()).await.unwrap();
         let info: PluginInfo = kubelet
             .unary(
@@ -83,7 +84,7 @@ async fn the_registration_socket_answers_the_plugin_watcher_with_any_authority()
             .unary(
                 "/pluginregistration.Registration/NotifyRegistrationStatus",
                 &RegistrationStatus { plugin_registered: true, error: String::new() },
-                Duration::from_secs(1),
+                Duration::from_secs(5),
             )
             .await
             .unwrap_or_else(|e| {

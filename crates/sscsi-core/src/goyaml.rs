@@ -79,15 +79,16 @@ fn to_value(node: &Node) -> Result<GoValue, Error> {
             Resolved::Timestamp => GoValue::Timestamp(s.value.clone()),
             Resolved::Str => GoValue::String(s.text()?),
         },
-        Node::Seq(items, _) => {
-            GoValue::Seq(items.iter().map(to_value).collect::<Result<_, _>>()?)
-        }
+        Node::Seq(items, _) => GoValue::Seq(items.iter().map(to_value).collect::<Result<_, _>>()?),
         Node::Map(entries, _) => {
             check_duplicates(entries)?;
             let mut out = Vec::with_capacity(entries.len());
             for (k, v) in entries {
                 let Node::Scalar(key) = k else {
-                    return Err(Error(format!("line {}: a mapping key that is not a scalar", k.line())));
+                    return Err(Error(format!(
+                        "line {}: a mapping key that is not a scalar",
+                        k.line()
+                    )));
                 };
                 out.push((key.text()?, to_value(v)?));
             }
@@ -685,7 +686,11 @@ impl<'de> de::Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if self.node.is_null(self.dialect) { visitor.visit_none() } else { visitor.visit_some(self) }
+        if self.node.is_null(self.dialect) {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -745,9 +750,10 @@ impl<'de> de::Deserializer<'de> for De<'_> {
         let entries = match self.node {
             Node::Map(entries, _) => entries,
             n if n.is_null(self.dialect) => {
-                return visitor.visit_map(de::value::MapDeserializer::new(
-                    std::iter::empty::<(De<'_>, De<'_>)>(),
-                ));
+                return visitor.visit_map(de::value::MapDeserializer::new(std::iter::empty::<(
+                    De<'_>,
+                    De<'_>,
+                )>()));
             }
             _ => return Err(self.cannot("a map")),
         };

@@ -22,14 +22,12 @@ pub fn parse_yaml<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, Par
     serde_saphyr::from_str(text).map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))
 }
 
-/// Parses a parameter holding YAML the way Go's `gopkg.in/yaml.v3` reads it,
-/// as the Azure, GCP and Vault providers do: an integer with a leading zero
-/// (`0600`) is octal, so `filePermission: 0600` means mode 0o600.
+/// Parses a parameter holding YAML the way Go's `gopkg.in/yaml.v3` decodes
+/// it into typed fields, as the Azure, GCP and Vault providers do
+/// ([`crate::goyaml`]): `filePermission: 0600` is octal, a quoted number is
+/// refused by a numeric field, null leaves the zero value.
 pub fn parse_yaml_v3<T: DeserializeOwned>(field: &str, text: &str) -> Result<T, ParamError> {
-    let mut options = serde_saphyr::Options::default();
-    options.legacy_octal_numbers = true;
-    serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))
+    crate::goyaml::from_str(crate::goyaml::Dialect::YamlV3, field, text)
 }
 
 /// Go's `strconv.ParseBool`, which the upstream providers use for their

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use sscsi_core::params::{ParamError, parse_go_bool, parse_octal_mode, parse_yaml_v3};
+use sscsi_core::params::{ParamError, parse_go_bool, parse_yaml_v3};
 use sscsi_core::path::validate_relative_path;
 
 pub const OBJECT_SECRET: &str = "secret";
@@ -194,6 +194,19 @@ fn parse_objects(text: &str) -> Result<Vec<KeyVaultObject>, ParamsError> {
         .collect()
 }
 
+/// `strconv.ParseInt(s, 8, 32)` (an optional sign, octal digits), within 0..=0o777.
+fn go_octal_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > 3 {
+        return None;
+    }
+    u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8).ok()
+}
+
 fn validate(raw: RawObject) -> Result<KeyVaultObject, ParamsError> {
     let name = raw.name.trim().to_owned();
     let object_type = raw.object_type.trim().to_owned();
@@ -208,13 +221,16 @@ fn validate(raw: RawObject) -> Result<KeyVaultObject, ParamsError> {
         return Err(invalid("Invalid vaultObjectTypes. Should be secret, key, or cert".into()));
     }
     let format = raw.format.trim();
-    let pfx = format.eq_ignore_ascii_case("pfx");
-    if !format.is_empty() && !pfx && !format.eq_ignore_ascii_case("pem") {
+    let is_pfx = format.eq_ignore_ascii_case("pfx");
+    if !format.is_empty() && !is_pfx && !format.eq_ignore_ascii_case("pem") {
         return Err(invalid(format!("invalid objectFormat: {format}, should be PEM or PFX")));
     }
-    if pfx && object_type != OBJECT_SECRET {
+    // Upstream's check compares case-sensitively, so `PFX` on a key passes
+    // (and, the format applying to secrets only, changes nothing).
+    if format == "pfx" && object_type != OBJECT_SECRET {
         return Err(invalid("PFX format only supported for objectType: secret".into()));
     }
+    let pfx = is_pfx && object_type == OBJECT_SECRET;
     let encoding = raw.encoding.trim();
     if !encoding.is_empty() && object_type != OBJECT_SECRET {
         return Err(invalid("objectEncoding only supported for objectType: secret".into()));
@@ -243,10 +259,13 @@ fn validate(raw: RawObject) -> Result<KeyVaultObject, ParamsError> {
         return Err(invalid("file name must not contain '..'".into()));
     }
     validate_relative_path(&alias).map_err(|e| invalid(e.to_string()))?;
-    // Upstream ignores an invalid mode and writes mode 0; we refuse it.
+    // Upstream reads the mode with `strconv.ParseInt(s, 8, 32)`, ignores a
+    // failure and writes mode 0; we refuse it, and bits beyond 0777.
     let mode = match raw.file_permission.trim() {
         "" => None,
-        mode => Some(parse_octal_mode("filePermission", mode).map_err(|e| invalid(e.to_string()))?),
+        mode => Some(go_octal_mode(mode).ok_or_else(|| {
+            invalid(format!("filePermission {mode:?} is not an octal file mode like \"0644\""))
+        })?),
     };
     Ok(KeyVaultObject {
         name,
@@ -428,5 +447,64 @@ mod tests {
             let err = with_object(object).unwrap_err().to_string();
             assert!(err.contains(message), "want {message:?} in {err:?}");
         }
+    }
+
+    /// `objects` as yaml.v3 decodes each document into upstream's
+    /// `KeyVaultObject` (`pkg/provider/types/types.go`: `ObjectVersionHistory
+    /// int32`, the rest `string`; `filePermission` then `strconv.ParseInt(s, 8, 32)`).
+    #[test]
+    fn objects_typed_as_yaml_v3_types_them() {
+        let object = |extra: &str| {
+            with_object(&format!("objectName: a\nobjectType: secret\n{extra}"))
+                .map(|mut p| p.objects.remove(0))
+        };
+        for (field, want) in [
+            ("objectVersionHistory: 3", 3),
+            ("objectVersionHistory: 010", 8),
+            ("objectVersionHistory: 0x10", 16),
+            ("objectVersionHistory: 3.5", 3),
+            ("objectVersionHistory: ~", 0),
+            ("objectVersionHistory:", 0),
+        ] {
+            assert_eq!(object(field).unwrap().version_history, want, "{field}");
+        }
+        for field in [
+            "objectVersionHistory: \"3\"",
+            "objectVersionHistory: true",
+            "objectVersionHistory: 2147483648",
+        ] {
+            let err = object(field).unwrap_err().to_string();
+            assert!(err.contains("cannot unmarshal"), "{field}: {err}");
+        }
+        for (field, want) in [
+            ("filePermission: 0600", Some(0o600)),
+            ("filePermission: \"0600\"", Some(0o600)),
+            ("filePermission: 600", Some(0o600)),
+            ("filePermission: 420", Some(0o420)),
+            ("filePermission: 00644", Some(0o644)),
+            ("filePermission: +644", Some(0o644)),
+            ("filePermission: ~", None),
+            ("filePermission:", None),
+        ] {
+            assert_eq!(object(field).unwrap().mode, want, "{field}");
+        }
+        for field in [
+            "filePermission: 0o600",
+            "filePermission: 0x1a4",
+            "filePermission: -1",
+            "filePermission: 07777",
+        ] {
+            assert!(object(field).is_err(), "{field}");
+        }
+        // String fields: any scalar as written, null as empty (the latest version).
+        let o = object("objectVersion: 0600\nobjectAlias: 1e3").unwrap();
+        assert_eq!((o.version.as_str(), o.alias.as_str()), ("0600", "1e3"));
+        assert_eq!(object("objectVersion:").unwrap().version, "");
+        assert_eq!(object("objectVersion: ~\nobjectAlias: yes").unwrap().alias, "yes");
+        // `PFX` on a key passes upstream's case-sensitive check.
+        let key = with_object("objectName: a\nobjectType: key\nobjectFormat: PFX").unwrap();
+        assert!(!key.objects[0].pfx);
+        // Only the first document of an object string.
+        assert_eq!(object("objectAlias: x\n---\nobjectAlias: y").unwrap().alias, "x");
     }
 }

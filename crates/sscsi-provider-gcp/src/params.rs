@@ -33,8 +33,11 @@ pub enum ParamsError {
     BothKeys(String),
     #[error("{0}: path or fileName is required")]
     NoPath(String),
-    #[error("{resource}: mode {mode:#o} is not a file mode in 0..=0777")]
-    Mode { resource: String, mode: i64 },
+    /// `mode` as YAML typed it: a plain `600` is decimal, `0600` octal.
+    #[error(
+        "{resource}: mode {mode} (decimal) is not a file mode in 0..=0o777; write octal as 0600"
+    )]
+    Mode { resource: String, mode: i32 },
 }
 
 /// How a mount authenticates.
@@ -95,7 +98,8 @@ struct RawSecret {
     extract_json_key: String,
     #[serde(rename = "extractYAMLKey")]
     extract_yaml_key: String,
-    mode: Option<i64>,
+    /// `*int32` upstream.
+    mode: Option<i32>,
 }
 
 impl GcpParams {
@@ -143,10 +147,15 @@ fn spec((index, raw): (usize, RawSecret)) -> Result<SecretSpec, ParamsError> {
     }
     let path =
         some(raw.path).or(some(raw.file_name)).ok_or_else(|| ParamsError::NoPath(name.clone()))?;
+    // Upstream passes any int32 on; bits beyond 0777 (and negatives) are refused here.
     let mode = match raw.mode {
-        None | Some(0) => None,
-        Some(mode @ 1..=0o777) => Some(mode as u32),
-        Some(mode) => return Err(ParamsError::Mode { resource: name, mode }),
+        None => None,
+        Some(mode) => Some(
+            u32::try_from(mode)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or(ParamsError::Mode { resource: name.clone(), mode })?,
+        ),
     };
     Ok(SecretSpec { resource_name: name, resource, path, extract_json_key, extract_yaml_key, mode })
 }
@@ -192,6 +201,55 @@ mod tests {
         assert_eq!(b.mode, Some(256), "256 is decimal");
         assert_eq!(b.extract(), Some(Extract::Yaml("host")));
         assert_eq!(b.resource, Resource::Parameter { location: None });
+    }
+
+    /// `secrets` as yaml.v3 decodes it into upstream's `config.Secret`
+    /// (`config/config.go`: `Mode *int32`, the rest `string`).
+    #[test]
+    fn secrets_typed_as_yaml_v3_types_them() {
+        let with = |field: &str| {
+            format!("- resourceName: projects/p/secrets/s/versions/1\n  fileName: f\n  {field}\n")
+        };
+        let mode = |field: &str| {
+            parse(&[("secrets", &with(field))], &[], false).map(|p| p.secrets[0].mode)
+        };
+        for (field, want) in [
+            ("mode: 0600", Some(0o600)),
+            ("mode: 0o600", Some(0o600)),
+            ("mode: 0x1a4", Some(0o644)),
+            ("mode: 420", Some(0o644)),
+            ("mode: 1_0", Some(10)),
+            ("mode: 0", Some(0)),
+            ("mode: 4.2e2", Some(0o644)),
+            ("mode: 1.0", Some(1)),
+            ("mode: ~", None),
+            ("mode:", None),
+        ] {
+            assert_eq!(mode(field).unwrap(), want, "{field}");
+        }
+        for (field, message) in [
+            ("mode: \"0600\"", "cannot unmarshal !!str `0600` into int32"),
+            ("mode: '420'", "cannot unmarshal !!str `420` into int32"),
+            ("mode: true", "cannot unmarshal !!bool `true` into int32"),
+            ("mode: 2147483648", "cannot unmarshal !!int `2147483648` into int32"),
+            ("mode: 600", "mode 600 (decimal) is not a file mode"),
+            ("mode: -1", "mode -1 (decimal) is not a file mode"),
+        ] {
+            let err = mode(field).unwrap_err().to_string();
+            assert!(err.contains(message), "{field}: want {message:?} in {err:?}");
+        }
+        // String fields take any scalar as written, and null as empty.
+        let text = "- resourceName: projects/p/secrets/s/versions/1\n  fileName: 0600\n  extractJSONKey: 1e3\n  path: ~\n";
+        let p = parse(&[("secrets", text)], &[], false).unwrap();
+        assert_eq!(p.secrets[0].path, "0600");
+        assert_eq!(p.secrets[0].extract(), Some(Extract::Json("1e3")));
+        let text =
+            "- resourceName: projects/p/secrets/s/versions/1\n  fileName: yes\n  extractYAMLKey:\n";
+        let p = parse(&[("secrets", text)], &[], false).unwrap();
+        assert_eq!((p.secrets[0].path.as_str(), p.secrets[0].extract()), ("yes", None));
+        // Only the first document, as yaml.Unmarshal.
+        let text = format!("{ONE}---\n- resourceName: x\n");
+        assert_eq!(parse(&[("secrets", &text)], &[], false).unwrap().secrets.len(), 1);
     }
 
     #[test]
@@ -243,7 +301,7 @@ mod tests {
             ),
             (
                 "- resourceName: projects/p/secrets/s/versions/1\n  fileName: x\n  mode: 04755\n",
-                "mode 0o4755 is not a file mode",
+                "mode 2541 (decimal) is not a file mode",
             ),
         ];
         for (text, message) in cases {

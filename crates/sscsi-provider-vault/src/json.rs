@@ -9,7 +9,10 @@ pub fn go_json(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
+            Some(f) => out.extend_from_slice(go_float(f).as_bytes()),
+            None => out.extend_from_slice(n.to_string().as_bytes()),
+        },
         Value::String(s) => go_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -35,6 +38,20 @@ pub fn go_json(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
+    }
+}
+
+/// A float64 as `encoding/json` writes it: the shortest digits, without an
+/// exponent for 1e-6 <= |f| < 1e21 (`1e3` is `1000`), else `1e-7`, `1e+21`.
+fn go_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs == 0.0 || (1e-6..1e21).contains(&abs) {
+        return format!("{f}");
+    }
+    let sci = format!("{f:e}");
+    match sci.split_once('e') {
+        Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e:0>2}"),
+        _ => sci,
     }
 }
 
@@ -110,6 +127,21 @@ mod tests {
             render(v),
             r#"{"a":[true,null,1.5],"ctl":"\u0001\b\f\n\t\r\u2028é","html":"\u003ca href=\"x\"\u003e\u0026\u003c/a\u003e","m":{"a":-3,"b":2},"z":1}"#
         );
+    }
+
+    #[test]
+    fn floats_as_go_writes_float64() {
+        for (f, want) in [
+            (1000.0, "1000"),
+            (0.000001, "0.000001"),
+            (1e-7, "1e-7"),
+            (1e21, "1e+21"),
+            (1.5, "1.5"),
+            (-0.0, "-0"),
+            (1e300, "1e+300"),
+        ] {
+            assert_eq!(go_float(f), want, "{f}");
+        }
     }
 
     #[test]

@@ -433,6 +433,56 @@ mod tests {
         }
     }
 
+    /// `objects` as yaml.v3 decodes it into upstream's `config.Secret`
+    /// (hashicorp/vault-csi-provider `internal/config/config.go`:
+    /// `FilePermission os.FileMode`, `SecretArgs map[string]interface{}`,
+    /// the rest `string`).
+    #[test]
+    fn objects_typed_as_yaml_v3_types_them() {
+        let one = |extra: &str| {
+            let objects = format!("- objectName: a\n  secretPath: secret/data/a\n  {extra}\n");
+            parse(&[("roleName", "r"), ("objects", &objects)]).map(|mut p| p.objects.remove(0))
+        };
+        for (field, want) in [
+            ("filePermission: 0600", 0o600),
+            ("filePermission: 0o600", 0o600),
+            ("filePermission: 0x1a4", 0o644),
+            ("filePermission: 420", 0o644),
+            ("filePermission: 420.9", 0o644),
+            ("filePermission: ~", 0),
+            ("filePermission:", 0),
+        ] {
+            assert_eq!(one(field).unwrap().file_permission, want, "{field}");
+        }
+        for (field, message) in [
+            ("filePermission: \"0600\"", "cannot unmarshal !!str `0600` into uint32"),
+            ("filePermission: true", "cannot unmarshal !!bool `true` into uint32"),
+            ("filePermission: -1", "cannot unmarshal !!int `-1` into uint32"),
+            ("filePermission: 4294967296", "cannot unmarshal !!int `4294967296` into uint32"),
+        ] {
+            let err = one(field).unwrap_err().to_string();
+            assert!(err.contains(message), "{field}: want {message:?} in {err:?}");
+        }
+        // String fields take any scalar as written; null is empty (the whole secret).
+        let o = one("secretKey: 0600").unwrap();
+        assert_eq!(o.secret_key.as_deref(), Some("0600"));
+        assert_eq!(one("secretKey: ~").unwrap().secret_key, None);
+        assert_eq!(one("secretKey:").unwrap().secret_key, None);
+        assert_eq!(one("secretKey: yes").unwrap().secret_key.as_deref(), Some("yes"));
+        // secretArgs are untyped: YAML 1.2 bools only, numbers typed, floats as Go writes them.
+        let o =
+            one("secretArgs: {a: yes, b: true, c: 0600, d: 1e3, e: 1_000, f: 0.000001, g: off}")
+                .unwrap();
+        assert_eq!(
+            o.read.body.as_deref(),
+            Some(r#"{"a":"yes","b":true,"c":384,"d":1000,"e":1000,"f":0.000001,"g":"off"}"#)
+        );
+        // A null item is dropped; only the first document is read.
+        let objects =
+            "- objectName: a\n  secretPath: p\n- ~\n---\n- objectName: b\n  secretPath: q\n";
+        assert_eq!(parse(&[("roleName", "r"), ("objects", objects)]).unwrap().objects.len(), 1);
+    }
+
     #[test]
     fn objects_as_upstream_reads_them() {
         let objects = "\

@@ -73,7 +73,10 @@ fn yaml_v3_integers_are_typed_plain_scalars_and_refuse_quoted_ones() {
         ("mode: .inf", "line 1: cannot unmarshal !!float `.inf` into int32 (.mode)"),
         ("perm: -1", "line 1: cannot unmarshal !!int `-1` into uint32 (.perm)"),
         ("perm: 4294967296", "line 1: cannot unmarshal !!int `4294967296` into uint32 (.perm)"),
-        ("perm: 2001-12-14", "line 1: cannot unmarshal !!timestamp `2001-12-14` into uint32 (.perm)"),
+        (
+            "perm: 2001-12-14",
+            "line 1: cannot unmarshal !!timestamp `2001-12-14` into uint32 (.perm)",
+        ),
     ] {
         assert_eq!(v3(text).unwrap_err(), err, "{text}");
     }
@@ -81,12 +84,15 @@ fn yaml_v3_integers_are_typed_plain_scalars_and_refuse_quoted_ones() {
 
 #[test]
 fn yaml_v3_bools_take_yaml_1_1_words_only_into_a_typed_bool() {
-    for (text, want) in [("flag: true", true), ("flag: yes", true), ("flag: Off", false), ("flag: \"on\"", true)] {
+    for (text, want) in
+        [("flag: true", true), ("flag: yes", true), ("flag: Off", false), ("flag: \"on\"", true)]
+    {
         assert_eq!(v3(text).unwrap().flag, want, "{text}");
     }
     assert!(v3("flag: 1").is_err());
     // Untyped, only YAML 1.2's words are bools.
-    let value = interface("p", "a: yes\nb: true\nc: on\nd: 0600\ne: 1e3\nf: 2001-12-14\ng: ~\n").unwrap();
+    let value =
+        interface("p", "a: yes\nb: true\nc: on\nd: 0600\ne: 1e3\nf: 2001-12-14\ng: ~\n").unwrap();
     assert_eq!(
         value,
         GoValue::Map(vec![
@@ -110,7 +116,8 @@ fn yaml_v3_refuses_a_repeated_key_ignores_unknown_ones_and_reads_one_document() 
     assert_eq!(v3("Name: a\nother: 1\nname: b\n").unwrap().name, "b");
     assert_eq!(v3("name: first\n---\nname: second\n").unwrap().name, "first");
     // A null item of a list is dropped.
-    let list: Vec<V3> = from_str(Dialect::YamlV3, "objects", "- name: a\n- ~\n- name: b\n").unwrap();
+    let list: Vec<V3> =
+        from_str(Dialect::YamlV3, "objects", "- name: a\n- ~\n- name: b\n").unwrap();
     assert_eq!(list.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     let none: Vec<V3> = from_str(Dialect::YamlV3, "objects", "").unwrap();
     assert!(none.is_empty());
@@ -214,7 +221,14 @@ fn errors_name_the_parameter_and_the_place() {
 
 #[test]
 fn go_float_text() {
-    for (f, want) in [(1000.0, "1000"), (100000.0, "100000"), (1e6, "1e+06"), (0.0001, "0.0001"), (-2.5, "-2.5"), (0.0, "0")] {
+    for (f, want) in [
+        (1000.0, "1000"),
+        (100000.0, "100000"),
+        (1e6, "1e+06"),
+        (0.0001, "0.0001"),
+        (-2.5, "-2.5"),
+        (0.0, "0"),
+    ] {
         assert_eq!(format_g32(f), want, "{f}");
     }
 }

@@ -1,17 +1,15 @@
 //! The `objects` parameter of an `aws` SecretProviderClass, read as ASCP
-//! reads it: a YAML list whose field names match case-insensitively (Go's
-//! `encoding/json` behind `sigs.k8s.io/yaml`), unknown fields ignored, every
-//! entry validated with ASCP's rules and error messages.
-//!
-//! One deliberate difference: scalars are read as they are written, so an
-//! unquoted `filePermission: 0600` means "0600" (ASCP's YAML 1.1 reading
-//! turns it into "384" and rejects it).
+//! reads it: `sigs.k8s.io/yaml` into Go structs whose fields are all strings
+//! ([`Dialect::SigsYaml`]): YAML 1.1 typing first, so an unquoted
+//! `objectVersion: 010` is "8", `yes` is "true" and `filePermission: 0600` is
+//! "384" (which ASCP's permission check then refuses, as here); field names
+//! match case-insensitively, unknown fields are ignored; every entry is
+//! validated with ASCP's rules and error messages.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use sscsi_core::goyaml::{self, Dialect};
 
 /// Where an object lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,8 +29,9 @@ impl SecretType {
     }
 }
 
-/// One entry of `objects`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One entry of `objects` (ASCP's `SecretDescriptor`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Descriptor {
     pub object_name: String,
     pub object_alias: String,
@@ -43,17 +42,20 @@ pub struct Descriptor {
     pub jmes_path: Vec<JmesPathEntry>,
     pub failover_object: FailoverObject,
     /// The `pathTranslation` character; `None` when translation is off.
+    #[serde(skip)]
     translate: Option<char>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct JmesPathEntry {
     pub path: String,
     pub object_alias: String,
     pub file_permission: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct FailoverObject {
     pub object_name: String,
     pub object_version: String,
@@ -278,18 +280,17 @@ pub fn parse_objects(
     translate: Option<char>,
     regions: &[String],
 ) -> Result<Vec<Descriptor>, DescriptorError> {
-    let entries: Vec<Option<RawDescriptor>> = if objects.trim().is_empty() {
-        Vec::new()
-    } else {
-        serde_saphyr::from_str(objects)
-            .map_err(|e| DescriptorError(format!("Failed to load SecretProviderClass: {e}")))?
-    };
+    // `[]*SecretDescriptor`: a null entry is a nil pointer, reported below.
+    let entries: Vec<Option<Descriptor>> = goyaml::from_str(Dialect::SigsYaml, "objects", objects)
+        .map_err(|e| {
+            DescriptorError(format!("Failed to load SecretProviderClass: {}", e.message))
+        })?;
     let mut descriptors = Vec::with_capacity(entries.len());
     // objectName -> (alias, label) of the entry first seen with it.
     let mut seen_names: HashMap<String, (String, String)> = HashMap::new();
     let mut seen_aliases: HashSet<String> = HashSet::new();
     for entry in entries {
-        let Some(RawDescriptor(mut descriptor)) = entry else {
+        let Some(mut descriptor) = entry else {
             fail!("Empty descriptor entry in SecretProviderClass");
         };
         descriptor.translate = translate;
@@ -345,126 +346,6 @@ fn check_duplicates(
     }
     Ok(())
 }
-
-// ---- Case-insensitive reading, as Go's encoding/json matches field names ----
-
-/// A scalar read as written (`0600` stays "0600"); null is empty.
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_owned()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
-                Ok(Text(String::new()))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Text, E> {
-                Ok(Text(String::new()))
-            }
-        }
-        d.deserialize_string(V)
-    }
-}
-
-/// Reads a mapping, handing each value to `field` by its case-folded key.
-fn read_map<'de, A: MapAccess<'de>>(
-    mut map: A,
-    mut field: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
-) -> Result<(), A::Error> {
-    while let Some(key) = map.next_key::<String>()? {
-        if !field(&key.to_ascii_lowercase(), &mut map)? {
-            map.next_value::<IgnoredAny>()?;
-        }
-    }
-    Ok(())
-}
-
-macro_rules! struct_visitor {
-    ($raw:ident, $ty:ty, $expecting:literal, |$key:ident, $map:ident, $out:ident| $body:block) => {
-        struct $raw($ty);
-
-        impl<'de> Deserialize<'de> for $raw {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $raw;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$raw, A::Error> {
-                        let mut $out = <$ty>::default();
-                        read_map(map, |$key, $map| $body)?;
-                        Ok($raw($out))
-                    }
-                }
-                d.deserialize_map(V)
-            }
-        }
-    };
-}
-
-struct_visitor!(RawDescriptor, Descriptor, "an objects entry", |key, map, out| {
-    let text = |map: &mut A| map.next_value::<Text>().map(|t| t.0);
-    match key {
-        "objectname" => out.object_name = text(map)?,
-        "objectalias" => out.object_alias = text(map)?,
-        "objectversion" => out.object_version = text(map)?,
-        "objectversionlabel" => out.object_version_label = text(map)?,
-        "objecttype" => out.object_type = text(map)?,
-        "filepermission" => out.file_permission = text(map)?,
-        "jmespath" => {
-            let entries: Option<Vec<RawJmes>> = map.next_value()?;
-            out.jmes_path = entries.unwrap_or_default().into_iter().map(|e| e.0).collect();
-        }
-        "failoverobject" => {
-            let failover: Option<RawFailover> = map.next_value()?;
-            out.failover_object = failover.map(|f| f.0).unwrap_or_default();
-        }
-        _ => return Ok(false),
-    }
-    Ok(true)
-});
-
-struct_visitor!(RawJmes, JmesPathEntry, "a jmesPath entry", |key, map, out| {
-    let text = |map: &mut A| map.next_value::<Text>().map(|t| t.0);
-    match key {
-        "path" => out.path = text(map)?,
-        "objectalias" => out.object_alias = text(map)?,
-        "filepermission" => out.file_permission = text(map)?,
-        _ => return Ok(false),
-    }
-    Ok(true)
-});
-
-struct_visitor!(RawFailover, FailoverObject, "a failoverObject", |key, map, out| {
-    let text = |map: &mut A| map.next_value::<Text>().map(|t| t.0);
-    match key {
-        "objectname" => out.object_name = text(map)?,
-        "objectversion" => out.object_version = text(map)?,
-        "objectversionlabel" => out.object_version_label = text(map)?,
-        _ => return Ok(false),
-    }
-    Ok(true)
-});
 
 #[cfg(test)]
 mod tests;

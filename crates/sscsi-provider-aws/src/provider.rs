@@ -24,8 +24,6 @@ pub const NAME: &str = "aws";
 pub enum AwsError {
     #[error(transparent)]
     Parameters(#[from] DescriptorError),
-    #[error("parameter \"objects\" is required")]
-    NoObjects,
     #[error("Region not found: set the \"region\" parameter or AWS_REGION")]
     NoRegion,
     #[error(transparent)]
@@ -39,7 +37,7 @@ pub enum AwsError {
 impl ProviderFailure for AwsError {
     fn code(&self) -> ErrorCode {
         match self {
-            Self::Parameters(_) | Self::NoObjects | Self::NoRegion => ErrorCode::InvalidArgument,
+            Self::Parameters(_) | Self::NoRegion => ErrorCode::InvalidArgument,
             Self::PodIdentity(e) => e.code(),
             Self::Auth(e) => e.code(),
             Self::Fetch(e) => e.code(),
@@ -48,12 +46,45 @@ impl ProviderFailure for AwsError {
 }
 
 /// Where the AWS APIs are; the defaults are the real ones.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsEndpoints {
-    /// Every AWS API at this URL (a test server).
+    /// Every AWS API at this URL (a VPC endpoint, a test server).
     pub aws: Option<String>,
+    /// Per service, before `aws`.
+    pub secrets_manager: Option<String>,
+    pub ssm: Option<String>,
+    pub sts: Option<String>,
+    /// The FIPS endpoints of the region.
+    pub use_fips: bool,
     /// The Pod Identity agent's credentials URL, instead of the node's.
     pub pod_identity_agent: Option<String>,
+}
+
+impl AwsEndpoints {
+    /// The SDK's standard endpoint settings as ASCP users set them:
+    /// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
+    /// `AWS_ENDPOINT_URL_SSM`, `AWS_ENDPOINT_URL_STS` (all ignored with
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`) and `AWS_USE_FIPS_ENDPOINT`;
+    /// `SSCSI_AWS_ENDPOINT_URL` is an alias of `AWS_ENDPOINT_URL`. Only these:
+    /// never the SDK's credential chain.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let flag = |name: &str| env(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let configured = !flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
+        let url = |name: &str| env(name).filter(|_| configured);
+        Self {
+            aws: url("AWS_ENDPOINT_URL").or_else(|| env("SSCSI_AWS_ENDPOINT_URL")),
+            secrets_manager: url("AWS_ENDPOINT_URL_SECRETS_MANAGER"),
+            ssm: url("AWS_ENDPOINT_URL_SSM"),
+            sts: url("AWS_ENDPOINT_URL_STS"),
+            use_fips: flag("AWS_USE_FIPS_ENDPOINT"),
+            pod_identity_agent: env("SSCSI_AWS_POD_IDENTITY_AGENT_URL"),
+        }
+    }
+
+    fn pick<'a>(&'a self, service: &'a Option<String>) -> Option<&'a str> {
+        service.as_deref().or(self.aws.as_deref())
+    }
 }
 
 #[derive(Debug)]
@@ -104,9 +135,6 @@ impl AwsProvider {
 
     async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, AwsError> {
         let params = AwsParams::parse(&request.parameters)?;
-        if params.objects.trim().is_empty() {
-            return Err(AwsError::NoObjects);
-        }
         let primary = params
             .region
             .clone()
@@ -114,6 +142,10 @@ impl AwsProvider {
             .ok_or(AwsError::NoRegion)?;
         let regions = params.regions(primary)?;
         let descriptors = parse_objects(&params.objects, params.translate, &regions)?;
+        // ASCP mounts an empty (or missing) `objects` as no files.
+        if descriptors.is_empty() {
+            return Ok(MountResponse::default());
+        }
         // Every auth parameter that picks the credentials; the region is in the read's key.
         let mode = if params.use_pod_identity { "pod-identity" } else { "irsa" };
         let identity = format!("{mode}/{}/{}", request.pod.namespace, request.pod.service_account);
@@ -147,8 +179,9 @@ impl AwsProvider {
         let mut config = aws_sdk_sts::Config::builder()
             .behavior_version_latest()
             .http_client(self.http.clone())
-            .region(aws_sdk_sts::config::Region::new(region.to_owned()));
-        if let Some(url) = &self.endpoints.aws {
+            .region(aws_sdk_sts::config::Region::new(region.to_owned()))
+            .use_fips(self.endpoints.use_fips);
+        if let Some(url) = self.endpoints.pick(&self.endpoints.sts) {
             config = config.endpoint_url(url);
         }
         aws_sdk_sts::Client::from_conf(config.build())
@@ -161,20 +194,25 @@ impl AwsProvider {
         creds: Credentials,
         identity: &str,
     ) -> RegionClients {
-        let sm = aws_sdk_secretsmanager::Config::builder()
+        let endpoints = &self.endpoints;
+        let mut sm = aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
             .http_client(self.http.clone())
             .region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()))
+            .use_fips(endpoints.use_fips)
             .credentials_provider(creds.clone());
-        let ssm = aws_sdk_ssm::Config::builder()
+        if let Some(url) = endpoints.pick(&endpoints.secrets_manager) {
+            sm = sm.endpoint_url(url);
+        }
+        let mut ssm = aws_sdk_ssm::Config::builder()
             .behavior_version_latest()
             .http_client(self.http.clone())
             .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
+            .use_fips(endpoints.use_fips)
             .credentials_provider(creds);
-        let (sm, ssm) = match &self.endpoints.aws {
-            Some(url) => (sm.endpoint_url(url), ssm.endpoint_url(url)),
-            None => (sm, ssm),
-        };
+        if let Some(url) = endpoints.pick(&endpoints.ssm) {
+            ssm = ssm.endpoint_url(url);
+        }
         RegionClients {
             region: region.to_owned(),
             failover,
@@ -215,5 +253,36 @@ impl Provider for AwsProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_settings_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        let e = AwsEndpoints::from_env(env(&[
+            ("AWS_ENDPOINT_URL", "https://vpce.example"),
+            ("AWS_ENDPOINT_URL_SSM", "https://ssm.vpce.example"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+        ]));
+        assert_eq!(e.pick(&e.ssm), Some("https://ssm.vpce.example"));
+        assert_eq!(e.pick(&e.secrets_manager), Some("https://vpce.example"));
+        assert_eq!(e.pick(&e.sts), Some("https://vpce.example"));
+        assert!(e.use_fips);
+        // The alias, and the SDK's switch that ignores configured URLs.
+        let e = AwsEndpoints::from_env(env(&[("SSCSI_AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]));
+        assert_eq!(e.pick(&e.sts), Some("http://127.0.0.1:5000"));
+        assert!(!e.use_fips);
+        let e = AwsEndpoints::from_env(env(&[
+            ("AWS_ENDPOINT_URL_STS", "https://sts.vpce.example"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ("AWS_USE_FIPS_ENDPOINT", "false"),
+        ]));
+        assert_eq!(e, AwsEndpoints::default());
     }
 }

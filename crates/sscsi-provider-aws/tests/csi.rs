@@ -81,7 +81,8 @@ async fn aws_classes_through_the_csi_socket() {
         .map(|(name, parameters)| Class { name, provider: "aws", parameters })
         .collect();
     let mut providers = ProviderRegistry::new();
-    let endpoints = AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None };
+    let endpoints =
+        AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None, ..Default::default() };
     providers.register(Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(kube)), endpoints, None)));
     let node = TestNode::start(providers, &classes, false).await;
 

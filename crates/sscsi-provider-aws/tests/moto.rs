@@ -176,7 +176,8 @@ async fn missing_objects_and_bad_jmes_paths_fail_the_mount() {
     let err = fetch("- objectName: /nope\n  objectType: ssmparameter\n- objectName: /nope2\n  objectType: ssmparameter\n").await;
     assert_eq!(err.to_string(), "us-west-2: invalid parameters: /nope, /nope2");
 
-    let err = fetch("- objectName: json\n  objectType: secretsmanager\n  jmesPath:\n    - path: n\n      objectAlias: n\n").await;
+    // Quoted: a bare `n` is YAML 1.1's false, so ASCP would look up "false".
+    let err = fetch("- objectName: json\n  objectType: secretsmanager\n  jmesPath:\n    - path: \"n\"\n      objectAlias: \"n\"\n").await;
     assert_eq!(
         err.to_string(),
         "Invalid JMES search result type for path:n. Only string is allowed."

@@ -77,7 +77,7 @@ async fn provider(api: &ApiServer, moto: &MotoServer) -> AwsProvider {
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     AwsProvider::new(
         Arc::new(KubeRoles::new(client)),
-        AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None },
+        AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None, ..Default::default() },
         None,
     )
 }
@@ -95,6 +95,28 @@ async fn irsa_mount_reads_the_secret_with_the_service_accounts_role() {
     assert_eq!(response.versions[0].id, "app_db");
     // A second mount of the same identity reuses the exchanged credentials.
     aws.mount(&request("app", true)).await.unwrap();
+}
+
+/// The SDK's standard per-service settings: Secrets Manager and STS at moto,
+/// SSM at an address nothing answers (so a fallback to it would fail), read
+/// from the environment as the binary reads it.
+#[tokio::test]
+async fn per_service_endpoint_settings_are_honoured() {
+    let (api, moto) = (ApiServer::start().await, MotoServer::start());
+    seed(&moto).await;
+    service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
+    let url = moto.url();
+    let env = |name: &str| match name {
+        "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9".to_owned()),
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER" | "AWS_ENDPOINT_URL_STS" => Some(url.clone()),
+        _ => None,
+    };
+    let endpoints = AwsEndpoints::from_env(env);
+    assert_eq!(endpoints.secrets_manager.as_deref(), Some(url.as_str()));
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
+    let response = aws.mount(&request("app", true)).await.unwrap();
+    assert_eq!(response.files[0].contents.expose(), b"s3cret");
 }
 
 #[tokio::test]
@@ -156,7 +178,11 @@ async fn pod_identity_gets_credentials_from_the_agent() {
     seed(&moto).await;
     let agent = pod_identity_agent("pod-identity-token").await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let endpoints = AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: Some(agent) };
+    let endpoints = AwsEndpoints {
+        aws: Some(moto.url()),
+        pod_identity_agent: Some(agent),
+        ..Default::default()
+    };
     let aws =
         AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, Some("us-west-2".into()));
 
@@ -184,6 +210,7 @@ async fn pod_identity_gets_credentials_from_the_agent() {
         AwsEndpoints {
             aws: Some(moto.url()),
             pod_identity_agent: Some(pod_identity_agent("x").await),
+            ..Default::default()
         },
         Some("us-west-2".into()),
     );
@@ -219,7 +246,8 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
     service_account(&api, "other", Some("arn:aws:iam::123456789012:role/other")).await;
     let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
+    let endpoints =
+        AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None, ..Default::default() };
     let aws = Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None));
 
     let mounts = (0..10).map(|_| {
@@ -248,7 +276,8 @@ async fn counted_provider() -> (AwsProvider, sscsi_testkit::moto::CountingProxy,
     service_account(&api, "app", Some("arn:aws:iam::123456789012:role/app")).await;
     let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let endpoints = AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None };
+    let endpoints =
+        AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None, ..Default::default() };
     (AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None), proxy, moto)
 }
 

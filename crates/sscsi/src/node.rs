@@ -331,11 +331,7 @@ async fn register_cloud_providers(
         use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let roles = Arc::new(KubeRoles::new(client.clone()));
-        // Test servers: every AWS API, and the Pod Identity agent.
-        let endpoints = AwsEndpoints {
-            aws: env("SSCSI_AWS_ENDPOINT_URL"),
-            pod_identity_agent: env("SSCSI_AWS_POD_IDENTITY_AGENT_URL"),
-        };
+        let endpoints = AwsEndpoints::from_env(|name| std::env::var(name).ok());
         // A class without `region` uses AWS_REGION, else this node's region label.
         let region = match env("AWS_REGION") {
             Some(region) => Some(region),

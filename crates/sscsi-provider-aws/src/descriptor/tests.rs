@@ -40,9 +40,14 @@ fn field_names_match_case_insensitively_and_unknown_fields_are_ignored() {
     )
     .unwrap();
     assert_eq!((d[0].object_name.as_str(), d[0].object_alias.as_str()), ("s", "a"));
-    // As in Go, a later spelling of the same field wins.
+    // As encoding/json fills the struct from json.Marshal's sorted keys: of two
+    // spellings the one that sorts last wins (`objectName` after `ObjectName`),
+    // wherever it stands; of one spelling repeated, the last value.
     let d =
         parse("- objectName: first\n  ObjectName: second\n  objectType: secretsmanager\n").unwrap();
+    assert_eq!(d[0].object_name, "first");
+    let d =
+        parse("- objectName: first\n  objectName: second\n  objectType: secretsmanager\n").unwrap();
     assert_eq!(d[0].object_name, "second");
 }
 
@@ -80,11 +85,14 @@ fn path_translation_values() {
 fn file_permissions() {
     let d = parse(
         "- objectName: a\n  objectType: secretsmanager\n  filePermission: \"0600\"\n\
-         - objectName: b\n  objectType: secretsmanager\n  filePermission: 0640\n\
+         - objectName: b\n  objectType: secretsmanager\n  filePermission: '0640'\n\
          - objectName: c\n  objectType: secretsmanager\n",
     )
     .unwrap();
     assert_eq!(d.iter().map(|d| d.file_mode(0o644)).collect::<Vec<_>>(), vec![0o600, 0o640, 0o644]);
+    // Unquoted, YAML 1.1 reads 0640 as the number 416, which ASCP then refuses.
+    let msg = error("- objectName: b\n  objectType: secretsmanager\n  filePermission: 0640\n");
+    assert!(msg.starts_with("Invalid File Permission: 416"), "{msg}");
     for bad in ["\"600\"", "\"0800\"", "\"rw\"", "\"06000\""] {
         let msg = error(&format!(
             "- objectName: a\n  objectType: secretsmanager\n  filePermission: {bad}\n"
@@ -258,4 +266,66 @@ fn duplicate_rules() {
         error(jmes_twice),
         "Name already in use for objectAlias: found duplicate object alias x in JMES path entry p"
     );
+}
+
+/// `objects` as sigs.k8s.io/yaml decodes it into ASCP's `SecretDescriptor`
+/// (aws/secrets-store-csi-driver-provider-aws `provider/secret_descriptor.go`,
+/// every field a Go `string`): go-yaml v2 types the scalar by YAML 1.1, and a
+/// number or bool aimed at a string field becomes its Go text.
+#[test]
+fn scalars_typed_as_sigs_yaml_types_them() {
+    let field = |yaml: &str| {
+        parse(&format!("- objectName: s\n  objectType: secretsmanager\n  {yaml}\n"))
+            .map(|mut d| d.remove(0))
+    };
+    for (yaml, want) in [
+        ("objectVersion: 1", "1"),
+        ("objectVersion: 010", "8"),
+        ("objectVersion: 0x1F", "31"),
+        ("objectVersion: 1_000", "1000"),
+        ("objectVersion: 1e3", "1000"),
+        ("objectVersion: 1.50", "1.5"),
+        ("objectVersion: 123456789.5", "1.2345679e+08"),
+        ("objectVersion: yes", "true"),
+        ("objectVersion: off", "false"),
+        ("objectVersion: \"010\"", "010"),
+        ("objectVersion: 1:30", "1:30"),
+        ("objectVersion: ~", ""),
+        ("objectVersion:", ""),
+    ] {
+        assert_eq!(field(yaml).unwrap().object_version, want, "{yaml}");
+    }
+    assert_eq!(field("objectAlias: yes").unwrap().file_name(), "true");
+    assert_eq!(field("objectVersionLabel: null").unwrap().object_version_label, "");
+    // A blank name is ASCP's own refusal, not a load error.
+    assert_eq!(
+        error("- objectName: ~\n  objectType: secretsmanager\n"),
+        "Object name must be specified"
+    );
+    assert_eq!(error("- objectName:\n"), "Object name must be specified");
+    // Converted values then meet ASCP's checks: two aliases that are both "true".
+    let msg = error(
+        "- objectName: a\n  objectType: secretsmanager\n  objectAlias: yes\n\
+         - objectName: b\n  objectType: secretsmanager\n  objectAlias: \"true\"\n",
+    );
+    assert_eq!(msg, "found duplicate object alias true");
+    // `010` and `8` are one name.
+    let msg = error(
+        "- objectName: 010\n  objectType: ssmparameter\n- objectName: 8\n  objectType: ssmparameter\n",
+    );
+    assert_eq!(
+        msg,
+        "found descriptor with duplicate object name 8, no object alias, and no version label"
+    );
+    // A null jmesPath entry is an entry with no path.
+    let msg = error("- objectName: a\n  objectType: secretsmanager\n  jmesPath: [~]\n");
+    assert_eq!(msg, "Path must be specified for JMES object");
+    // Only the first YAML document; empty objects are no objects.
+    assert_eq!(
+        parse("- objectName: a\n  objectType: ssmparameter\n---\n- x: 1\n").unwrap().len(),
+        1
+    );
+    assert!(parse("").unwrap().is_empty());
+    assert!(parse("# nothing\n").unwrap().is_empty());
+    assert!(parse("[]").unwrap().is_empty());
 }

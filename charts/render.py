@@ -57,10 +57,18 @@ def main() -> int:
         print(yaml.safe_dump_all(stream, sort_keys=False), end="")
         return 0
 
-    report = lint(CHART, values, strict=True, namespace=args.namespace)
+    report = lint(
+        CHART, values, strict=True, namespace=args.namespace, kube_version=f"v{args.kube_version}.0"
+    )
     findings = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
 
     invalid = []
+    # kubernetes-validate ships the schemas of a dozen releases; the older
+    # ones come from an older release of it that `cargo xtask test-env` puts
+    # beside the environment (see xtask/src/testenv.rs).
+    major, minor = (int(p) for p in args.kube_version.split(".")[:2])
+    if (major, minor) < (1, 25):
+        sys.path.insert(0, os.path.join(sys.prefix, "old-schemas"))
     try:
         import kubernetes_validate
     except ImportError as e:

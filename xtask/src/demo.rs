@@ -373,7 +373,7 @@ mod tests {
             let check = "import json,sys,kubernetes_validate as k\n\
                          for o in json.load(sys.stdin)['items']:\n\
                          \x20   o['kind']=='SecretProviderClass' or k.validate(o, '1.33', strict=True)";
-            let mut child = std::process::Command::new("python3")
+            let mut child = std::process::Command::new(sscsi_testkit::program("python3"))
                 .args(["-c", check])
                 .stdin(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod demo;
+mod testenv;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -21,6 +22,16 @@ enum Task {
     /// The checks CI runs: generated files, rustfmt, clippy with warnings
     /// denied, the demo, a quick bench of the debug binary, the test suite.
     Ci,
+    /// Every test of the workspace, with the pinned test servers (moto,
+    /// OpenBao, drongo, helm-python-sdk, kubernetes-validate) provisioned
+    /// first under target/test-env; prints one summary line. Arguments after
+    /// `--` go to `cargo test`.
+    Test {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Provision the test servers only (what `test`, `codegen` and `bench` do first).
+    TestEnv,
     /// rustfmt and clippy only.
     Lint,
     /// A demo cluster on this machine (needs docker and kind, or minikube; kubectl).
@@ -59,8 +70,10 @@ fn main() -> anyhow::Result<()> {
             lint()?;
             cargo(&["run", "--quiet", "-p", "sscsi", "--", "demo"])?;
             bench::smoke(&root().join("target/debug/sscsi"))?;
-            cargo(&["test", "--workspace"])
+            test(&[])
         }
+        Task::Test { args } => test(&args),
+        Task::TestEnv => testenv::ensure().map(|env| println!("{}", env.display())),
         Task::Lint => lint(),
         Task::Bench(args) => bench::run(args),
         Task::Codegen { check } => codegen(check),
@@ -75,6 +88,8 @@ fn root() -> PathBuf {
 }
 
 fn codegen(check: bool) -> anyhow::Result<()> {
+    // The chart is rendered by helm-python-sdk.
+    testenv::ensure()?;
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     for (file, yaml) in sscsi_api::crd_documents() {
         files.push((root().join("deploy/crds").join(&file), yaml.clone()));
@@ -114,7 +129,7 @@ fn write_or_compare(files: &[(PathBuf, String)], check: bool) -> anyhow::Result<
 /// `charts/render.py` with `args`: Helm's engine through helm-python-sdk.
 fn render_chart(args: &[&str]) -> anyhow::Result<String> {
     let script = root().join("charts/render.py");
-    let output = Command::new("python3")
+    let output = Command::new(sscsi_testkit::program("python3"))
         .arg(&script)
         .args(args)
         .output()
@@ -158,6 +173,54 @@ fn run_demo(
         if !status.success() {
             bail!("step {} ({}) failed: {status}", n + 1, step.what);
         }
+    }
+    Ok(())
+}
+
+/// `cargo test --workspace --no-fail-fast` with the test servers provisioned
+/// and first on `PATH`; one closing line adds up every test binary's result.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let env = testenv::ensure()?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(env.join("bin")).chain(std::env::split_paths(&path)))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(args)
+        .env("PATH", path)
+        .env("SSCSI_TEST_ENV", &env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {cargo} test"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                result
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
     }
     Ok(())
 }

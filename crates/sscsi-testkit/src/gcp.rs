@@ -28,9 +28,9 @@ impl DrongoServer {
     pub fn start() -> Self {
         let (child, port) = crate::process::start_on_free_port(
             "drongo",
-            "pip install drongo",
+            crate::process::PROVISION,
             |port| {
-                let mut command = Command::new("drongo");
+                let mut command = Command::new(crate::process::program("drongo"));
                 command
                     .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
                     .stdout(Stdio::null())

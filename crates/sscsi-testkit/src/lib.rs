@@ -12,3 +12,4 @@ pub mod kube_api;
 pub mod moto;
 pub mod pki;
 mod process;
+pub use process::{program, test_env};

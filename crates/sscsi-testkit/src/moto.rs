@@ -12,13 +12,13 @@ pub struct MotoServer {
 
 impl MotoServer {
     /// Starts `moto_server` and waits until it accepts connections. Panics
-    /// with a clear message when it is not installed (`.ci/run` installs it).
+    /// with a clear message when it is not installed (`cargo xtask test` provisions it).
     pub fn start() -> Self {
         let (child, port) = crate::process::start_on_free_port(
             "moto_server",
-            "pip install 'moto[server]'",
+            crate::process::PROVISION,
             |port| {
-                let mut command = Command::new("moto_server");
+                let mut command = Command::new(crate::process::program("moto_server"));
                 command
                     .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                     .stdout(Stdio::null())

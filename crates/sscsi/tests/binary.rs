@@ -239,6 +239,8 @@ async fn node_serves_kubelet_over_its_socket_and_never_logs_secrets() {
     drop(client);
     let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
     assert!(logs.contains("node publish volume complete"), "trace logs were captured:\n{logs}");
+    // stderr is a file here, as in a container: no colour escapes.
+    assert!(!logs.contains('\x1b'), "ANSI escapes in logs that go to a file:\n{logs}");
     for secret in ["very-secret-value-42", "sa-token-value-xyz", "node-publish-secret-value"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
     }
@@ -253,6 +255,7 @@ fn json_logs_are_one_object_per_line() {
     assert!(lines.iter().any(|l| l.contains("starting sscsi node")), "{stderr}");
     for line in lines {
         assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON line: {line}");
+        assert!(!line.contains('\x1b'), "ANSI escapes in a JSON line: {line:?}");
     }
 }
 

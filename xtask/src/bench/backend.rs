@@ -324,7 +324,7 @@ impl Backend {
     /// The version string of the test server, for the report.
     pub fn server_version(kind: Kind) -> String {
         let run = |program: &str, args: &[&str]| {
-            std::process::Command::new(program)
+            std::process::Command::new(sscsi_testkit::program(program))
                 .args(args)
                 .output()
                 .ok()

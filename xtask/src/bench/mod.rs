@@ -53,6 +53,10 @@ pub struct BenchArgs {
 const SINGLE: [&str; 4] = ["aws", "azure", "gcp", "vault"];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // moto and OpenBao; the harness, started below, finds them where this put them.
+    if !args.harness {
+        crate::testenv::ensure()?;
+    }
     if args.harness || args.binary.is_some() {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return runtime.block_on(harness(args));

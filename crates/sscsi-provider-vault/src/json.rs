@@ -1,20 +1,150 @@
-//! JSON written the way Go's `encoding/json` writes it, because upstream
-//! writes whole Vault responses and non-string values with `json.Marshal`:
-//! compact, map keys sorted, and `<`, `>`, `&`, U+2028 and U+2029 escaped.
+//! JSON as the Go code of vault-csi-provider reads and writes it. Vault's API
+//! client decodes a response with `UseNumber`, so a number is kept as the
+//! literal text Vault sent (`1.50`, `1e3`, a 30-digit integer) and written
+//! back unchanged; upstream writes whole responses and non-string values
+//! with `json.Marshal`: compact, map keys sorted, and `<`, `>`, `&`, U+2028
+//! and U+2029 escaped.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use zeroize::Zeroize;
 
-pub fn go_json(value: &Value, out: &mut Vec<u8>) {
+/// A JSON value as Go holds it in `interface{}` after a `UseNumber` decode.
+#[derive(Clone, PartialEq)]
+pub enum GoJson {
+    Null,
+    Bool(bool),
+    /// The literal, as it came.
+    Number(String),
+    String(String),
+    Array(Vec<GoJson>),
+    /// A Go map: keys sorted, a repeated key's last value.
+    Object(std::collections::BTreeMap<String, GoJson>),
+}
+
+static NULL: GoJson = GoJson::Null;
+
+impl GoJson {
+    /// Decodes a JSON document; `None` when it is not one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let raw: &RawValue = serde_json::from_slice(bytes).ok()?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: &RawValue) -> Option<Self> {
+        let text = raw.get();
+        Some(match text.as_bytes().first()? {
+            b'{' => {
+                let map: std::collections::BTreeMap<String, &RawValue> =
+                    serde_json::from_str(text).ok()?;
+                let mut out = std::collections::BTreeMap::new();
+                for (k, v) in map {
+                    out.insert(k, Self::from_raw(v)?);
+                }
+                GoJson::Object(out)
+            }
+            b'[' => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+                GoJson::Array(items.into_iter().map(Self::from_raw).collect::<Option<_>>()?)
+            }
+            b'"' => GoJson::String(serde_json::from_str(text).ok()?),
+            b't' => GoJson::Bool(true),
+            b'f' => GoJson::Bool(false),
+            b'n' => GoJson::Null,
+            _ => GoJson::Number(text.to_owned()),
+        })
+    }
+
+    /// A value sscsi made (parameters, configuration): a float is a Go
+    /// float64 there, written as `json.Marshal` writes one.
+    pub fn from_value(value: &Value) -> Self {
+        match value {
+            Value::Null => GoJson::Null,
+            Value::Bool(b) => GoJson::Bool(*b),
+            Value::Number(n) => GoJson::Number(match n.as_f64().filter(|_| n.is_f64()) {
+                Some(f) => go_float(f),
+                None => n.to_string(),
+            }),
+            Value::String(s) => GoJson::String(s.clone()),
+            Value::Array(items) => GoJson::Array(items.iter().map(Self::from_value).collect()),
+            Value::Object(map) => {
+                GoJson::Object(map.iter().map(|(k, v)| (k.clone(), Self::from_value(v))).collect())
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&GoJson> {
+        match self {
+            GoJson::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, GoJson::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GoJson::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[GoJson]> {
+        match self {
+            GoJson::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn wipe(&mut self) {
+        match self {
+            GoJson::String(s) | GoJson::Number(s) => s.zeroize(),
+            GoJson::Array(items) => items.iter_mut().for_each(GoJson::wipe),
+            GoJson::Object(map) => map.values_mut().for_each(GoJson::wipe),
+            GoJson::Null | GoJson::Bool(_) => {}
+        }
+    }
+}
+
+/// `value["key"]`: null when absent, as in Go's map lookups.
+impl std::ops::Index<&str> for GoJson {
+    type Output = GoJson;
+
+    fn index(&self, key: &str) -> &GoJson {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl std::fmt::Debug for GoJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GoJson(<redacted>)")
+    }
+}
+
+/// A read's response: secret material, wiped when dropped.
+pub struct VaultResponse(pub GoJson);
+
+impl std::fmt::Debug for VaultResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VaultResponse(<redacted>)")
+    }
+}
+
+impl Drop for VaultResponse {
+    fn drop(&mut self) {
+        self.0.wipe();
+    }
+}
+
+pub fn go_json(value: &GoJson, out: &mut Vec<u8>) {
     match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => match n.as_f64().filter(|_| n.is_f64()) {
-            Some(f) => out.extend_from_slice(go_float(f).as_bytes()),
-            None => out.extend_from_slice(n.to_string().as_bytes()),
-        },
-        Value::String(s) => go_string(s, out),
-        Value::Array(items) => {
+        GoJson::Null => out.extend_from_slice(b"null"),
+        GoJson::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        GoJson::Number(n) => out.extend_from_slice(n.as_bytes()),
+        GoJson::String(s) => go_string(s, out),
+        GoJson::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
@@ -24,11 +154,9 @@ pub fn go_json(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
+        GoJson::Object(map) => {
             out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
+            for (i, (key, item)) in map.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -113,8 +241,26 @@ mod tests {
 
     fn render(v: Value) -> String {
         let mut out = Vec::new();
-        go_json(&v, &mut out);
+        go_json(&GoJson::from_value(&v), &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// Vault's numbers as it wrote them (`UseNumber`), whatever their size.
+    #[test]
+    fn numbers_keep_their_literal_text() {
+        let body = br#"{"b": 1.50, "a": [1e3, -0, 123456789012345678901234567890, 1E400], "s": "x", "a": [0.10]}"#;
+        let v = GoJson::parse(body).unwrap();
+        let mut out = Vec::new();
+        go_json(&v, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":[0.10],"b":1.50,"s":"x"}"#);
+        let v = GoJson::parse(br#"[1e3, -0, 123456789012345678901234567890, 1E400]"#).unwrap();
+        let mut out = Vec::new();
+        go_json(&v, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[1e3,-0,123456789012345678901234567890,1E400]"
+        );
+        assert!(GoJson::parse(b"not json").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sscsi_core::params::{ParamError, parse_go_bool, parse_yaml_v3};
 
-use crate::json::go_json;
+use crate::json::{GoJson, go_json};
 
 /// The auth mount when neither the class nor the driver names one.
 pub const DEFAULT_AUTH_MOUNT: &str = "kubernetes";
@@ -36,7 +36,9 @@ pub enum ParamsError {
     Duplicates(String),
     #[error("objects[{index}]: {field} is required")]
     Missing { index: usize, field: &'static str },
-    #[error("objectName {object:?}: filePermission {mode:#o} sets bits beyond 0777")]
+    #[error(
+        "objectName {object:?}: filePermission {mode:#o} sets bits beyond 0777 (YAML reads a plain 600 as decimal: write 0600)"
+    )]
     Mode { object: String, mode: u32 },
     #[error(
         "failed to parse query parameters from secretPath {path:?} for objectName {object:?}: invalid query"
@@ -151,9 +153,10 @@ impl VaultParams {
         parameters: &BTreeMap<String, String>,
         defaults: &VaultDefaults,
     ) -> Result<Self, ParamsError> {
-        // Upstream looks keys up exactly; an empty value counts as unset.
+        // Upstream looks keys up exactly; an empty value counts as unset. Its
+        // checks run in this order: mounts, vaultSkipTLSVerify, the objects'
+        // YAML, then roleName, at least one object, unique names.
         let get = |key: &str| parameters.get(key).map(String::as_str).filter(|v| !v.is_empty());
-        let role = get("roleName").ok_or(ParamsError::NoRole)?.to_owned();
         let auth_mount = match (
             parameters.get("vaultKubernetesMountPath"),
             parameters.get("vaultAuthMountPath"),
@@ -162,8 +165,9 @@ impl VaultParams {
             (Some(mount), None) | (None, Some(mount)) if !mount.is_empty() => mount.clone(),
             _ => defaults.auth_mount.clone(),
         };
-        let skip_verify = match get("vaultSkipTLSVerify") {
-            Some(v) => parse_go_bool(v).ok_or_else(|| ParamsError::SkipVerify(v.to_owned()))?,
+        // Present at all, even empty, it goes through strconv.ParseBool.
+        let skip_verify = match parameters.get("vaultSkipTLSVerify") {
+            Some(v) => parse_go_bool(v).ok_or_else(|| ParamsError::SkipVerify(v.clone()))?,
             None => defaults.tls.skip_verify,
         };
         let path =
@@ -178,7 +182,9 @@ impl VaultParams {
             client_key: path("vaultTLSClientKeyPath", &defaults.tls.client_key),
             skip_verify,
         };
-        let objects = parse_objects(get("objects").unwrap_or_default())?;
+        let raw = parse_raw_objects(get("objects").unwrap_or_default())?;
+        let role = get("roleName").ok_or(ParamsError::NoRole)?.to_owned();
+        let objects = objects(raw)?;
         Ok(Self {
             role,
             address: get("vaultAddress").unwrap_or(&defaults.address).to_owned(),
@@ -192,10 +198,13 @@ impl VaultParams {
     }
 }
 
-fn parse_objects(text: &str) -> Result<Vec<VaultObject>, ParamsError> {
+fn parse_raw_objects(text: &str) -> Result<Vec<RawObject>, ParamsError> {
     let raw: Option<Vec<RawObject>> =
         if text.trim().is_empty() { None } else { parse_yaml_v3("objects", text)? };
-    let raw = raw.unwrap_or_default();
+    Ok(raw.unwrap_or_default())
+}
+
+fn objects(raw: Vec<RawObject>) -> Result<Vec<VaultObject>, ParamsError> {
     if raw.is_empty() {
         return Err(ParamsError::NoObjects);
     }
@@ -245,7 +254,7 @@ fn object(index: usize, raw: RawObject) -> Result<VaultObject, ParamsError> {
     let method = if raw.method.is_empty() { "GET".to_owned() } else { raw.method.clone() };
     let body = raw.secret_args.as_ref().map(|args| {
         let mut out = Vec::new();
-        go_json(&Value::Object(args.clone()), &mut out);
+        go_json(&GoJson::from_value(&Value::Object(args.clone())), &mut out);
         String::from_utf8(out).expect("JSON is UTF-8")
     });
     Ok(VaultObject {
@@ -314,9 +323,9 @@ fn config_json(raw: &RawObject) -> String {
         if i > 0 {
             out.push(b',');
         }
-        go_json(&Value::from(*name), &mut out);
+        go_json(&GoJson::String((*name).to_owned()), &mut out);
         out.push(b':');
-        go_json(value, &mut out);
+        go_json(&GoJson::from_value(value), &mut out);
     }
     out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
@@ -481,6 +490,25 @@ mod tests {
         let objects =
             "- objectName: a\n  secretPath: p\n- ~\n---\n- objectName: b\n  secretPath: q\n";
         assert_eq!(parse(&[("roleName", "r"), ("objects", objects)]).unwrap().objects.len(), 1);
+    }
+
+    /// Upstream's order (`internal/config/config.go` `parseParameters`, then
+    /// `validate`): with several faults, the same one is reported.
+    #[test]
+    fn faults_are_reported_in_upstreams_order() {
+        let both = [("vaultKubernetesMountPath", "a"), ("vaultAuthMountPath", "b")];
+        let err = |pairs: &[(&str, &str)]| parse(pairs).unwrap_err().to_string();
+        assert_eq!(err(&both), "cannot set both vaultKubernetesMountPath and vaultAuthMountPath");
+        assert_eq!(
+            err(&[("vaultSkipTLSVerify", ""), ("objects", "- [")]),
+            "parameter \"vaultSkipTLSVerify\": strconv.ParseBool: parsing \"\": invalid syntax"
+        );
+        assert!(err(&[("objects", "- [")]).contains("invalid YAML"), "the YAML before roleName");
+        assert_eq!(err(&[]), "missing 'roleName' in SecretProviderClass definition");
+        assert_eq!(
+            err(&[("roleName", "r")]),
+            "no secrets configured - the provider will not read any secret material"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use sscsi_core::{
 
 use crate::auth::{AuthError, Login, Tokens, identity};
 use crate::client::{Call, ClientError, Clients, VaultHttp};
-use crate::json::SecretJson;
+use crate::json::{GoJson, VaultResponse};
 use crate::params::{ParamsError, ReadKey, VaultDefaults, VaultParams};
 use crate::render::{RenderError, render};
 use crate::version::{KeySource, VersionKey, version};
@@ -186,7 +186,7 @@ impl VaultProvider {
                 };
                 let body = answer
                     .map_err(|source| VaultError::Read { object: (*object).to_owned(), source })?;
-                let response = SecretJson(serde_json::from_slice(&body).map_err(|_| {
+                let response = VaultResponse(GoJson::parse(&body).ok_or_else(|| {
                     VaultError::NotJson { object: (*object).to_owned(), path: read.path.clone() }
                 })?);
                 Ok::<_, VaultError>(response)

@@ -12,7 +12,7 @@ use sscsi_core::pod_token::request_pod_token;
 use sscsi_core::{MountRequest, SecretBytes};
 
 use crate::client::{Call, ClientError, VaultHttp};
-use crate::json::SecretJson;
+use crate::json::{GoJson, VaultResponse, go_json};
 use crate::params::VaultParams;
 
 /// A self-requested pod token lives 15 minutes, as upstream's.
@@ -125,27 +125,37 @@ impl Login<'_> {
     async fn run(&self) -> Result<(SecretBytes, Option<Duration>), AuthError> {
         let jwt = self.jwt().await?;
         let path = format!("/v1/auth/{}/login", self.params.auth_mount);
-        let body = serde_json::json!({"jwt": jwt.expose_str().unwrap_or_default(), "role": self.params.role});
-        let body = SecretJson(body);
+        let body = VaultResponse(GoJson::Object(
+            [
+                ("jwt".to_owned(), GoJson::String(jwt.expose_str().unwrap_or_default().to_owned())),
+                ("role".to_owned(), GoJson::String(self.params.role.clone())),
+            ]
+            .into(),
+        ));
+        let mut encoded = Vec::new();
+        go_json(&body.0, &mut encoded);
         let call = Call {
             method: "POST",
             path: &path,
             query: "",
-            body: Some(SecretBytes::from(serde_json::to_vec(&body.0).expect("JSON serialises"))),
+            body: Some(SecretBytes::from(encoded)),
             token: None,
             namespace: self.params.namespace.as_deref(),
         };
         let response = self.http.send(&call).await.map_err(AuthError::Login)?;
-        let response = SecretJson(
-            serde_json::from_slice(&response)
-                .map_err(|_| AuthError::NoClientToken { path: path.clone() })?,
+        let response = VaultResponse(
+            GoJson::parse(&response)
+                .ok_or_else(|| AuthError::NoClientToken { path: path.clone() })?,
         );
         let auth = &response.0["auth"];
         let token = auth["client_token"]
             .as_str()
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::NoClientToken { path })?;
-        let ttl = auth["lease_duration"].as_u64().filter(|s| *s > 0).map(Duration::from_secs);
+        let ttl = match &auth["lease_duration"] {
+            GoJson::Number(n) => n.parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs),
+            _ => None,
+        };
         Ok((SecretBytes::from(token.as_bytes().to_vec()), ttl))
     }
 

@@ -123,7 +123,7 @@ impl std::fmt::Debug for GoJson {
     }
 }
 
-/// A read's response: secret material, wiped when dropped.
+/// A response or request body of Vault's: secret material, wiped when dropped.
 pub struct VaultResponse(pub GoJson);
 
 impl std::fmt::Debug for VaultResponse {
@@ -211,30 +211,6 @@ fn go_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// A parsed Vault response. Its strings are secret material: they are
-/// overwritten when it is dropped, and `Debug` shows none of them.
-pub struct SecretJson(pub Value);
-
-impl std::fmt::Debug for SecretJson {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretJson(<redacted>)")
-    }
-}
-
-impl Drop for SecretJson {
-    fn drop(&mut self) {
-        fn wipe(value: &mut Value) {
-            match value {
-                Value::String(s) => s.zeroize(),
-                Value::Array(items) => items.iter_mut().for_each(wipe),
-                Value::Object(map) => map.values_mut().for_each(wipe),
-                _ => {}
-            }
-        }
-        wipe(&mut self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +268,8 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let s = SecretJson(serde_json::json!({"password": "hunter2"}));
+        let s = VaultResponse(GoJson::parse(br#"{"password": "hunter2"}"#).unwrap());
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{:?}", s.0).contains("hunter2"));
     }
 }

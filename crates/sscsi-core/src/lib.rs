@@ -4,6 +4,7 @@
 //! and the path rules every file written into a volume must obey.
 
 pub mod coalesce;
+pub mod gojson;
 pub mod goyaml;
 pub mod params;
 pub mod path;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use futures::future::try_join_all;
 use sscsi_core::coalesce::Coalescer;
+use sscsi_core::gojson::{GoJson, go_json};
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
 
 use crate::descriptor::{Descriptor, SecretType};
@@ -413,7 +414,8 @@ fn output(
             ))
         })?;
         for entry in &d.jmes_path {
-            let expression = jmespath::compile(&entry.path)
+            let expression = JMESPATH
+                .compile(&entry.path)
                 .map_err(|_| FetchError::Jmes(format!("Invalid JMES Path: {}.", entry.path)))?;
             let result = expression
                 .search(data.clone())
@@ -476,5 +478,64 @@ trait HasStatus {
 impl HasStatus for aws_sdk_secretsmanager::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+/// JMESPath with go-jmespath's `to_string`, which ASCP uses: a non-string is
+/// written with Go's `json.Marshal` of what `encoding/json` decoded (numbers
+/// are float64, so `1.0` is `1`; `<>&` escaped; keys sorted).
+static JMESPATH: std::sync::LazyLock<jmespath::Runtime> = std::sync::LazyLock::new(|| {
+    use jmespath::functions::{ArgumentType, CustomFunction, Signature};
+    use jmespath::{Rcvar, Variable};
+    let mut runtime = jmespath::Runtime::new();
+    runtime.register_builtin_functions();
+    let to_string = CustomFunction::new(
+        Signature::new(vec![ArgumentType::Any], None),
+        Box::new(|args: &[Rcvar], _: &mut jmespath::Context<'_>| {
+            if let Variable::String(_) = *args[0] {
+                return Ok(args[0].clone());
+            }
+            let value = serde_json::to_value(&*args[0]).unwrap_or_default();
+            let mut out = Vec::new();
+            go_json(&GoJson::from_decoded(&value), &mut out);
+            Ok(Rcvar::new(Variable::String(String::from_utf8(out).unwrap_or_default())))
+        }),
+    );
+    runtime.register_function("to_string", Box::new(to_string));
+    runtime
+});
+
+#[cfg(test)]
+mod tests {
+    use super::JMESPATH;
+
+    fn search(document: &str, expression: &str) -> jmespath::Rcvar {
+        let data = jmespath::Variable::from_json(document).unwrap();
+        JMESPATH.compile(expression).unwrap().search(data).unwrap()
+    }
+
+    /// go-jmespath's `to_string` is `json.Marshal` of what `encoding/json`
+    /// decoded (aws/secrets-store-csi-driver-provider-aws `provider/secret_value.go`
+    /// searches a `json.Unmarshal` into `interface{}`).
+    #[test]
+    fn to_string_writes_what_go_writes() {
+        let doc = r#"{"f": 1.0, "e": 1e3, "i": 5432, "s": "<x>", "o": {"b": "<&>", "a": 1.50}, "t": true, "n": null}"#;
+        for (expression, want) in [
+            ("to_string(f)", "1"),
+            ("to_string(e)", "1000"),
+            ("to_string(i)", "5432"),
+            ("to_string(s)", "<x>"),
+            ("to_string(o)", r#"{"a":1.5,"b":"\u003c\u0026\u003e"}"#),
+            ("to_string(t)", "true"),
+            ("to_string(n)", "null"),
+        ] {
+            assert_eq!(
+                search(doc, expression).as_string().map(String::as_str),
+                Some(want),
+                "{expression}"
+            );
+        }
+        // The other builtins are still there.
+        assert_eq!(search(doc, "length(o)").as_number(), Some(2.0));
     }
 }

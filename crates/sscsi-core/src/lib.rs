@@ -8,8 +8,6 @@ pub mod gojson;
 pub mod goyaml;
 pub mod params;
 pub mod path;
-#[cfg(feature = "kube")]
-pub mod pod_token;
 mod provider;
 mod registry;
 mod secret;

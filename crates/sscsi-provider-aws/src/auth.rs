@@ -7,20 +7,18 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
+use sscsi_provider_kit::ServiceAccountAnnotations;
 
 pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
 /// Credentials are reused until this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
-/// How long a service account's role is remembered.
-const ROLE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -61,11 +59,8 @@ pub trait RoleLookup: Send + Sync + fmt::Debug {
 /// The role annotation read through the Kubernetes API, remembered briefly.
 pub struct KubeRoles {
     client: kube::Client,
-    /// (namespace, name) -> (role, when read).
-    cache: Mutex<HashMap<(String, String), RoleEntry>>,
+    annotations: ServiceAccountAnnotations,
 }
-
-type RoleEntry = (Option<String>, Instant);
 
 impl fmt::Debug for KubeRoles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -75,31 +70,25 @@ impl fmt::Debug for KubeRoles {
 
 impl KubeRoles {
     pub fn new(client: kube::Client) -> Self {
-        Self { client, cache: Mutex::default() }
+        Self { client, annotations: ServiceAccountAnnotations::default() }
     }
 }
 
 #[async_trait]
 impl RoleLookup for KubeRoles {
     async fn role_arn(&self, namespace: &str, name: &str) -> Result<Option<String>, AuthError> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let cached = self.cache.lock().expect("role cache lock").get(&key).cloned();
-        if let Some((role, _)) = cached.filter(|(_, at)| at.elapsed() < ROLE_TTL) {
-            return Ok(role);
-        }
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client.clone(), namespace);
-        let sa = api.get(name).await.map_err(|e| AuthError::ServiceAccount {
+        let failed = |message: String| AuthError::ServiceAccount {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            message: e.to_string(),
-        })?;
-        let role = sa
-            .metadata
+            message,
+        };
+        let annotations = self
             .annotations
-            .and_then(|a| a.get(ROLE_ARN_ANNOTATION).cloned())
-            .filter(|r| !r.is_empty());
-        self.cache.lock().expect("role cache lock").insert(key, (role.clone(), Instant::now()));
-        Ok(role)
+            .get(&self.client, namespace, name)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed(format!("serviceaccounts \"{name}\" not found")))?;
+        Ok(annotations.get(ROLE_ARN_ANNOTATION).filter(|r| !r.is_empty()).cloned())
     }
 }
 

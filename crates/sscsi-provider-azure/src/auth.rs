@@ -16,8 +16,8 @@ use azure_identity::{
     ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId,
 };
-use k8s_openapi::api::core::v1::ServiceAccount;
 use sscsi_core::{MountRequest, SecretBytes, ServiceAccountToken, content_digest};
+use sscsi_provider_kit::ServiceAccountAnnotations;
 
 use crate::binding::IDENTITY_BINDING_AUDIENCE;
 
@@ -351,23 +351,11 @@ impl TokenCredential for NmiCredential {
     }
 }
 
-/// How long a service account's client-id annotation is remembered:
-/// kubelet republishes every volume about once a minute.
-const ANNOTATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Client-id annotations by (namespace, service account), read through the
-/// API and remembered briefly.
-#[derive(Default)]
-pub struct Annotations(Mutex<HashMap<(String, String), Remembered>>);
-
-/// A client id (or none) and when it was read.
-type Remembered = (Option<String>, std::time::Instant);
-
-impl std::fmt::Debug for Annotations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Annotations").finish_non_exhaustive()
-    }
-}
+/// API and remembered for a minute (kubelet republishes every volume about
+/// once a minute).
+#[derive(Debug, Default)]
+pub struct Annotations(ServiceAccountAnnotations);
 
 impl Annotations {
     /// The client id in the service account's `azure.workload.identity/client-id`
@@ -378,34 +366,15 @@ impl Annotations {
         namespace: &str,
         name: &str,
     ) -> Result<Option<String>, AuthError> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let cached = self.0.lock().expect("annotations lock").get(&key).cloned();
-        if let Some((id, _)) = cached.filter(|(_, at)| at.elapsed() < ANNOTATION_TTL) {
-            return Ok(id);
-        }
-        let id = annotated_client_id(client, namespace, name).await?;
-        self.0
-            .lock()
-            .expect("annotations lock")
-            .insert(key, (id.clone(), std::time::Instant::now()));
-        Ok(id)
+        let annotations =
+            self.0.get(client, namespace, name).await.map_err(|e| AuthError::ServiceAccount {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(annotations
+            .and_then(|a| a.get(CLIENT_ID_ANNOTATION).cloned())
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty()))
     }
-}
-
-async fn annotated_client_id(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<String>, AuthError> {
-    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
-    let sa = api.get_opt(name).await.map_err(|e| AuthError::ServiceAccount {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        message: e.to_string(),
-    })?;
-    Ok(sa
-        .and_then(|sa| sa.metadata.annotations)
-        .and_then(|mut a| a.remove(CLIENT_ID_ANNOTATION))
-        .map(|id| id.trim().to_owned())
-        .filter(|id| !id.is_empty()))
 }

@@ -17,17 +17,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::{Value, json};
-use sscsi_core::pod_token::request_pod_token;
 use sscsi_core::{MountRequest, SecretBytes};
+use sscsi_provider_kit::{ServiceAccountAnnotations, request_pod_token};
 
 pub const GSA_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
 pub const DELEGATES_ANNOTATION: &str = "iam.gke.io/gcp-service-account-delegates";
 const CLOUD_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Tokens are used until this long before they expire.
 const MARGIN: Duration = Duration::from_secs(300);
-const ANNOTATION_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
@@ -105,7 +103,7 @@ pub struct Auth {
     workload: WorkloadSettings,
     kube: Option<kube::Client>,
     federation: tokio::sync::OnceCell<Federation>,
-    annotations: Mutex<HashMap<(String, String), (Annotations, Instant)>>,
+    annotations: ServiceAccountAnnotations,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>,
 }
 
@@ -134,7 +132,7 @@ impl Auth {
             workload,
             kube,
             federation: tokio::sync::OnceCell::new(),
-            annotations: Mutex::default(),
+            annotations: ServiceAccountAnnotations::default(),
             slots: Mutex::default(),
         }
     }
@@ -287,27 +285,22 @@ impl Auth {
     }
 
     async fn annotations(&self, namespace: &str, name: &str) -> Result<Annotations, String> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let cached = self.annotations.lock().expect("annotations lock").get(&key).cloned();
-        if let Some((a, _)) = cached.filter(|(_, at)| at.elapsed() < ANNOTATION_TTL) {
-            return Ok(a);
-        }
         let Some(kube) = &self.kube else { return Ok(Annotations::default()) };
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(kube.clone(), namespace);
-        let sa = api.get(name).await.map_err(|e| format!("unable to fetch SA info: {e}"))?;
-        let map = sa.metadata.annotations.unwrap_or_default();
+        let map = self
+            .annotations
+            .get(kube, namespace, name)
+            .await
+            .map_err(|e| format!("unable to fetch SA info: {e}"))?
+            .ok_or_else(|| {
+                format!("unable to fetch SA info: serviceaccounts \"{name}\" not found")
+            })?;
         let gsa = map.get(GSA_ANNOTATION).cloned().filter(|g| !g.is_empty());
         let delegates = match map.get(DELEGATES_ANNOTATION) {
             None => Vec::new(),
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| format!("unable to parse delegates annotation on SA: {e}"))?,
         };
-        let annotations = Annotations { gsa, delegates };
-        self.annotations
-            .lock()
-            .expect("annotations lock")
-            .insert(key, (annotations.clone(), Instant::now()));
-        Ok(annotations)
+        Ok(Annotations { gsa, delegates })
     }
 
     async fn request_token(

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sscsi_core::pod_token::request_pod_token;
 use sscsi_core::{MountRequest, SecretBytes};
+use sscsi_provider_kit::request_pod_token;
 
 use crate::client::{Call, ClientError, VaultHttp};
 use crate::json::{GoJson, VaultResponse, go_json};

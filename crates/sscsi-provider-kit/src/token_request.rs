@@ -4,7 +4,7 @@
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
-use crate::{PodInfo, SecretBytes};
+use sscsi_core::{PodInfo, SecretBytes};
 
 /// A token of `pod`'s service account for `audiences` (none: the API
 /// server's default), valid `seconds` and bound to the pod, so it dies with it.

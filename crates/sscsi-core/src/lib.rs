@@ -3,7 +3,6 @@
 //! [`SecretBytes`] type that holds secret material, parameter parsing helpers
 //! and the path rules every file written into a volume must obey.
 
-pub mod coalesce;
 pub mod gojson;
 pub mod goyaml;
 pub mod params;

@@ -17,9 +17,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::try_join_all;
-use sscsi_core::coalesce::Coalescer;
 use sscsi_core::gojson::{GoJson, go_json};
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
+use sscsi_provider_kit::coalesce::Coalescer;
 
 use crate::descriptor::{Descriptor, SecretType};
 
@@ -43,7 +43,7 @@ pub type SecretRead = Result<(SecretBytes, String), FetchError>;
 pub type Described = Result<Option<String>, FetchError>;
 
 /// Identical reads by one identity share one call (see
-/// [`sscsi_core::coalesce`]): `GetSecretValue` in a burst of pods, and
+/// [`sscsi_provider_kit::coalesce`]): `GetSecretValue` in a burst of pods, and
 /// `DescribeSecret` in a rotation pass over many volumes. The key always
 /// holds the identity, so no pod reads another identity's answer.
 #[derive(Debug, Clone)]

@@ -95,8 +95,8 @@ pub struct AwsProvider {
     /// `AWS_REGION` of the driver, used when a class names no region.
     default_region: Option<String>,
     /// Identical reads by one identity share a call.
-    values: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::SecretRead>>,
-    describes: Arc<sscsi_core::coalesce::Coalescer<crate::fetch::Described>>,
+    values: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::SecretRead>>,
+    describes: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::Described>>,
     /// One HTTPS client (and connection pool) for every SDK client: a mount
     /// builds SDK clients with its own credentials, and they would otherwise
     /// each load the trust roots and open new connections.

@@ -2,7 +2,7 @@
 //! one read per distinct request → files and versions.
 //!
 //! Reads (GET without a body) are shared by the mounts of one identity (see
-//! [`sscsi_core::coalesce`]): a burst of pods, or a rotation pass over their
+//! [`sscsi_provider_kit::coalesce`]): a burst of pods, or a rotation pass over their
 //! volumes, reads each KV path once. An answer that carries a lease (a
 //! dynamic secret: database credentials and the like) is never handed to a
 //! mount that did not make the call; that mount reads its own, so every pod
@@ -14,11 +14,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use sscsi_core::coalesce::Coalescer;
 use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
     ProviderFailure, SecretBytes, SecretFile,
 };
+use sscsi_provider_kit::coalesce::Coalescer;
 
 use crate::auth::{AuthError, Login, Tokens, identity};
 use crate::client::{Call, ClientError, Clients, VaultHttp};

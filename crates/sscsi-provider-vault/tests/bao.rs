@@ -201,7 +201,7 @@ async fn vault_classes_through_the_csi_socket() {
         json!({"data": {"user": "admin2", "port": 5432, "b64": "aGVsbG8=", "hex": "00"}}),
     )
     .await;
-    tokio::time::sleep(sscsi_core::coalesce::WINDOW).await;
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
     node.publish("kv2", "web-0", true).await.unwrap();
     assert_eq!(read(&kv2.join("user")), "admin2");
     assert_eq!(read(&kv2.join("first")), "admin");
@@ -280,7 +280,7 @@ async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
     }
     for round in 0..3 {
         bao.write("secret/data/app", json!({"data": {"user": format!("v{round}")}})).await;
-        tokio::time::sleep(sscsi_core::coalesce::WINDOW).await;
+        tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
         for pod in pods {
             let target = node.publish("app", pod, true).await.unwrap();
             assert_eq!(read(&target.join("user")), format!("v{round}"));
@@ -293,7 +293,7 @@ async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
 
     // A token Vault stops honouring (revoked) is replaced by one new login.
     bao.write("sys/leases/revoke-prefix/auth/jwt/login", json!({"sync": true})).await;
-    tokio::time::sleep(sscsi_core::coalesce::WINDOW).await;
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
     let target = node.publish("app", "a", true).await.unwrap();
     assert_eq!(read(&target.join("user")), "v2");
     assert_eq!(bao.answered("update", "auth/jwt/login"), 2);

@@ -52,12 +52,14 @@ impl Plan {
 }
 
 /// The AWS and Vault providers let an answer serve identical reads of one
-/// identity for a moment after it arrives (`sscsi_core::coalesce::WINDOW`):
+/// identity for a moment after it arrives (`sscsi_provider_kit::coalesce::WINDOW`):
 /// repeated publishes of one class wait that long, so every timed publish
 /// reads the backend.
 fn coalesce_window(kind: Kind) -> Duration {
     match kind {
-        Kind::Aws | Kind::Vault => sscsi_core::coalesce::WINDOW + Duration::from_millis(100),
+        Kind::Aws | Kind::Vault => {
+            sscsi_provider_kit::coalesce::WINDOW + Duration::from_millis(100)
+        }
         Kind::Local => Duration::ZERO,
     }
 }

@@ -62,6 +62,25 @@ pub enum GoValue {
     Map(Vec<(String, GoValue)>),
 }
 
+/// Wipes every string, as for a secret payload.
+impl zeroize::Zeroize for GoValue {
+    fn zeroize(&mut self) {
+        match self {
+            GoValue::String(s) | GoValue::Timestamp(s) => s.zeroize(),
+            GoValue::Seq(items) => items.iter_mut().for_each(zeroize::Zeroize::zeroize),
+            GoValue::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.zeroize();
+                v.zeroize();
+            }),
+            GoValue::Null
+            | GoValue::Bool(_)
+            | GoValue::Int(_)
+            | GoValue::Uint(_)
+            | GoValue::Float(_) => {}
+        }
+    }
+}
+
 /// Parses `text` into yaml.v3's untyped reading (`map[string]interface{}` and friends).
 pub fn interface(field: &str, text: &str) -> Result<GoValue, ParamError> {
     let node = parse(text).map_err(|e| ParamError::new(field, format!("invalid YAML: {e}")))?;
@@ -107,6 +126,14 @@ struct Scalar {
     /// `!!str`, `!!int`, `!!binary`, ... or a local tag `!foo`.
     tag: Option<String>,
     line: usize,
+}
+
+/// A parsed document may be a secret payload (GCP's `extractYAMLKey`): its
+/// text is wiped with the tree.
+impl Drop for Scalar {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -769,17 +796,10 @@ impl<'de> de::Deserializer<'de> for De<'_> {
                     .collect()
             }
             // A Go map from JSON: a later key replaces an earlier one.
-            Dialect::SigsYaml => {
-                let mut last: Vec<(&Node, &Node)> = Vec::new();
-                for (k, v) in entries {
-                    let text = key_text(k);
-                    last.retain(|(o, _)| key_text(o) != text);
-                    last.push((k, v));
-                }
-                last.into_iter()
-                    .map(|(k, v)| (self.child(k, String::new()), self.child(v, key_step(k))))
-                    .collect()
-            }
+            Dialect::SigsYaml => last_values(entries)
+                .into_iter()
+                .map(|(k, v)| (self.child(k, String::new()), self.child(v, key_step(k))))
+                .collect(),
         };
         visitor.visit_map(de::value::MapDeserializer::new(entries.into_iter()))
     }
@@ -808,12 +828,10 @@ impl<'de> de::Deserializer<'de> for De<'_> {
         // sorted order (a repeated key kept once, its last value), each set
         // on the field it names exactly or else case-insensitively, so the
         // spelling that sorts last wins.
-        let mut unique: Vec<(String, &Node)> = Vec::new();
-        for (k, v) in entries {
-            let text = key_text(k).unwrap_or_default();
-            unique.retain(|(t, _)| *t != text);
-            unique.push((text, v));
-        }
+        let mut unique: Vec<(String, &Node)> = last_values(entries)
+            .into_iter()
+            .map(|(k, v)| (key_text(k).unwrap_or_default(), v))
+            .collect();
         unique.sort_by(|a, b| a.0.cmp(&b.0));
         let mut chosen: Vec<(&'static str, &Node)> = Vec::new();
         for (key, value) in &unique {
@@ -865,6 +883,17 @@ fn key_text(k: &Node) -> Option<String> {
         Node::Scalar(s) => Some(s.value.clone()),
         _ => None,
     }
+}
+
+/// A Go map's entries: a repeated key once, with its last value.
+fn last_values(entries: &[(Node, Node)]) -> Vec<(&Node, &Node)> {
+    let mut last: Vec<(&Node, &Node)> = Vec::new();
+    for (k, v) in entries {
+        let text = key_text(k);
+        last.retain(|(o, _)| key_text(o) != text);
+        last.push((k, v));
+    }
+    last
 }
 
 fn key_step(k: &Node) -> String {

@@ -32,16 +32,19 @@ pub fn json_key(payload: &[u8], key: &str) -> Result<SecretBytes, ExtractError> 
 pub fn yaml_key(payload: &[u8], key: &str) -> Result<SecretBytes, ExtractError> {
     use sscsi_core::goyaml::{GoValue, interface};
     let text = std::str::from_utf8(payload).map_err(|_| ExtractError::Invalid("YAML"))?;
-    let entries = match interface("payload", text).map_err(|_| ExtractError::Invalid("YAML"))? {
-        GoValue::Map(entries) => entries,
-        GoValue::Null => Vec::new(),
-        _ => return Err(ExtractError::Invalid("YAML")),
+    let mut document = interface("payload", text).map_err(|_| ExtractError::Invalid("YAML"))?;
+    let result = match &mut document {
+        GoValue::Map(entries) => match entries.iter_mut().find(|(k, _)| k == key) {
+            None => Err(ExtractError::Missing { format: "YAML", key: key.to_owned() }),
+            Some((_, GoValue::String(s))) => Ok(SecretBytes::from(std::mem::take(s).into_bytes())),
+            Some(_) => Err(ExtractError::NotString(key.to_owned())),
+        },
+        GoValue::Null => Err(ExtractError::Missing { format: "YAML", key: key.to_owned() }),
+        _ => Err(ExtractError::Invalid("YAML")),
     };
-    match entries.into_iter().find(|(k, _)| k == key) {
-        None => Err(ExtractError::Missing { format: "YAML", key: key.to_owned() }),
-        Some((_, GoValue::String(s))) => Ok(SecretBytes::from(s.into_bytes())),
-        Some(_) => Err(ExtractError::NotString(key.to_owned())),
-    }
+    // The rest of the payload is secret too.
+    zeroize::Zeroize::zeroize(&mut document);
+    result
 }
 
 #[cfg(test)]

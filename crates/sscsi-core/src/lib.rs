@@ -12,8 +12,8 @@ mod registry;
 mod secret;
 
 pub use provider::{
-    ErrorCode, MountRequest, MountResponse, ObjectVersion, PodInfo, Provider, ProviderError,
-    ProviderFailure, SecretFile, ServiceAccountToken,
+    BURST_WINDOW, ErrorCode, MountRequest, MountResponse, ObjectVersion, PodInfo, Provider,
+    ProviderError, ProviderFailure, SecretFile, ServiceAccountToken,
 };
 pub use registry::{ProviderRegistry, UnknownProvider};
 pub use secret::SecretBytes;

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -19,10 +20,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError>;
+
+    /// Whether a refresh should bring the mounted files
+    /// ([`MountRequest::current_files`]): only for a provider that returns
+    /// them for objects its backend says are unchanged. Others get none, so
+    /// a refresh does not read the volume into memory for nothing.
+    fn reads_mounted_files(&self) -> bool {
+        false
+    }
 }
 
+/// How long a finished backend read answers identical reads of a first
+/// mount: long enough to span a burst of pods, short enough that a new pod
+/// never starts with what was read before a change it could see.
+pub const BURST_WINDOW: Duration = Duration::from_secs(1);
+
 /// Everything a provider gets for one volume.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MountRequest {
     /// SecretProviderClass `spec.parameters` merged with the volume
     /// attributes (attributes win, as upstream), without the tokens key.
@@ -41,6 +55,27 @@ pub struct MountRequest {
     /// backend can tell cheaply that an object is unchanged returns these
     /// bytes instead of reading the object again.
     pub current_files: BTreeMap<String, SecretBytes>,
+    /// How old an answer of an identical read (same identity, same object)
+    /// this request takes instead of calling the backend: [`BURST_WINDOW`]
+    /// on a first mount, the rotation interval on a refresh (one check per
+    /// object and identity per interval, however many volumes hold it),
+    /// zero on a forced refresh. A read in flight is always joined.
+    pub reuse: Duration,
+}
+
+impl Default for MountRequest {
+    fn default() -> Self {
+        Self {
+            parameters: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            pod: PodInfo::default(),
+            default_file_mode: crate::DEFAULT_FILE_MODE,
+            current_versions: Vec::new(),
+            current_files: BTreeMap::new(),
+            reuse: BURST_WINDOW,
+        }
+    }
 }
 
 /// The pod a volume belongs to, from kubelet's `csi.storage.k8s.io/*` attributes.

@@ -23,7 +23,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct HttpState {
     pub readiness: Readiness,
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
     /// Our own CSI socket: `/healthz` calls Probe on it, as kubelet's
     /// livenessprobe sidecar does for upstream.
     pub csi_socket: PathBuf,

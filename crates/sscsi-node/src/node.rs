@@ -13,6 +13,8 @@ use sscsi_proto::csi::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use sscsi_engine::Engine;
+
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
 use crate::publish::Publisher;
@@ -28,12 +30,14 @@ pub struct NodeService {
 impl NodeService {
     pub fn new(config: NodeConfig, deps: NodeDeps) -> Self {
         let NodeDeps { mounter, spcs, providers, readiness: _, metrics, observer } = deps;
+        // Every republish checks when the interval is zero.
+        let interval = config.rotation_poll_interval.unwrap_or_default();
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             refresh_backoff: config.refresh_backoff,
             mounter,
             spcs,
-            providers,
+            engine: Engine::new(providers, interval),
             guards: VolumeGuards::default(),
             volumes: metrics.volumes(),
             metrics,

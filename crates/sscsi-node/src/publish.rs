@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sscsi_api::SecretProviderClass;
-use sscsi_core::{
-    DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, ProviderRegistry, SecretBytes,
-    SecretFile,
-};
+use sscsi_core::{ObjectVersion, PodInfo, SecretBytes, SecretFile};
+use sscsi_engine::{Engine, Fetch, FetchError, Fetched, Identity, MountedFiles, Purpose};
 use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 
@@ -30,7 +28,7 @@ pub(crate) struct Publisher {
     pub refresh_backoff: Backoff,
     pub mounter: Arc<dyn Mounter>,
     pub spcs: Arc<dyn SpcSource>,
-    pub providers: ProviderRegistry,
+    pub engine: Engine,
     pub guards: VolumeGuards,
     pub volumes: VolumeTable,
     pub metrics: NodeMetrics,
@@ -181,7 +179,7 @@ impl Publisher {
         if !mounted {
             return Ok(None);
         }
-        self.fetch_masked(&req, true, state.versions, trace).await.map(Some)
+        self.fetch_masked(&req, true, state.versions, Purpose::Forced, trace).await.map(Some)
     }
 
     async fn publish_volume(
@@ -206,18 +204,20 @@ impl Publisher {
                 return Ok(PublishOutcome::AlreadyMounted);
             }
         }
-        let current_versions = state.map(|s| s.versions).unwrap_or_default();
-        self.fetch_masked(&req, mounted, current_versions, trace).await
+        let held = state.map(|s| s.versions).unwrap_or_default();
+        let purpose = if mounted { Purpose::Rotation } else { Purpose::FirstMount };
+        self.fetch_masked(&req, mounted, held, purpose, trace).await
     }
 
     async fn fetch_masked(
         &self,
         req: &PublishRequest,
         mounted: bool,
-        current_versions: Vec<ObjectVersion>,
+        held: Vec<ObjectVersion>,
+        purpose: Purpose,
         trace: &mut Trace,
     ) -> Result<PublishOutcome, PublishError> {
-        match self.fetch_and_write(req, mounted, current_versions, &mut trace.provider).await {
+        match self.fetch_and_write(req, mounted, held, purpose, &mut trace.provider).await {
             Ok(outcome) => Ok(outcome),
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
@@ -264,106 +264,158 @@ impl Publisher {
     }
 
     /// With rotation off a mounted volume is never re-fetched; with it on,
-    /// once the poll interval has passed since the last successful fetch
-    /// (or when this process has no record of one, e.g. after a restart).
+    /// once the poll interval has passed since the last successful fetch,
+    /// when another volume of its identity saw a newer version of an object
+    /// it holds, or when this process has no record of one (a restart).
     fn refresh_due(&self, state: Option<&VolumeState>) -> bool {
         match (self.rotation_poll_interval, state) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(interval), Some(s)) => s.last_fetch.elapsed() >= interval,
+            (Some(interval), Some(s)) => s.due || s.last_fetch.elapsed() >= interval,
         }
     }
 
+    /// One fetch, in four steps: resolve the class, fetch through the
+    /// engine, materialize the files, record the volume.
     async fn fetch_and_write(
         &self,
         req: &PublishRequest,
         mounted: bool,
-        current_versions: Vec<ObjectVersion>,
+        held: Vec<ObjectVersion>,
+        purpose: Purpose,
         provider_name: &mut String,
     ) -> Result<PublishOutcome, PublishError> {
+        let spc = self.resolve(req).await?;
+        provider_name.clone_from(&spc.spec.provider);
+        let fetched = self.fetch(req, &spc, &held, mounted, purpose).await?;
+        let written = self.materialize(req, mounted, fetched.files).await?;
+        self.record(req, &spc, mounted, held, fetched.versions, written).await
+    }
+
+    /// The volume's SecretProviderClass, checked.
+    async fn resolve(&self, req: &PublishRequest) -> Result<SecretProviderClass, PublishError> {
         let spc = self.spcs.get(&req.pod.namespace, &req.spc_name).await?;
         spc::validate(&spc)?;
-        provider_name.clone_from(&spc.spec.provider);
-        let provider = self.providers.get(provider_name).map_err(|source| {
-            PublishError::UnknownProvider { spc: spc.qualified_name(), source }
-        })?;
-        // On a refresh the mounted bytes let a provider skip unchanged objects.
-        let current_files = if mounted { self.read_current(req).await } else { BTreeMap::new() };
-        let request = mount_request(&spc, req, current_versions.clone(), current_files);
-        let fetch_started = Instant::now();
-        let response = provider.mount(&request).await;
-        self.metrics.backend_request(provider_name, response.is_ok(), fetch_started.elapsed());
-        let response = response.map_err(|source| PublishError::Provider {
-            pod: pod_ref(req),
-            provider: provider_name.clone(),
-            source,
-        })?;
+        Ok(spc)
+    }
 
+    async fn fetch(
+        &self,
+        req: &PublishRequest,
+        spc: &SecretProviderClass,
+        held: &[ObjectVersion],
+        mounted: bool,
+        purpose: Purpose,
+    ) -> Result<Fetched, PublishError> {
+        let files = HeldFiles(&req.target_path);
+        let fetch = Fetch {
+            class: spc,
+            attributes: &req.attributes,
+            identity: Identity { pod: &req.pod, tokens: &req.tokens, secrets: &req.secrets },
+            held,
+            mounted: mounted.then_some(&files as &dyn MountedFiles),
+            purpose,
+        };
+        let (result, call) = self.engine.fetch(fetch).await;
+        if let Some(call) = call {
+            self.metrics.backend_request(&spc.spec.provider, call.ok, call.elapsed);
+        }
+        result.map_err(|e| match e {
+            FetchError::UnknownProvider { spc, source } => {
+                PublishError::UnknownProvider { spc, source }
+            }
+            FetchError::Provider { provider, source } => {
+                PublishError::Provider { pod: pod_ref(req), provider, source }
+            }
+        })
+    }
+
+    /// Mounts the tmpfs on a first mount and writes the files atomically.
+    /// A failed first mount leaves nothing mounted.
+    async fn materialize(
+        &self,
+        req: &PublishRequest,
+        mounted: bool,
+        files: Vec<SecretFile>,
+    ) -> Result<Written, PublishError> {
         if !mounted {
             self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
         }
-        let files = Arc::new(response.files);
-        let content_changed = match self.write(req, files.clone()).await {
-            Ok(written) => !mounted || written != WriteOutcome::Unchanged,
+        let files = Arc::new(files);
+        match self.write(req, files.clone()).await {
+            Ok(outcome) => {
+                Ok(Written { files, changed: !mounted || outcome != WriteOutcome::Unchanged })
+            }
             Err(e) => {
                 self.abandon_first_mount(req, mounted);
-                return Err(e);
+                Err(e)
             }
-        };
-        let mut versions = response.versions;
-        versions.sort();
-        let secret_objects = spc.spec.secret_objects.as_deref().unwrap_or_default();
+        }
+    }
+
+    /// The pod status object (and synced Secrets), then the volume table.
+    /// When the versions moved, the other volumes of the same identity that
+    /// hold an older version of one of these objects are made due: their
+    /// next republish takes the answer this fetch left shared, instead of
+    /// waiting out their own interval.
+    async fn record(
+        &self,
+        req: &PublishRequest,
+        spc: &SecretProviderClass,
+        mounted: bool,
+        held: Vec<ObjectVersion>,
+        versions: Vec<ObjectVersion>,
+        written: Written,
+    ) -> Result<PublishOutcome, PublishError> {
+        let provider = spc.spec.provider.as_str();
+        let versions_changed = !mounted || versions != held;
         let volume = MountedVolume {
             pod: &req.pod,
             secret_provider_class: &req.spc_name,
-            provider: provider_name,
+            provider,
             target_path: &req.target_path,
             versions: &versions,
-            versions_changed: !mounted || versions != current_versions,
-            content_changed,
+            versions_changed,
+            content_changed: written.changed,
             refresh: mounted,
-            files: &files,
-            secret_objects,
+            files: &written.files,
+            secret_objects: spc.spec.secret_objects.as_deref().unwrap_or_default(),
         };
         match self.observer.mounted(volume).await {
-            Ok(report) => self.metrics.synced(provider_name, &report),
+            Ok(report) => self.metrics.synced(provider, &report),
             Err(e) => {
                 self.abandon_first_mount(req, mounted);
                 return Err(PublishError::Status(e));
             }
         }
-        let outcome = if mounted {
-            PublishOutcome::Refreshed { changed: content_changed }
-        } else {
-            PublishOutcome::Mounted
-        };
+        if mounted && versions_changed {
+            let due =
+                self.volumes.mark_older_holders_due(&req.volume_id, &req.pod, provider, &versions);
+            if due > 0 {
+                tracing::info!(
+                    volume_id = req.volume_id,
+                    due,
+                    "newer versions seen; volumes of the same identity holding older ones are due"
+                );
+            }
+        }
         self.volumes.insert(
             &req.volume_id,
             VolumeState {
                 request: Arc::new(req.clone()),
-                provider: provider_name.clone(),
+                provider: provider.to_owned(),
                 versions,
                 last_fetch: Instant::now(),
+                due: false,
                 failures: 0,
                 retry_at: None,
             },
         );
-        Ok(outcome)
-    }
-
-    /// The files mounted now; empty when they cannot be read (the provider
-    /// then reads everything, as on a first mount).
-    async fn read_current(&self, req: &PublishRequest) -> BTreeMap<String, SecretBytes> {
-        let writer = AtomicWriter::new(&req.target_path);
-        let current = tokio::task::spawn_blocking(move || writer.read_current()).await;
-        match current {
-            Ok(Ok(files)) => files.into_iter().map(|(path, (_, bytes))| (path, bytes)).collect(),
-            Ok(Err(e)) => {
-                tracing::warn!(volume_id = req.volume_id, error = %e, "cannot read the mounted files");
-                BTreeMap::new()
-            }
-            Err(_) => BTreeMap::new(),
-        }
+        Ok(if mounted {
+            PublishOutcome::Refreshed { changed: written.changed }
+        } else {
+            PublishOutcome::Mounted
+        })
     }
 
     /// After a failed first mount, leaves nothing mounted: kubelet's retry
@@ -460,24 +512,28 @@ fn pod_ref(req: &PublishRequest) -> String {
     format!("{}/{}", req.pod.namespace, req.pod.name)
 }
 
-/// SPC parameters ∪ volume attributes (attributes win, as upstream), the
-/// tokens and nodePublishSecretRef data, and the versions now mounted.
-fn mount_request(
-    spc: &SecretProviderClass,
-    req: &PublishRequest,
-    current_versions: Vec<ObjectVersion>,
-    current_files: BTreeMap<String, SecretBytes>,
-) -> MountRequest {
-    let mut parameters = spc.parameters().clone();
-    parameters.extend(req.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-    MountRequest {
-        parameters,
-        tokens: req.tokens.clone(),
-        secrets: req.secrets.clone(),
-        pod: req.pod.clone(),
-        default_file_mode: DEFAULT_FILE_MODE,
-        current_versions,
-        current_files,
+/// What a fetch wrote.
+struct Written {
+    files: Arc<Vec<SecretFile>>,
+    /// False on a refresh that left every file as it was.
+    changed: bool,
+}
+
+/// The files of a mounted volume, read for a provider that uses them.
+struct HeldFiles<'a>(&'a Path);
+
+#[async_trait::async_trait]
+impl MountedFiles for HeldFiles<'_> {
+    async fn read(&self) -> BTreeMap<String, SecretBytes> {
+        let writer = AtomicWriter::new(self.0);
+        match tokio::task::spawn_blocking(move || writer.read_current()).await {
+            Ok(Ok(files)) => files.into_iter().map(|(path, (_, bytes))| (path, bytes)).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(target = %self.0.display(), error = %e, "cannot read the mounted files");
+                BTreeMap::new()
+            }
+            Err(_) => BTreeMap::new(),
+        }
     }
 }
 

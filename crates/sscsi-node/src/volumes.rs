@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
-use sscsi_core::ObjectVersion;
+use sscsi_core::{ObjectVersion, PodInfo};
 
 use crate::Backoff;
 use crate::context::PublishRequest;
@@ -22,6 +22,9 @@ pub(crate) struct VolumeState {
     pub provider: String,
     pub versions: Vec<ObjectVersion>,
     pub last_fetch: Instant,
+    /// Due at the next republish, whatever the interval: another volume of
+    /// the same identity found a newer version of an object this one holds.
+    pub due: bool,
     /// Refreshes failed in a row since the last successful fetch.
     pub failures: u32,
     /// No refresh before this, after a failure.
@@ -63,6 +66,39 @@ impl VolumeTable {
         if let Some(state) = volumes.get_mut(volume_id) {
             state.request = Arc::new(request.clone());
         }
+    }
+
+    /// Makes due every other volume of `pod`'s namespace and service
+    /// account, with the same provider, that holds one of `seen` at another
+    /// version; returns how many. A volume of another class that happens
+    /// to use the same object id is made due too: its refresh then costs a
+    /// shared check at most.
+    pub fn mark_older_holders_due(
+        &self,
+        volume_id: &str,
+        pod: &PodInfo,
+        provider: &str,
+        seen: &[ObjectVersion],
+    ) -> usize {
+        let mut volumes = self.volumes.lock().expect("volume table lock poisoned");
+        let mut due = 0;
+        for (id, state) in volumes.iter_mut() {
+            let holder = &state.request.pod;
+            let same_identity = id != volume_id
+                && state.provider == provider
+                && holder.namespace == pod.namespace
+                && holder.service_account == pod.service_account;
+            let older = || {
+                state.versions.iter().any(|held| {
+                    seen.iter().any(|new| new.id == held.id && new.version != held.version)
+                })
+            };
+            if same_identity && !state.due && older() {
+                state.due = true;
+                due += 1;
+            }
+        }
+        due
     }
 
     /// The volumes of one pod, by volume id.

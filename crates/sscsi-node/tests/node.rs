@@ -13,10 +13,9 @@ use sscsi_core::{
     SecretFile,
 };
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
-use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_node::{Backoff, NodeConfig, Parts, Plugin, Readiness, client};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::*;
@@ -37,7 +36,8 @@ struct Harness {
     server: Option<tokio::task::JoinHandle<()>>,
     socket: PathBuf,
     mounter: Arc<dyn Mounter>,
-    registry: Registry,
+    registry: Arc<Registry>,
+    refresher: sscsi_node::Refresher,
 }
 
 impl Harness {
@@ -94,36 +94,24 @@ impl Harness {
                 cap: Duration::from_millis(1500),
             },
         };
-        let readiness = Readiness::default();
-        let mut registry = Registry::default();
-        let (identity_svc, node_svc) = services(
-            config,
-            NodeDeps {
-                mounter: mounter.clone(),
-                spcs: Arc::new(DirSpcSource::new(&spcs)),
-                providers,
-                readiness: readiness.clone(),
-                metrics: NodeMetrics::new(&mut registry),
-                observer: Arc::new(NoObserver),
-            },
-        );
+        let parts = Parts {
+            mounter: mounter.clone(),
+            spcs: Arc::new(DirSpcSource::new(&spcs)),
+            providers,
+            observer: Arc::new(NoObserver),
+            readiness: Readiness::default(),
+            registry: Registry::default(),
+        };
+        let plugin = Plugin::new(config, parts);
+        let refresher = plugin.refresher();
         let socket = dir.path().join("csi/csi.sock");
-        let listener = server::bind_private(&socket).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            server::serve(
-                listener,
-                identity_svc,
-                node_svc,
-                async {
-                    let _ = stopped.await;
-                },
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        });
-        readiness.mark(Condition::Serving, true);
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let server = plugin.serve(&socket, shutdown, Duration::from_secs(5)).unwrap();
+        let server = tokio::spawn(async move { server.await.unwrap().unwrap() });
+        let registry = plugin.registry.clone();
         let channel = client::connect(&socket).await.unwrap();
         Harness {
             node: NodeClient::new(channel.clone()),
@@ -134,6 +122,7 @@ impl Harness {
             socket,
             mounter,
             registry,
+            refresher,
         }
     }
 
@@ -170,6 +159,23 @@ impl Harness {
     async fn publish(&self, volume: &str, spc: &str) -> Result<(), tonic::Status> {
         let req = self.publish_request(volume, spc);
         self.node.clone().node_publish_volume(req).await.map(|_| ())
+    }
+
+    /// A publish for pod `pod` of service account `account` in `shop`.
+    async fn publish_as(&self, volume: &str, pod: &str, account: &str) {
+        let pod = PodInfo {
+            name: pod.into(),
+            namespace: "shop".into(),
+            uid: format!("uid-{pod}"),
+            service_account: account.into(),
+        };
+        let req = client::inline_volume_publish_request(
+            &format!("csi-{volume}"),
+            &self.target(volume),
+            "app",
+            &pod,
+        );
+        self.node.clone().node_publish_volume(req).await.unwrap();
     }
 
     async fn unpublish(&self, volume: &str) -> Result<(), tonic::Status> {
@@ -366,6 +372,32 @@ async fn with_rotation_a_republish_updates_in_place_and_only_on_change() {
     );
     assert_eq!(lines("node_unpublish_total"), vec![r#"node_unpublish_total{os_type="linux"} 1"#]);
     assert_eq!(lines("sscsi_provider_requests_total").len(), 2, "one series per outcome");
+    h.stop().await;
+}
+
+/// A change one volume sees (here by a forced refresh, long before the
+/// interval) makes the other volumes of its identity that hold the old
+/// version due at their next republish; another identity's are not.
+#[tokio::test]
+async fn a_change_seen_by_one_volume_makes_its_identitys_other_volumes_due() {
+    let h = Harness::start(Some(Duration::from_secs(3600)), vec![]).await;
+    h.publish_as("a", "web-0", "web").await;
+    h.publish_as("b", "web-1", "web").await;
+    h.publish_as("c", "web-2", "other").await;
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    h.publish_as("b", "web-1", "web").await;
+    assert_eq!(read(&h.target("b").join("api-key")), "key-v1", "not due within the interval");
+
+    assert_eq!(h.refresher.refresh_pod("shop", "web-0").await, 1);
+    assert_eq!(read(&h.target("a").join("api-key")), "key-v2");
+    h.publish_as("b", "web-1", "web").await;
+    assert_eq!(read(&h.target("b").join("api-key")), "key-v2", "due: its identity saw the change");
+    h.publish_as("c", "web-2", "other").await;
+    assert_eq!(
+        read(&h.target("c").join("api-key")),
+        "key-v1",
+        "another identity waits its interval"
+    );
     h.stop().await;
 }
 

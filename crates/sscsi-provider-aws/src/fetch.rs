@@ -6,8 +6,9 @@
 //! - SSM: `GetParameters` in batches of 10, decrypted, `name:version` or
 //!   `name:label` when pinned. Version: the parameter's version number.
 //! - Regions: every object is asked of every region; the primary's value
-//!   wins. A client error (4xx) in any region fails the mount; other errors
-//!   only fail it when no region answered.
+//!   wins. A client error (4xx) in any region fails the mount at once;
+//!   throttling and other errors are retried with backoff (the SDKs'
+//!   standard policy, each counted) and only fail it when no region answered.
 //! - `jmesPath`: each string the expression selects from the JSON value is
 //!   its own file, carrying the parent's version.
 
@@ -15,11 +16,13 @@ use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use sscsi_core::gojson::{GoJson, go_json};
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
 use sscsi_provider_kit::coalesce::Coalescer;
+use sscsi_provider_kit::{CallStats, Classified, Failure, RetryPolicy, retry};
 
 use crate::descriptor::{Descriptor, SecretType};
 
@@ -36,6 +39,20 @@ pub struct RegionClients {
     pub ssm: aws_sdk_ssm::Client,
     /// Identical reads by the same identity share one call, when set.
     pub shared: Option<SharedReads>,
+    pub calls: Calls,
+}
+
+/// How every call of a region is retried and counted.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub retry: RetryPolicy,
+    pub stats: CallStats,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self { retry: RetryPolicy::AWS_STANDARD, stats: CallStats::default() }
+    }
 }
 
 pub type SecretRead = Result<(SecretBytes, String), FetchError>;
@@ -50,6 +67,8 @@ pub type Described = Result<Option<String>, FetchError>;
 pub struct SharedReads {
     /// Who reads: the role (or pod identity), namespace and service account.
     pub identity: String,
+    /// How old a shared answer this mount takes ([`sscsi_core::MountRequest::reuse`]).
+    pub reuse: Duration,
     pub values: Arc<Coalescer<SecretRead>>,
     pub describes: Arc<Coalescer<Described>>,
 }
@@ -57,17 +76,17 @@ pub struct SharedReads {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("{region}: Failed fetching secret {name}: {message}")]
-    Secret { region: String, name: String, message: String, client_error: bool },
+    Secret { region: String, name: String, message: String, failure: Failure },
     #[error("{region}: Failed fetching parameters: {message}")]
-    Parameters { region: String, message: String, client_error: bool },
+    Parameters { region: String, message: String, failure: Failure },
     #[error("{region}: Failed to describe secret {name}: {message}")]
-    Describe { region: String, name: String, message: String, client_error: bool },
+    Describe { region: String, name: String, message: String, failure: Failure },
     #[error("{region}: invalid parameters: {names}")]
     InvalidParameters { region: String, names: String },
     #[error(
         "Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: {0}"
     )]
-    SecretAllRegions(String),
+    SecretAllRegions(String, Option<Failure>),
     #[error("Failed to fetch parameters from all regions.")]
     ParametersAllRegions,
     #[error("{0}")]
@@ -75,14 +94,26 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// ASCP fails the whole mount on a 4xx from any region.
+    /// ASCP fails the whole mount on a 4xx from any region; throttling
+    /// (retried first) lets the other regions answer.
     fn is_fatal(&self) -> bool {
         match self {
-            Self::Secret { client_error, .. }
-            | Self::Describe { client_error, .. }
-            | Self::Parameters { client_error, .. } => *client_error,
+            Self::Secret { failure, .. }
+            | Self::Describe { failure, .. }
+            | Self::Parameters { failure, .. } => !failure.is_transient(),
             Self::InvalidParameters { .. } | Self::Jmes(_) => true,
-            Self::SecretAllRegions(_) | Self::ParametersAllRegions => false,
+            Self::SecretAllRegions(..) | Self::ParametersAllRegions => false,
+        }
+    }
+}
+
+impl Classified for FetchError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Secret { failure, .. }
+            | Self::Describe { failure, .. }
+            | Self::Parameters { failure, .. } => *failure,
+            _ => Failure::Rejected,
         }
     }
 }
@@ -90,15 +121,20 @@ impl FetchError {
 impl ProviderFailure for FetchError {
     fn code(&self) -> ErrorCode {
         match self {
-            Self::Secret { client_error: true, .. }
-            | Self::Describe { client_error: true, .. }
-            | Self::Parameters { client_error: true, .. } => ErrorCode::FailedPrecondition,
-            Self::InvalidParameters { .. } | Self::SecretAllRegions(_) => ErrorCode::NotFound,
+            Self::Secret { failure, .. }
+            | Self::Describe { failure, .. }
+            | Self::Parameters { failure, .. } => match failure {
+                // A missing secret or a bad name is a 400 with a code, as ASCP reports it.
+                Failure::Rejected | Failure::Invalid | Failure::NotFound => {
+                    ErrorCode::FailedPrecondition
+                }
+                other => other.code(),
+            },
+            // Still throttled after every retry in every region: say so.
+            Self::SecretAllRegions(_, Some(Failure::Throttled)) => ErrorCode::ResourceExhausted,
+            Self::InvalidParameters { .. } | Self::SecretAllRegions(..) => ErrorCode::NotFound,
             Self::Jmes(_) => ErrorCode::InvalidArgument,
-            Self::Secret { .. }
-            | Self::Describe { .. }
-            | Self::Parameters { .. }
-            | Self::ParametersAllRegions => ErrorCode::Unavailable,
+            Self::ParametersAllRegions => ErrorCode::Unavailable,
         }
     }
 }
@@ -161,7 +197,7 @@ async fn fetch_secret(
     default_mode: u32,
     current: &Current<'_>,
 ) -> Result<Fetched, FetchError> {
-    let mut found = None;
+    let (mut found, mut last) = (None, None);
     for region in regions {
         let read = match still_current(region, d, current).await {
             Ok(Check::Unchanged(unchanged)) => Ok(unchanged),
@@ -174,10 +210,13 @@ async fn fetch_secret(
             }
             Ok(_) => {}
             Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => tracing::warn!(error = %e, "fetch from one region failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fetch from one region failed");
+                last = Some(e.failure());
+            }
         }
     }
-    found.ok_or_else(|| FetchError::SecretAllRegions(d.object_name.clone()))
+    found.ok_or_else(|| FetchError::SecretAllRegions(d.object_name.clone(), last))
 }
 
 /// On a refresh: the mounted bytes when the object has not changed, decided
@@ -211,7 +250,7 @@ async fn still_current(
                 d.name_in(region.failover)
             );
             let (region, d, label) = (region.clone(), d.clone(), label.to_owned());
-            shared.describes.read(key, move || describe(region, d, label)).await.0
+            shared.describes.read(key, shared.reuse, move || describe(region, d, label)).await.0
         }
     }?;
     Ok(match holder {
@@ -222,18 +261,21 @@ async fn still_current(
 
 /// The version id that holds `label`, per `DescribeSecret`.
 async fn describe(region: RegionClients, d: Descriptor, label: String) -> Described {
-    let described = region
-        .secrets_manager
-        .describe_secret()
-        .secret_id(d.name_in(region.failover))
-        .send()
-        .await
-        .map_err(|e| FetchError::Describe {
-            region: region.region.clone(),
-            name: d.object_name.clone(),
-            client_error: is_client_error(&e),
-            message: sdk_message(&e),
-        })?;
+    let described = retry(&region.calls.retry, &region.calls.stats, || async {
+        region
+            .secrets_manager
+            .describe_secret()
+            .secret_id(d.name_in(region.failover))
+            .send()
+            .await
+            .map_err(|e| FetchError::Describe {
+                region: region.region.clone(),
+                name: d.object_name.clone(),
+                failure: failure(&e),
+                message: sdk_message(&e),
+            })
+    })
+    .await?;
     Ok(described
         .version_ids_to_stages
         .unwrap_or_default()
@@ -270,8 +312,10 @@ async fn get_secret_value(
         d.version_label_in(region.failover)
     );
     let (owned_region, owned_d) = (region.clone(), d.clone());
-    let (answer, started) =
-        shared.values.read(key, move || read_secret_value(owned_region, owned_d)).await;
+    let (answer, started) = shared
+        .values
+        .read(key, shared.reuse, move || read_secret_value(owned_region, owned_d))
+        .await;
     match answer {
         Ok((_, version)) if !started && expect.is_some_and(|e| e != version) => {
             read_secret_value(region.clone(), d.clone()).await
@@ -285,20 +329,23 @@ async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
     let name = d.name_in(region.failover);
     let version = Some(d.version_in(region.failover)).filter(|v| !v.is_empty());
     let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());
-    let response = region
-        .secrets_manager
-        .get_secret_value()
-        .secret_id(name)
-        .set_version_id(version.map(str::to_owned))
-        .set_version_stage(label.map(str::to_owned))
-        .send()
-        .await
-        .map_err(|e| FetchError::Secret {
-            region: region.region.clone(),
-            name: d.object_name.clone(),
-            client_error: is_client_error(&e),
-            message: sdk_message(&e),
-        })?;
+    let response = retry(&region.calls.retry, &region.calls.stats, || async {
+        region
+            .secrets_manager
+            .get_secret_value()
+            .secret_id(name)
+            .set_version_id(version.map(str::to_owned))
+            .set_version_stage(label.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| FetchError::Secret {
+                region: region.region.clone(),
+                name: d.object_name.clone(),
+                failure: failure(&e),
+                message: sdk_message(&e),
+            })
+    })
+    .await?;
     let value = match (response.secret_string, response.secret_binary) {
         (Some(s), _) => SecretBytes::from(s),
         (None, Some(blob)) => SecretBytes::new(blob.into_inner()),
@@ -340,18 +387,21 @@ async fn get_parameters(
             }
         })
         .collect();
-    let response = region
-        .ssm
-        .get_parameters()
-        .set_names(Some(names))
-        .with_decryption(true)
-        .send()
-        .await
-        .map_err(|e| FetchError::Parameters {
-            region: region.region.clone(),
-            client_error: is_client_error(&e),
-            message: sdk_message(&e),
-        })?;
+    let response = retry(&region.calls.retry, &region.calls.stats, || async {
+        region
+            .ssm
+            .get_parameters()
+            .set_names(Some(names.clone()))
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| FetchError::Parameters {
+                region: region.region.clone(),
+                failure: failure(&e),
+                message: sdk_message(&e),
+            })
+    })
+    .await?;
     let invalid = response.invalid_parameters.unwrap_or_default();
     if !invalid.is_empty() {
         let mut unique: Vec<String> = Vec::new();
@@ -466,9 +516,15 @@ where
     }
 }
 
-/// A 4xx answer: the request itself is wrong (missing secret, denied).
-fn is_client_error<E, R: HasStatus>(e: &SdkError<E, R>) -> bool {
-    e.raw_response().is_some_and(|r| (400..500).contains(&r.status_code()))
+/// What a failed call means, from the HTTP status and the service's error
+/// code (Secrets Manager answers both throttling and a denial with a 400).
+fn failure<E, R>(e: &SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: HasStatus + fmt::Debug,
+{
+    let status = e.raw_response().map(HasStatus::status_code);
+    Failure::classify(status, e.as_service_error().and_then(ProvideErrorMetadata::code))
 }
 
 trait HasStatus {

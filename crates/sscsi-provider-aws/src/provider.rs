@@ -15,8 +15,10 @@ use crate::auth::{
 use crate::descriptor::{DescriptorError, parse_objects};
 use aws_sdk_secretsmanager::config::SharedHttpClient;
 
-use crate::fetch::{Current, FetchError, RegionClients, SharedReads, fetch_all};
+use crate::fetch::{Calls, Current, FetchError, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
+use aws_sdk_secretsmanager::config::retry::RetryConfig;
+use sscsi_provider_kit::{BackendStats, RetryPolicy};
 
 pub const NAME: &str = "aws";
 
@@ -97,6 +99,8 @@ pub struct AwsProvider {
     /// Identical reads by one identity share a call.
     values: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::SecretRead>>,
     describes: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::Described>>,
+    /// Retries (ours, not the SDK's, so they are counted) and counters.
+    calls: Calls,
     /// One HTTPS client (and connection pool) for every SDK client: a mount
     /// builds SDK clients with its own credentials, and they would otherwise
     /// each load the trust roots and open new connections.
@@ -116,8 +120,21 @@ impl AwsProvider {
             default_region,
             values: Arc::default(),
             describes: Arc::default(),
+            calls: Calls::default(),
             http: https_client(),
         }
+    }
+
+    /// Counts throttled answers and retries in `stats`.
+    pub fn with_stats(mut self, stats: &BackendStats) -> Self {
+        self.calls.stats = stats.provider(NAME);
+        self
+    }
+
+    /// Retries as `policy` says instead of the SDKs' standard policy.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.calls.retry = policy;
+        self
     }
 
     /// The agent URLs to try, in order, for `preferredAddressType`.
@@ -167,7 +184,7 @@ impl AwsProvider {
                         .await?
                 }
             };
-            clients.push(self.region_clients(region, index > 0, creds, &identity));
+            clients.push(self.region_clients(region, index > 0, creds, &identity, request.reuse));
         }
         let (files, versions) =
             fetch_all(&clients, &descriptors, request.default_file_mode, &current).await?;
@@ -193,6 +210,7 @@ impl AwsProvider {
         failover: bool,
         creds: Credentials,
         identity: &str,
+        reuse: std::time::Duration,
     ) -> RegionClients {
         let endpoints = &self.endpoints;
         let mut sm = aws_sdk_secretsmanager::Config::builder()
@@ -200,6 +218,7 @@ impl AwsProvider {
             .http_client(self.http.clone())
             .region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()))
             .use_fips(endpoints.use_fips)
+            .retry_config(RetryConfig::disabled())
             .credentials_provider(creds.clone());
         if let Some(url) = endpoints.pick(&endpoints.secrets_manager) {
             sm = sm.endpoint_url(url);
@@ -209,6 +228,7 @@ impl AwsProvider {
             .http_client(self.http.clone())
             .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
             .use_fips(endpoints.use_fips)
+            .retry_config(RetryConfig::disabled())
             .credentials_provider(creds);
         if let Some(url) = endpoints.pick(&endpoints.ssm) {
             ssm = ssm.endpoint_url(url);
@@ -220,9 +240,11 @@ impl AwsProvider {
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
             shared: Some(SharedReads {
                 identity: identity.to_owned(),
+                reuse,
                 values: self.values.clone(),
                 describes: self.describes.clone(),
             }),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -253,6 +275,11 @@ impl Provider for AwsProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+
+    /// An unchanged secret's bytes are taken from the volume, not read again.
+    fn reads_mounted_files(&self) -> bool {
+        true
     }
 }
 

@@ -84,7 +84,7 @@ async fn aws_classes_through_the_csi_socket() {
     let endpoints =
         AwsEndpoints { aws: Some(moto.url()), pod_identity_agent: None, ..Default::default() };
     providers.register(Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(kube)), endpoints, None)));
-    let node = TestNode::start(providers, &classes, false).await;
+    let node = TestNode::start(providers, &classes, None).await;
 
     let pod = TestNode::pod("web-0");
     let publish = |class: &'static str, with_token: bool| {

@@ -8,6 +8,7 @@ use aws_sdk_ssm::types::ParameterType;
 use sscsi_core::{ErrorCode, ProviderFailure};
 use sscsi_provider_aws::descriptor::parse_objects;
 use sscsi_provider_aws::fetch::{Current, FetchError, RegionClients, fetch_all};
+use sscsi_provider_kit::Failure;
 use sscsi_testkit::moto::MotoServer;
 
 async fn clients(moto: &MotoServer, region: &str) -> RegionClients {
@@ -23,6 +24,7 @@ async fn clients(moto: &MotoServer, region: &str) -> RegionClients {
         secrets_manager: aws_sdk_secretsmanager::Client::new(&config),
         ssm: aws_sdk_ssm::Client::new(&config),
         shared: None,
+        calls: Default::default(),
     }
 }
 
@@ -169,7 +171,9 @@ async fn missing_objects_and_bad_jmes_paths_fail_the_mount() {
     };
 
     let err = fetch("- objectName: nope\n  objectType: secretsmanager\n").await;
-    assert!(matches!(err, FetchError::Secret { client_error: true, .. }), "{err}");
+    // AWS answers a missing secret with a 400 and its code, moto with a 404.
+    let missing = |f| matches!(f, Failure::Rejected | Failure::NotFound);
+    assert!(matches!(&err, FetchError::Secret { failure, .. } if missing(*failure)), "{err:?}");
     assert!(err.to_string().starts_with("us-west-2: Failed fetching secret nope: "), "{err}");
     assert_eq!(err.code(), ErrorCode::FailedPrecondition);
 

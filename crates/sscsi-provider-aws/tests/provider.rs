@@ -342,3 +342,50 @@ async fn a_refresh_never_writes_back_an_answer_older_than_described() {
     assert_ne!(rotated.versions, first.versions);
     assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 2);
 }
+
+/// A throttled answer (a 400 `ThrottlingException`, a 429) is tried again
+/// with backoff and counted; a denied one fails at once, as
+/// PermissionDenied, with AWS's own words; throttling that does not stop
+/// fails as ResourceExhausted once the attempts are spent.
+#[tokio::test]
+async fn throttling_is_retried_and_counted_and_a_denial_is_final() {
+    use sscsi_provider_kit::{BackendStats, RetryPolicy};
+    let (aws, proxy, _moto) = counted_provider().await;
+    let stats = BackendStats::default();
+    let quick = RetryPolicy {
+        base: std::time::Duration::from_millis(1),
+        cap: std::time::Duration::from_millis(5),
+        ..RetryPolicy::AWS_STANDARD
+    };
+    let aws = aws.with_stats(&stats).with_retry(quick);
+    let counted = stats.provider("aws");
+    const READ: &str = "secretsmanager.GetSecretValue";
+    // Each mount asks the backend now, not a shared answer.
+    let now = || MountRequest { reuse: std::time::Duration::ZERO, ..request("app", true) };
+
+    proxy.fail_next(READ, 400, "ThrottlingException");
+    proxy.fail_next(READ, 429, "TooManyRequestsException");
+    let mounted = aws.mount(&now()).await.unwrap();
+    assert_eq!(mounted.files[0].contents.expose(), b"s3cret");
+    assert_eq!(proxy.count(READ), 3, "two throttled answers, then the read");
+    assert_eq!((counted.throttled_count(), counted.retries_count()), (2, 2));
+
+    proxy.fail_next(READ, 400, "AccessDeniedException");
+    let err = aws.mount(&now()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err}");
+    assert!(
+        err.to_string().contains("AccessDeniedException: injected AccessDeniedException"),
+        "{err}"
+    );
+    assert_eq!(proxy.count(READ), 4, "a denial is not tried again");
+    assert_eq!(counted.retries_count(), 2);
+
+    for _ in 0..3 {
+        proxy.fail_next(READ, 400, "ThrottlingException");
+    }
+    let err = aws.mount(&now()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted, "{err}");
+    assert!(err.to_string().starts_with("Failed to fetch secret from all regions"), "{err}");
+    assert_eq!(proxy.count(READ), 7, "three attempts");
+    assert_eq!((counted.throttled_count(), counted.retries_count()), (5, 4));
+}

@@ -35,11 +35,7 @@ pub enum FetchError {
 impl FetchError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Api { status: Some(401 | 403), .. } => ErrorCode::PermissionDenied,
-            Self::Api { status: Some(404), .. } => ErrorCode::NotFound,
-            Self::Api { status: Some(429), .. } => ErrorCode::ResourceExhausted,
-            Self::Api { status: Some(400..=499), .. } => ErrorCode::FailedPrecondition,
-            Self::Api { .. } => ErrorCode::Unavailable,
+            Self::Api { status, .. } => sscsi_provider_kit::Failure::classify(*status, None).code(),
             Self::Content { .. } => ErrorCode::FailedPrecondition,
             Self::Client(_) => ErrorCode::InvalidArgument,
         }

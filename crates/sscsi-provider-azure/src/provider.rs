@@ -5,16 +5,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, Transport, Url};
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
     ProviderFailure, SecretFile,
 };
+use sscsi_provider_kit::Coalescer;
 
 use crate::auth::{Annotations, AuthError, Channels, Credentials, WORKLOAD_IDENTITY_AUDIENCE};
 use crate::binding::{
@@ -101,8 +101,6 @@ impl Default for AzureOptions {
     }
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Vec<Part>, FetchError>>>;
-
 pub struct AzureProvider {
     options: AzureOptions,
     kube: Option<kube::Client>,
@@ -112,9 +110,9 @@ pub struct AzureProvider {
     vaults: Mutex<HashMap<(String, String), Vault>>,
     /// The AKS token proxy's client, made at the first identity-binding mount.
     proxy: tokio::sync::OnceCell<Arc<ProxyClient>>,
-    /// Reads in flight by (identity, vault, type, name, version): concurrent
-    /// mounts of one object by one identity share one request.
-    flights: Mutex<HashMap<String, Flight>>,
+    /// Reads by (identity, vault, type, name, version): mounts of one
+    /// object by one identity share one request.
+    reads: Arc<Coalescer<Result<Vec<Part>, FetchError>>>,
 }
 
 impl std::fmt::Debug for AzureProvider {
@@ -148,7 +146,7 @@ impl AzureProvider {
             annotations: Annotations::default(),
             vaults: Mutex::default(),
             proxy: tokio::sync::OnceCell::new(),
-            flights: Mutex::default(),
+            reads: Arc::default(),
         })
     }
 
@@ -202,7 +200,10 @@ impl AzureProvider {
             }
         };
         let results = futures::future::join_all(
-            params.objects.iter().map(|object| self.object(&vault, &url, &identity.key, object)),
+            params
+                .objects
+                .iter()
+                .map(|object| self.object(&vault, &url, &identity.key, object, request.reuse)),
         )
         .await;
         let mut files = Vec::new();
@@ -261,10 +262,11 @@ impl AzureProvider {
         url: &str,
         identity: &str,
         object: &KeyVaultObject,
+        reuse: Duration,
     ) -> Result<Vec<Vec<Part>>, AzureError> {
         if !object.history() {
             return Ok(vec![
-                self.shared_read(vault, url, identity, object, &object.version).await?,
+                self.shared_read(vault, url, identity, object, &object.version, reuse).await?,
             ]);
         }
         let all = vault.versions(object).await?;
@@ -276,7 +278,7 @@ impl AzureProvider {
                 version: object.version.clone(),
             });
         }
-        let reads = wanted.iter().map(|v| self.shared_read(vault, url, identity, object, v));
+        let reads = wanted.iter().map(|v| self.shared_read(vault, url, identity, object, v, reuse));
         Ok(futures::future::try_join_all(reads).await?)
     }
 
@@ -287,6 +289,7 @@ impl AzureProvider {
         identity: &str,
         object: &KeyVaultObject,
         version: &str,
+        reuse: Duration,
     ) -> Result<Vec<Part>, FetchError> {
         let key = serde_json::json!([
             identity,
@@ -298,21 +301,10 @@ impl AzureProvider {
             format!("{:?}", object.encoding)
         ])
         .to_string();
-        let flight = {
-            let mut flights = self.flights.lock().expect("flights lock");
-            flights
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let (vault, object, version) =
-                        (vault.clone(), object.clone(), version.to_owned());
-                    let separate = self.options.separate_cert_and_key;
-                    async move { vault.fetch(&object, &version, separate).await }.boxed().shared()
-                })
-                .clone()
-        };
-        let result = flight.await;
-        self.flights.lock().expect("flights lock").remove(&key);
-        result
+        let (vault, object, version) = (vault.clone(), object.clone(), version.to_owned());
+        let separate = self.options.separate_cert_and_key;
+        let read = move || async move { vault.fetch(&object, &version, separate).await };
+        self.reads.read(key, reuse, read).await.0
     }
 }
 

@@ -78,7 +78,7 @@ async fn setup(classes: &[(&str, &str)], options: AzureOptions) -> Setup {
         .iter()
         .map(|(name, parameters)| Class { name, provider: "azure", parameters })
         .collect();
-    let node = TestNode::start(providers, &classes, true).await;
+    let node = TestNode::start(providers, &classes, Some(std::time::Duration::ZERO)).await;
     Setup { azure, signer, node, api }
 }
 
@@ -305,7 +305,9 @@ async fn identities_token_reuse_throttling_and_refusals() {
     }
     assert_eq!(s.azure.token_requests(), 1, "5 mounts by one identity");
 
-    // Concurrent mounts of one object by one identity share one read.
+    // Concurrent mounts of one object by one identity share one read (once
+    // the last mount's answer no longer serves a burst).
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
     s.azure.delay(std::time::Duration::from_millis(300));
     let before = s.azure.vault_requests();
     let mounts = ["p1", "p2", "p3", "p4", "p5"].map(|pod| s.publish("wi", pod));
@@ -316,6 +318,7 @@ async fn identities_token_reuse_throttling_and_refusals() {
     s.azure.delay(std::time::Duration::ZERO);
 
     // Throttled: the SDK waits out Retry-After and tries again.
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
     s.azure.throttle(1);
     let before = s.azure.vault_requests();
     let target = s.publish("wi", "f").await.unwrap();

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use futures::future::BoxFuture;
 use google_cloud_auth::credentials::{
     CacheableResource, Credentials, CredentialsProvider, EntityTag,
 };
@@ -17,6 +18,8 @@ use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
     ProviderFailure, SecretBytes, SecretFile,
 };
+
+use sscsi_provider_kit::Coalescer;
 
 use crate::auth::{Access, Auth, AuthEndpoints, AuthError, WorkloadSettings, bearer};
 use crate::extract::{json_key, yaml_key};
@@ -118,7 +121,6 @@ impl CredentialsProvider for Bearer {
 }
 
 type Read = Result<(SecretBytes, String), Failure>;
-type Flight = Shared<BoxFuture<'static, Read>>;
 
 pub struct GcpProvider {
     options: GcpOptions,
@@ -126,7 +128,8 @@ pub struct GcpProvider {
     auth: Auth,
     /// Secret Manager clients by (endpoint, identity), with their bearer.
     clients: tokio::sync::Mutex<HashMap<(String, String), (SecretManagerService, Bearer)>>,
-    flights: Mutex<HashMap<String, Flight>>,
+    /// Reads by (identity, resource), shared by the mounts that ask.
+    reads: Arc<Coalescer<Read>>,
 }
 
 impl std::fmt::Debug for GcpProvider {
@@ -140,7 +143,7 @@ impl GcpProvider {
         let http = reqwest::Client::new();
         let auth =
             Auth::new(http.clone(), options.endpoints.auth.clone(), options.workload.clone(), kube);
-        Self { options, http, auth, clients: Default::default(), flights: Mutex::default() }
+        Self { options, http, auth, clients: Default::default(), reads: Arc::default() }
     }
 
     /// The mount's access token, by its `auth`.
@@ -159,7 +162,8 @@ impl GcpProvider {
         let params =
             GcpParams::parse(&request.parameters, &request.secrets, self.options.allow_key_json)?;
         let access = self.access(&params, request).await?;
-        let reads = params.secrets.iter().map(|spec| self.shared_read(spec, &access));
+        let reads =
+            params.secrets.iter().map(|spec| self.shared_read(spec, &access, request.reuse));
         let results = futures::future::join_all(reads).await;
         let mut files = Vec::new();
         let mut versions = Vec::new();
@@ -192,29 +196,12 @@ impl GcpProvider {
         Ok(MountResponse { files, versions })
     }
 
-    /// One read per (identity, resource) while it is in flight, however many
-    /// mounts ask for it.
-    async fn shared_read(&self, spec: &SecretSpec, access: &Access) -> Read {
+    /// One read per (identity, resource), however many mounts ask for it
+    /// (see [`Coalescer`]).
+    async fn shared_read(&self, spec: &SecretSpec, access: &Access, reuse: Duration) -> Read {
         let key = serde_json::json!([access.key, spec.resource_name]).to_string();
-        let flight = {
-            let existing = self.flights.lock().expect("flights lock").get(&key).cloned();
-            match existing {
-                Some(flight) => flight,
-                None => {
-                    let read = self.read(spec.clone(), access.clone()).await;
-                    let flight: Flight = read.boxed().shared();
-                    self.flights
-                        .lock()
-                        .expect("flights lock")
-                        .entry(key.clone())
-                        .or_insert(flight)
-                        .clone()
-                }
-            }
-        };
-        let result = flight.await;
-        self.flights.lock().expect("flights lock").remove(&key);
-        result
+        let read = self.read(spec.clone(), access.clone()).await;
+        self.reads.read(key, reuse, move || read).await.0
     }
 
     /// The read of one resource, ready to run.
@@ -363,15 +350,7 @@ fn status_code(code: i32) -> ErrorCode {
 }
 
 fn http_code(status: u16) -> ErrorCode {
-    match status {
-        400 => ErrorCode::InvalidArgument,
-        401 => ErrorCode::Unauthenticated,
-        403 => ErrorCode::PermissionDenied,
-        404 => ErrorCode::NotFound,
-        429 => ErrorCode::ResourceExhausted,
-        500..=599 => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    }
+    sscsi_provider_kit::Failure::classify(Some(status), None).code()
 }
 
 #[async_trait]

@@ -84,7 +84,7 @@ async fn setup_with(
         .iter()
         .map(|(name, parameters)| Class { name, provider: "gcp", parameters })
         .collect();
-    let node = TestNode::start(providers, &classes, true).await;
+    let node = TestNode::start(providers, &classes, Some(std::time::Duration::ZERO)).await;
     Setup { gcp, api, node, _drongo: drongo }
 }
 

@@ -1,7 +1,10 @@
 //! Identity-scoped request coalescing: identical reads share one backend
 //! call while it is in flight, and its answer serves identical reads that
-//! start within a short window after it, so a burst of pods (or a rotation
-//! pass over many volumes) is one call per object however the starts spread.
+//! start afterwards for as long as each reader accepts (its `fresh`
+//! argument, [`sscsi_core::MountRequest::reuse`]): a second on a first
+//! mount, so a burst of pods is one call per object; the rotation interval
+//! on a refresh, so a rotation pass over many volumes checks each object
+//! once per interval; nothing on a forced refresh.
 //!
 //! The key is the caller's: it must hold the identity the read is made
 //! with (and every parameter of the read), never only the object, so that
@@ -15,80 +18,101 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
 
-/// How long a finished read keeps answering identical reads: short enough
-/// that a change is seen by the next rotation, long enough to span a burst.
-pub const WINDOW: Duration = Duration::from_secs(1);
+/// How long a finished read answers identical first mounts.
+pub const WINDOW: Duration = sscsi_core::BURST_WINDOW;
 
 type SharedRead<T> = Shared<BoxFuture<'static, T>>;
 
+struct Entry<T> {
+    generation: u64,
+    call: SharedRead<T>,
+    /// When the call finished; `None` while it is in flight.
+    done: Option<Instant>,
+}
+
 pub struct Coalescer<T> {
-    /// Key → (generation, the shared read).
-    calls: Mutex<HashMap<String, (u64, SharedRead<T>)>>,
+    calls: Mutex<HashMap<String, Entry<T>>>,
     next: AtomicU64,
-    window: Duration,
+    /// The longest `fresh` asked for so far, in ms: answers older than that
+    /// serve nobody and are dropped.
+    retain_ms: AtomicU64,
 }
 
 impl<T> std::fmt::Debug for Coalescer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coalescer").field("window", &self.window).finish_non_exhaustive()
+        f.debug_struct("Coalescer")
+            .field("retain_ms", &self.retain_ms.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> Default for Coalescer<T> {
     fn default() -> Self {
-        Self::new(WINDOW)
+        Self { calls: Mutex::default(), next: AtomicU64::new(0), retain_ms: AtomicU64::new(0) }
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
-    pub fn new(window: Duration) -> Self {
-        Self { calls: Mutex::default(), next: AtomicU64::new(0), window }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The answer of the read `key`: `read()` runs unless an identical read
-    /// is in flight or answered within the window. The flag says whether
-    /// this call ran it. Runs on a tokio runtime (the window is a timer).
-    pub async fn read<F, Fut>(self: &Arc<Self>, key: String, read: F) -> (T, bool)
+    /// is in flight or finished less than `fresh` ago. The flag says whether
+    /// this call ran it. Runs on a tokio runtime (its clock).
+    pub async fn read<F, Fut>(self: &Arc<Self>, key: String, fresh: Duration, read: F) -> (T, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
+        self.retain_ms.fetch_max(millis(fresh), Ordering::Relaxed);
         let (generation, call, started) = {
             let mut calls = self.calls.lock().expect("coalescer lock");
-            match calls.get(&key) {
-                Some((generation, call)) => (*generation, call.clone(), false),
+            let reusable = calls.get(&key).filter(|e| e.done.is_none_or(|at| at.elapsed() < fresh));
+            match reusable {
+                Some(entry) => (entry.generation, entry.call.clone(), false),
                 None => {
+                    self.sweep(&mut calls);
                     let generation = self.next.fetch_add(1, Ordering::Relaxed);
                     let call = read().boxed().shared();
-                    calls.insert(key.clone(), (generation, call.clone()));
+                    calls.insert(key.clone(), Entry { generation, call: call.clone(), done: None });
                     (generation, call, true)
                 }
             }
         };
         let answer = call.await;
         if started {
-            // Keep the answer for the window, then forget it (unless replaced).
-            let this = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(this.window).await;
-                let mut calls = this.calls.lock().expect("coalescer lock");
-                if calls.get(&key).is_some_and(|(g, _)| *g == generation) {
-                    calls.remove(&key);
-                }
-            });
+            let mut calls = self.calls.lock().expect("coalescer lock");
+            if let Some(entry) = calls.get_mut(&key).filter(|e| e.generation == generation) {
+                entry.done = Some(Instant::now());
+            }
         }
         (answer, started)
     }
 
-    /// Keys remembered now (in flight or within their window).
+    /// Drops the answers no reader would take any more.
+    fn sweep(&self, calls: &mut HashMap<String, Entry<T>>) {
+        let retain = Duration::from_millis(self.retain_ms.load(Ordering::Relaxed));
+        calls.retain(|_, e| e.done.is_none_or(|at| at.elapsed() < retain));
+    }
+
+    /// Keys remembered now (in flight, or answered within the longest
+    /// freshness asked for).
     pub fn len(&self) -> usize {
-        self.calls.lock().expect("coalescer lock").len()
+        let mut calls = self.calls.lock().expect("coalescer lock");
+        self.sweep(&mut calls);
+        calls.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -107,11 +131,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_identical_reads_share_one_call() {
-        let coalescer = Arc::new(Coalescer::new(WINDOW));
+        let coalescer = Arc::new(Coalescer::new());
         let calls = Arc::new(AtomicUsize::new(0));
         let reads = (0..10).map(|i| {
             let (coalescer, calls) = (coalescer.clone(), calls.clone());
-            async move { coalescer.read("id\nobj".into(), || counted(&calls, i)).await }
+            async move { coalescer.read("id\nobj".into(), WINDOW, || counted(&calls, i)).await }
         });
         let answers = futures::future::join_all(reads).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -121,24 +145,49 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_serves_the_window_then_is_forgotten() {
-        let coalescer = Arc::new(Coalescer::new(Duration::from_secs(1)));
+        let coalescer = Arc::new(Coalescer::new());
         let calls = Arc::new(AtomicUsize::new(0));
-        assert_eq!(coalescer.read("k".into(), || counted(&calls, 1)).await, (1, true));
+        let second = Duration::from_secs(1);
+        assert_eq!(coalescer.read("k".into(), second, || counted(&calls, 1)).await, (1, true));
         tokio::time::sleep(Duration::from_millis(900)).await;
-        assert_eq!(coalescer.read("k".into(), || counted(&calls, 2)).await, (1, false));
+        assert_eq!(coalescer.read("k".into(), second, || counted(&calls, 2)).await, (1, false));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(coalescer.is_empty());
-        assert_eq!(coalescer.read("k".into(), || counted(&calls, 3)).await, (3, true));
+        assert_eq!(coalescer.read("k".into(), second, || counted(&calls, 3)).await, (3, true));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A rotation check accepts an answer as old as the interval; a first
+    /// mount only a second's; a forced refresh none, but it still joins a
+    /// read in flight.
+    #[tokio::test(start_paused = true)]
+    async fn each_reader_says_how_old_an_answer_it_takes() {
+        let coalescer = Arc::new(Coalescer::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let interval = Duration::from_secs(120);
+        assert_eq!(coalescer.read("k".into(), interval, || counted(&calls, 1)).await, (1, true));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(coalescer.read("k".into(), interval, || counted(&calls, 2)).await, (1, false));
+        assert_eq!(coalescer.read("k".into(), WINDOW, || counted(&calls, 3)).await, (3, true));
+        // The first mount's answer replaced the entry; a rotation check takes it.
+        assert_eq!(coalescer.read("k".into(), interval, || counted(&calls, 4)).await, (3, false));
+        let (forced, in_flight) = futures::join!(
+            coalescer.read("k".into(), Duration::ZERO, || counted(&calls, 5)),
+            coalescer.read("k".into(), Duration::ZERO, || counted(&calls, 6)),
+        );
+        assert_eq!((forced, in_flight), ((5, true), (5, false)));
+        tokio::time::sleep(interval).await;
+        assert!(coalescer.is_empty(), "nothing outlives the longest freshness asked for");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn different_keys_never_share() {
-        let coalescer = Arc::new(Coalescer::new(WINDOW));
+        let coalescer = Arc::new(Coalescer::new());
         let calls = Arc::new(AtomicUsize::new(0));
         let (a, b) = futures::join!(
-            coalescer.read("identity-a\nobj".into(), || counted(&calls, 1)),
-            coalescer.read("identity-b\nobj".into(), || counted(&calls, 2)),
+            coalescer.read("identity-a\nobj".into(), WINDOW, || counted(&calls, 1)),
+            coalescer.read("identity-b\nobj".into(), WINDOW, || counted(&calls, 2)),
         );
         assert_eq!((a, b), ((1, true), (2, true)));
         assert_eq!(calls.load(Ordering::SeqCst), 2);

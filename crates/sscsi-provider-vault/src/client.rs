@@ -18,13 +18,12 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sscsi_core::SecretBytes;
+use sscsi_provider_kit::{CallStats, Classified, Failure, RetryPolicy, retry};
 
 use crate::params::TlsSettings;
 
 /// Vault's own client gives up on a request after 60 s.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// Retries after a connection error or a 5xx, as Vault's client makes (2).
-const RETRIES: usize = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -42,6 +41,16 @@ pub enum ClientError {
 
 fn errors_suffix(errors: &[String]) -> String {
     if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }
+}
+
+impl Classified for ClientError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Transport { .. } => Failure::Unavailable,
+            Self::Status { status, .. } => Failure::classify(Some(status.as_u16()), None),
+            Self::Address(_) | Self::Tls(_) | Self::NotJson { .. } => Failure::Rejected,
+        }
+    }
 }
 
 impl ClientError {
@@ -90,6 +99,21 @@ impl bytes::Buf for SecretBuf {
 pub struct VaultHttp {
     base: Uri,
     client: Https,
+    calls: Calls,
+}
+
+/// How calls are retried (a connection error, a 5xx or a 429, as Vault's
+/// Go client retries them) and counted.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub retry: RetryPolicy,
+    pub stats: CallStats,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self { retry: RetryPolicy::VAULT, stats: CallStats::default() }
+    }
 }
 
 impl std::fmt::Debug for VaultHttp {
@@ -99,7 +123,7 @@ impl std::fmt::Debug for VaultHttp {
 }
 
 impl VaultHttp {
-    pub fn new(address: &str, tls: &TlsSettings) -> Result<Self, ClientError> {
+    pub fn new(address: &str, tls: &TlsSettings, calls: Calls) -> Result<Self, ClientError> {
         let base: Uri = address.parse().map_err(|_| ClientError::Address(address.to_owned()))?;
         if !matches!(base.scheme_str(), Some("http" | "https")) || base.host().is_none() {
             return Err(ClientError::Address(address.to_owned()));
@@ -117,12 +141,17 @@ impl VaultHttp {
         }
         .enable_http1()
         .build();
-        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build(connector) })
+        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build(connector), calls })
     }
 
     /// Sends `call` and returns the response body of a 2xx; any other status
-    /// is an error carrying Vault's `errors`.
+    /// is an error carrying Vault's `errors`. Transient failures are tried
+    /// again.
     pub async fn send(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
+        retry(&self.calls.retry, &self.calls.stats, || self.send_once(call)).await
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
         let prefix = self.base.path().trim_end_matches('/');
         let query = if call.query.is_empty() { String::new() } else { format!("?{}", call.query) };
         let uri = format!(
@@ -138,71 +167,56 @@ impl VaultHttp {
         };
         let method = Method::from_bytes(call.method.as_bytes())
             .map_err(|_| transport("invalid method".to_owned()))?;
-        let mut attempt = 0;
-        loop {
-            let mut request = Request::builder().method(method.clone()).uri(&uri);
-            if let Some(token) = call.token {
-                let mut value = HeaderValue::from_bytes(token.expose())
-                    .map_err(|_| transport("the Vault token is not a valid header".to_owned()))?;
-                value.set_sensitive(true);
-                request = request.header("X-Vault-Token", value);
-            }
-            if let Some(namespace) = call.namespace {
-                request = request.header("X-Vault-Namespace", namespace);
-            }
-            if call.body.is_some() {
-                request = request.header(http::header::CONTENT_TYPE, "application/json");
-            }
-            let request = request
-                .body(Full::new(SecretBuf(call.body.clone().unwrap_or_default(), 0)))
-                .map_err(|e| transport(e.to_string()))?;
-            let outcome = tokio::time::timeout(TIMEOUT, async {
-                let response = self.client.request(request).await.map_err(|e| {
-                    // The source names the cause (refused, TLS, ...); the outer text does not.
-                    let cause = std::error::Error::source(&e).map(ToString::to_string);
-                    transport(cause.unwrap_or_else(|| e.to_string()))
-                })?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| transport(e.to_string()))?
-                    .to_bytes();
-                Ok::<_, ClientError>((status, body))
-            })
-            .await
-            .unwrap_or_else(|_| Err(transport(format!("no answer within {TIMEOUT:?}"))));
-            let retry = match &outcome {
-                Err(ClientError::Transport { .. }) => true,
-                Ok((status, _)) => status.is_server_error(),
-                Err(_) => false,
-            };
-            if retry && attempt < RETRIES {
-                attempt += 1;
-                let jitter = rand::random_range(0..500);
-                tokio::time::sleep(Duration::from_millis(1000 + jitter)).await;
-                continue;
-            }
-            let (status, body) = outcome?;
-            if status.is_success() {
-                return Ok(body);
-            }
-            let errors = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("errors").cloned())
-                .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok())
-                .unwrap_or_default()
-                .iter()
-                .flat_map(|e| flatten_multierror(e))
-                .collect();
-            return Err(ClientError::Status {
-                method: call.method.to_owned(),
-                path: call.path.to_owned(),
-                status,
-                errors,
-            });
+        let mut request = Request::builder().method(method).uri(&uri);
+        if let Some(token) = call.token {
+            let mut value = HeaderValue::from_bytes(token.expose())
+                .map_err(|_| transport("the Vault token is not a valid header".to_owned()))?;
+            value.set_sensitive(true);
+            request = request.header("X-Vault-Token", value);
         }
+        if let Some(namespace) = call.namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
+        if call.body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(SecretBuf(call.body.clone().unwrap_or_default(), 0)))
+            .map_err(|e| transport(e.to_string()))?;
+        let (status, body) = tokio::time::timeout(TIMEOUT, async {
+            let response = self.client.request(request).await.map_err(|e| {
+                // The source names the cause (refused, TLS, ...); the outer text does not.
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                transport(cause.unwrap_or_else(|| e.to_string()))
+            })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| transport(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        })
+        .await
+        .unwrap_or_else(|_| Err(transport(format!("no answer within {TIMEOUT:?}"))))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let errors = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("errors").cloned())
+            .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|e| flatten_multierror(e))
+            .collect();
+        Err(ClientError::Status {
+            method: call.method.to_owned(),
+            path: call.path.to_owned(),
+            status,
+            errors,
+        })
     }
 }
 
@@ -217,18 +231,21 @@ fn flatten_multierror(error: &str) -> Vec<String> {
     if items.is_empty() { vec![error.trim().to_owned()] } else { items }
 }
 
-/// Clients by (address, TLS settings).
+/// Clients by (address, TLS settings), each calling as `calls` says.
 #[derive(Debug, Default)]
-pub struct Clients(Mutex<HashMap<(String, TlsSettings), VaultHttp>>);
+pub struct Clients {
+    clients: Mutex<HashMap<(String, TlsSettings), VaultHttp>>,
+    pub calls: Calls,
+}
 
 impl Clients {
     pub fn get(&self, address: &str, tls: &TlsSettings) -> Result<VaultHttp, ClientError> {
         let key = (address.to_owned(), tls.clone());
-        if let Some(client) = self.0.lock().expect("clients lock").get(&key) {
+        if let Some(client) = self.clients.lock().expect("clients lock").get(&key) {
             return Ok(client.clone());
         }
-        let client = VaultHttp::new(address, tls)?;
-        self.0.lock().expect("clients lock").insert(key, client.clone());
+        let client = VaultHttp::new(address, tls, self.calls.clone())?;
+        self.clients.lock().expect("clients lock").insert(key, client.clone());
         Ok(client)
     }
 }

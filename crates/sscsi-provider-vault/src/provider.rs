@@ -19,6 +19,7 @@ use sscsi_core::{
     ProviderFailure, SecretBytes, SecretFile,
 };
 use sscsi_provider_kit::coalesce::Coalescer;
+use sscsi_provider_kit::{BackendStats, Classified, Failure};
 
 use crate::auth::{AuthError, Login, Tokens, identity};
 use crate::client::{Call, ClientError, Clients, VaultHttp};
@@ -47,16 +48,6 @@ pub enum VaultError {
     Render(#[from] RenderError),
 }
 
-fn status_code(status: StatusCode) -> ErrorCode {
-    match status.as_u16() {
-        401 | 403 => ErrorCode::PermissionDenied,
-        404 => ErrorCode::NotFound,
-        429 => ErrorCode::ResourceExhausted,
-        400..=499 => ErrorCode::FailedPrecondition,
-        _ => ErrorCode::Unavailable,
-    }
-}
-
 impl ProviderFailure for VaultError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -68,7 +59,12 @@ impl ProviderFailure for VaultError {
                 Some(400..=499) => ErrorCode::PermissionDenied,
                 _ => ErrorCode::Unavailable,
             },
-            Self::Read { source: e, .. } => e.status().map_or(ErrorCode::Unavailable, status_code),
+            Self::Read { source: e, .. } => match e.failure() {
+                // As vault-csi-provider users know them: a 401 is a denial, a 400 a precondition.
+                Failure::Unauthenticated => ErrorCode::PermissionDenied,
+                Failure::Invalid => ErrorCode::FailedPrecondition,
+                other => other.code(),
+            },
             Self::Auth(AuthError::NoToken { .. }) => ErrorCode::FailedPrecondition,
             Self::Auth(AuthError::TokenRequest { .. } | AuthError::NoClientToken { .. }) => {
                 ErrorCode::Unavailable
@@ -111,6 +107,12 @@ impl VaultProvider {
         }
     }
 
+    /// Counts throttled answers and retries in `stats`.
+    pub fn with_stats(mut self, stats: &BackendStats) -> Self {
+        self.clients.calls.stats = stats.provider(NAME);
+        self
+    }
+
     /// Vault logins made so far.
     pub fn logins(&self) -> u64 {
         self.tokens.logins()
@@ -123,6 +125,7 @@ impl VaultProvider {
         http: &VaultHttp,
         call: &Call<'_>,
         identity: &str,
+        reuse: std::time::Duration,
     ) -> Result<Bytes, ClientError> {
         if call.method != "GET" || call.body.is_some() {
             return http.send(call).await;
@@ -133,7 +136,7 @@ impl VaultProvider {
         let shared_http = http.clone();
         let (answer, started) = self
             .reads
-            .read(key, move || async move {
+            .read(key, reuse, move || async move {
                 let call = Call {
                     method: "GET",
                     path: &path,
@@ -174,7 +177,7 @@ impl VaultProvider {
                     token: Some(token),
                     namespace,
                 };
-                let answer = match self.read(http, &call, identity).await {
+                let answer = match self.read(http, &call, identity, request.reuse).await {
                     // A token Vault no longer honours (revoked, expired early):
                     // log in again once, unless it was just issued.
                     Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && !fresh => {

@@ -40,8 +40,11 @@ impl Node {
             .iter()
             .map(|(name, parameters)| Class { name, provider: "vault", parameters })
             .collect();
-        // Every republish re-fetches.
-        let node = TestNode::start(providers, &classes, true).await;
+        // A republish re-fetches once a second has passed, and one read
+        // serves an identity's refreshes for that second; each round of
+        // the tests waits one out.
+        let node =
+            TestNode::start(providers, &classes, Some(sscsi_provider_kit::coalesce::WINDOW)).await;
         Self { node, provider, api }
     }
 

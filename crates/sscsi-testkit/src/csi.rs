@@ -9,10 +9,9 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_mount::FakeMounter;
-use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_node::{Backoff, NodeConfig, Parts, Plugin, client};
 use sscsi_proto::TOKENS_KEY;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use tonic::transport::Channel;
@@ -41,9 +40,13 @@ pub struct Publish<'a> {
 }
 
 impl TestNode {
-    /// Serves `classes` with `providers`; every republish re-fetches when
-    /// `rotate` is set.
-    pub async fn start(providers: ProviderRegistry, classes: &[Class<'_>], rotate: bool) -> Self {
+    /// Serves `classes` with `providers`, with `--rotation-poll-interval`
+    /// `rotation` (`None`: rotation off; zero: every republish re-fetches).
+    pub async fn start(
+        providers: ProviderRegistry,
+        classes: &[Class<'_>],
+        rotation: Option<Duration>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a directory");
         let spc_dir = dir.path().join("spc");
         std::fs::create_dir(&spc_dir).expect("the class directory");
@@ -58,33 +61,25 @@ impl TestNode {
             std::fs::write(spc_dir.join(format!("{}.yaml", class.name)), yaml)
                 .expect("a class file");
         }
-        let readiness = Readiness::default();
         let config = NodeConfig {
             driver_name: "secrets-store.csi.k8s.io".into(),
             vendor_version: "test".into(),
             node_id: "n".into(),
-            rotation_poll_interval: rotate.then_some(Duration::ZERO),
+            rotation_poll_interval: rotation,
             refresh_backoff: Backoff::default(),
         };
-        let deps = NodeDeps {
+        let parts = Parts {
             mounter: Arc::new(FakeMounter::new()),
             spcs: Arc::new(DirSpcSource::new(&spc_dir)),
             providers,
-            readiness: readiness.clone(),
-            metrics: NodeMetrics::new(&mut Registry::default()),
             observer: Arc::new(NoObserver),
+            readiness: Default::default(),
+            registry: Registry::default(),
         };
-        let (identity, node) = services(config, deps);
         let socket = dir.path().join("csi.sock");
-        let listener = server::bind_private(&socket).expect("the CSI socket");
-        tokio::spawn(server::serve(
-            listener,
-            identity,
-            node,
-            std::future::pending(),
-            Duration::from_secs(1),
-        ));
-        readiness.mark(Condition::Serving, true);
+        Plugin::new(config, parts)
+            .serve(&socket, std::future::pending(), Duration::from_secs(1))
+            .expect("the CSI socket");
         let csi = NodeClient::new(client::connect(&socket).await.expect("a connection"));
         Self { dir, csi }
     }

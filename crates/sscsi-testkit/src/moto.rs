@@ -45,12 +45,20 @@ impl Drop for MotoServer {
 
 /// A proxy in front of moto that counts the AWS API calls passing through,
 /// by operation (`secretsmanager.GetSecretValue`, `AssumeRoleWithWebIdentity`,
-/// ...), so a test can prove how many backend calls a scenario made.
+/// ...), so a test can prove how many backend calls a scenario made. It can
+/// also answer the next calls of an operation with an AWS error instead of
+/// moto's answer ([`CountingProxy::fail_next`]), as AWS's JSON protocols
+/// send one: the status, `x-amzn-ErrorType` and a `__type` body.
 #[derive(Debug, Clone)]
 pub struct CountingProxy {
     url: String,
     counts: std::sync::Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
+    faults: Faults,
 }
+
+type Faults = std::sync::Arc<
+    Mutex<std::collections::BTreeMap<String, std::collections::VecDeque<(u16, String)>>>,
+>;
 
 impl CountingProxy {
     pub async fn start(upstream: String) -> Self {
@@ -62,14 +70,34 @@ impl CountingProxy {
 
         let counts: std::sync::Arc<Mutex<std::collections::BTreeMap<String, usize>>> =
             Default::default();
+        let faults: Faults = Default::default();
+        let pending = faults.clone();
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let seen = counts.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let (client, seen, upstream) = (client.clone(), seen.clone(), upstream.clone());
+                let pending = pending.clone();
                 async move {
-                    *seen.lock().expect("counts").entry(operation(&headers, &body)).or_default() +=
-                        1;
+                    let operation = operation(&headers, &body);
+                    *seen.lock().expect("counts").entry(operation.clone()).or_default() += 1;
+                    let fault = pending
+                        .lock()
+                        .expect("faults")
+                        .get_mut(&operation)
+                        .and_then(std::collections::VecDeque::pop_front);
+                    if let Some((status, error_type)) = fault {
+                        let body = serde_json::json!({
+                            "__type": error_type,
+                            "message": format!("injected {error_type}"),
+                        });
+                        return axum::http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .header("x-amzn-errortype", &error_type)
+                            .body(Body::from(body.to_string()))
+                            .expect("response");
+                    }
                     let target =
                         format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
                     let mut request = axum::http::Request::builder().method(method).uri(target);
@@ -98,7 +126,18 @@ impl CountingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, counts }
+        Self { url, counts, faults }
+    }
+
+    /// The next call of `operation` is answered with `status` and AWS error
+    /// code `error_type`; calls queue up in order.
+    pub fn fail_next(&self, operation: &str, status: u16, error_type: &str) {
+        self.faults
+            .lock()
+            .expect("faults")
+            .entry(operation.to_owned())
+            .or_default()
+            .push_back((status, error_type.to_owned()));
     }
 
     pub fn url(&self) -> String {

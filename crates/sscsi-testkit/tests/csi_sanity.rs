@@ -37,7 +37,7 @@ struct Sanity {
 
 impl Sanity {
     async fn start() -> Self {
-        let node = TestNode::start(ProviderRegistry::new(), &[], false).await;
+        let node = TestNode::start(ProviderRegistry::new(), &[], None).await;
         let channel = client::connect(node.socket()).await.unwrap();
         let target = node.dir.path().join("csi-target");
         let staging = node.dir.path().join("csi-staging");

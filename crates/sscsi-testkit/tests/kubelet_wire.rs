@@ -107,7 +107,7 @@ async fn the_csi_socket_answers_every_call_kubelet_and_the_sidecars_make_with_an
         provider: "local",
         parameters: "objects: |\n  - objectName: password\n",
     };
-    let node = TestNode::start(providers, &[class], false).await;
+    let node = TestNode::start(providers, &[class], None).await;
     let socket = node.socket();
     let minute = Duration::from_secs(60);
     for (i, authority) in authorities(CSI_SOCKET).into_iter().enumerate() {

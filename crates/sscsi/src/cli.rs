@@ -119,6 +119,10 @@ pub struct NodeArgs {
     #[cfg(feature = "gcp")]
     #[command(flatten, next_help_heading = "GCP provider")]
     pub gcp: GcpArgs,
+
+    #[cfg(feature = "aws")]
+    #[command(flatten, next_help_heading = "AWS provider")]
+    pub aws: AwsArgs,
 }
 
 /// The gcp provider's settings, under the official provider's environment names.
@@ -161,6 +165,64 @@ pub struct GcpArgs {
         default_value = "https://securetoken.googleapis.com/v1/identitybindingtoken"
     )]
     pub token_exchange_endpoint: String,
+    /// Secret Manager's endpoint (a private endpoint, a test server).
+    #[arg(
+        long = "gcp-secret-manager-endpoint",
+        env = "SSCSI_GCP_SECRET_MANAGER_ENDPOINT",
+        default_value = "https://secretmanager.googleapis.com",
+        hide_short_help = true
+    )]
+    pub secret_manager_endpoint: String,
+    /// The endpoint of regional secrets (`projects/*/locations/*/secrets/*`), instead of
+    /// `https://secretmanager.<location>.rep.googleapis.com`.
+    #[arg(
+        long = "gcp-regional-endpoint",
+        env = "SSCSI_GCP_REGIONAL_ENDPOINT",
+        hide_short_help = true
+    )]
+    pub regional_endpoint: Option<String>,
+    /// Parameter Manager's endpoint.
+    #[arg(
+        long = "gcp-parameter-manager-endpoint",
+        env = "SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT",
+        default_value = "https://parametermanager.googleapis.com",
+        hide_short_help = true
+    )]
+    pub parameter_manager_endpoint: String,
+    /// IAM Credentials' endpoint (service account impersonation).
+    #[arg(
+        long = "gcp-iam-endpoint",
+        env = "SSCSI_GCP_IAM_ENDPOINT",
+        default_value = "https://iamcredentials.googleapis.com",
+        hide_short_help = true
+    )]
+    pub iam_endpoint: String,
+    /// The metadata server's host[:port], as the Google libraries read it.
+    #[arg(
+        long = "gcp-metadata-host",
+        env = "GCE_METADATA_HOST",
+        default_value = "metadata.google.internal",
+        hide_short_help = true
+    )]
+    pub metadata_host: String,
+}
+
+/// The aws provider's endpoints beyond the SDK's standard `AWS_ENDPOINT_URL*`
+/// variables (which it honours as ASCP does).
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// Every AWS API at this URL, as `AWS_ENDPOINT_URL` (a VPC endpoint, a test server).
+    #[arg(long = "aws-endpoint-url", env = "SSCSI_AWS_ENDPOINT_URL", hide_short_help = true)]
+    pub endpoint_url: Option<String>,
+    /// The EKS Pod Identity agent's credentials URL, instead of the node's
+    /// `169.254.170.23` / `[fd00:ec2::23]`.
+    #[arg(
+        long = "aws-pod-identity-agent-url",
+        env = "SSCSI_AWS_POD_IDENTITY_AGENT_URL",
+        hide_short_help = true
+    )]
+    pub pod_identity_agent_url: Option<String>,
 }
 
 /// The azure provider's settings, with the official provider's meanings.
@@ -192,6 +254,38 @@ pub struct AzureArgs {
     /// certificate when unset.
     #[arg(long = "azure-sni-name", env = "SSCSI_AZURE_SNI_NAME")]
     pub sni_name: Option<String>,
+    /// The cluster CA the token proxy's certificate is checked against.
+    #[arg(
+        long = "azure-cluster-ca",
+        env = "SSCSI_AZURE_CLUSTER_CA",
+        default_value = sscsi_provider_azure::binding::DEFAULT_CA_FILE,
+        hide_short_help = true
+    )]
+    pub cluster_ca: PathBuf,
+    /// Host names answered with fixed addresses, `host=ip:port,...` (a test server
+    /// standing in for Key Vault and Entra ID).
+    #[arg(
+        long = "azure-resolve",
+        env = "SSCSI_AZURE_RESOLVE",
+        value_delimiter = ',',
+        value_parser = parse_resolve,
+        hide_short_help = true
+    )]
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// A PEM file of CAs to trust besides the system's.
+    #[arg(long = "azure-ca-file", env = "SSCSI_AZURE_CA_FILE", hide_short_help = true)]
+    pub ca_file: Option<PathBuf>,
+    /// A proxy for plain-HTTP requests: the node endpoints (IMDS, NMI).
+    #[arg(long = "azure-http-proxy", env = "SSCSI_AZURE_HTTP_PROXY", hide_short_help = true)]
+    pub http_proxy: Option<String>,
+}
+
+/// `host=ip:port`.
+#[cfg(feature = "azure")]
+fn parse_resolve(s: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (host, addr) = s.split_once('=').ok_or_else(|| format!("{s:?} is not host=ip:port"))?;
+    let addr = addr.parse().map_err(|_| format!("{addr:?} is not ip:port"))?;
+    Ok((host.to_owned(), addr))
 }
 
 /// The vault provider's defaults, with vault-csi-provider's flag names; a

@@ -11,10 +11,9 @@ use anyhow::{Context, bail};
 use prometheus_client::registry::Registry;
 use sscsi_core::{PodInfo, ProviderRegistry};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
-use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::NoObserver;
 use sscsi_node::spc::DirSpcSource;
-use sscsi_node::{Backoff, Condition, NodeConfig, NodeDeps, Readiness, client, server, services};
+use sscsi_node::{Backoff, NodeConfig, Parts, Plugin, client};
 use sscsi_proto::csi::v1::identity_client::IdentityClient;
 use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest};
@@ -83,28 +82,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         rotation_poll_interval: Some(Duration::ZERO),
         refresh_backoff: Backoff::default(),
     };
-    let readiness = Readiness::default();
-    let mut registry = Registry::default();
-    let (identity, node) = services(
-        config,
-        NodeDeps {
-            mounter: mounter.clone(),
-            spcs: Arc::new(DirSpcSource::new(&spc_dir)),
-            providers,
-            readiness: readiness.clone(),
-            metrics: NodeMetrics::new(&mut registry),
-            observer: Arc::new(NoObserver),
-        },
-    );
+    let parts = Parts {
+        mounter: mounter.clone(),
+        spcs: Arc::new(DirSpcSource::new(&spc_dir)),
+        providers,
+        observer: Arc::new(NoObserver),
+        readiness: Default::default(),
+        registry: Registry::default(),
+    };
     let socket = dir.join("csi/csi.sock");
-    let listener = server::bind_private(&socket)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async {
         let _ = stopped.await;
     };
-    let server =
-        tokio::spawn(server::serve(listener, identity, node, shutdown, Duration::from_secs(5)));
-    readiness.mark(Condition::Serving, true);
+    let plugin = Plugin::new(config, parts);
+    let server = plugin.serve(&socket, shutdown, Duration::from_secs(5))?;
 
     let channel = client::connect(&socket).await.context("connect to the CSI socket")?;
     let mut identity = IdentityClient::new(channel.clone());
@@ -147,7 +139,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("6. What Prometheus would scrape from /metrics (upstream's names and labels):");
     let mut metrics = String::new();
-    prometheus_client::encoding::text::encode(&mut metrics, &registry)?;
+    prometheus_client::encoding::text::encode(&mut metrics, &plugin.registry)?;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("node_") || l.starts_with("rotation_reconcile_total"))

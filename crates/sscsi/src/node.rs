@@ -12,15 +12,17 @@ use sscsi_core::ProviderRegistry;
 use sscsi_kube::{Client, KubeObserver, SpcCache, SyncPolicy};
 use sscsi_mount::{FakeMounter, Mounter, TmpfsMounter};
 use sscsi_node::http::{self, HttpState};
-use sscsi_node::metrics::NodeMetrics;
 use sscsi_node::observer::{NoObserver, VolumeObserver};
 use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::{DirSpcSource, SpcSource};
-use sscsi_node::{Backoff, Condition, Endpoint, NodeConfig, NodeDeps, Readiness, server, services};
+use sscsi_node::{Backoff, Endpoint, NodeConfig, Parts, Plugin, Readiness};
+use sscsi_provider_kit::BackendStats;
 use sscsi_provider_local::LocalProvider;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "aws")]
+use crate::cli::AwsArgs;
 #[cfg(feature = "azure")]
 use crate::cli::AzureArgs;
 #[cfg(feature = "gcp")]
@@ -58,6 +60,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         azure,
         #[cfg(feature = "gcp")]
         gcp,
+        #[cfg(feature = "aws")]
+        aws,
     } = args;
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
     let node_id = match nodeid {
@@ -89,6 +93,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
+    // Throttled answers and retries of the providers that retry themselves.
+    let backend_stats = BackendStats::default();
+    backend_stats.register(&mut registry);
     let sync = match enable_secret_sync {
         true => SyncPolicy::Enabled {
             allowed_namespaces: sync_allowed_namespaces.map(|names| names.into_iter().collect()),
@@ -103,15 +110,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
     let mut providers = providers;
-    match &cluster.client {
-        Some(client) if enabled.has("aws") => {
-            register_cloud_providers(&mut providers, client, &config.node_id).await;
-        }
-        _ => {}
+    // AWS needs the cluster: the role is a service-account annotation.
+    #[cfg(feature = "aws")]
+    if let Some(client) = cluster.client.as_ref().filter(|_| enabled.has("aws")) {
+        register_aws(&mut providers, client, &config.node_id, aws, &backend_stats).await;
     }
     #[cfg(feature = "vault")]
     if enabled.has("vault") {
-        register_vault(&mut providers, cluster.client.as_ref(), vault);
+        register_vault(&mut providers, cluster.client.as_ref(), vault, &backend_stats);
     }
     #[cfg(feature = "azure")]
     if enabled.has("azure") {
@@ -121,18 +127,18 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if enabled.has("gcp") {
         register_gcp(&mut providers, cluster.client.as_ref(), gcp);
     }
-    let deps = NodeDeps {
+    let parts = Parts {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
         providers,
-        readiness: readiness.clone(),
-        metrics: NodeMetrics::new(&mut registry),
         observer: cluster.observer,
+        readiness: readiness.clone(),
+        registry,
     };
     let node_id = config.node_id.clone();
-    let (identity, node) = services(config, deps);
+    let plugin = Plugin::new(config, parts);
     if let Some(client) = cluster.client {
-        sscsi_kube::watch_refresh_requests(client, &node_id, node.refresher(), shutdown.clone());
+        sscsi_kube::watch_refresh_requests(client, &node_id, plugin.refresher(), shutdown.clone());
     }
 
     // Handlers first: a SIGTERM right after the socket appears must still be graceful.
@@ -140,7 +146,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let state = Arc::new(HttpState {
         readiness: readiness.clone(),
-        registry,
+        registry: plugin.registry.clone(),
         csi_socket: endpoint.path.clone(),
     });
     for (addr, router) in http_listeners(health_addr, metrics_addr, state) {
@@ -152,13 +158,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         tasks
             .spawn(async move { http::serve(listener, router, stop).await.context("HTTP server") });
     }
-    let listener = server::bind_private(&endpoint.path)
+    let server = plugin
+        .serve(&endpoint.path, shutdown.clone().cancelled_owned(), SHUTDOWN_GRACE)
         .with_context(|| format!("listen on {}", endpoint.path.display()))?;
-    readiness.mark(Condition::Serving, true);
-    let stop = shutdown.clone().cancelled_owned();
-    tasks.spawn(async move {
-        server::serve(listener, identity, node, stop, SHUTDOWN_GRACE).await.context("CSI server")
-    });
+    tasks.spawn(async move { server.await?.context("CSI server") });
     if let Some(config) = registration {
         let (readiness, stop) = (readiness.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -222,7 +225,12 @@ fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
 /// The vault provider needs no cluster: without one it cannot request pod
 /// tokens, and its version key lasts as long as the process.
 #[cfg(feature = "vault")]
-fn register_vault(providers: &mut ProviderRegistry, client: Option<&Client>, args: VaultArgs) {
+fn register_vault(
+    providers: &mut ProviderRegistry,
+    client: Option<&Client>,
+    args: VaultArgs,
+    stats: &BackendStats,
+) {
     use sscsi_provider_vault::VaultProvider;
     use sscsi_provider_vault::params::{TlsSettings, VaultDefaults};
     use sscsi_provider_vault::version::KeySource;
@@ -245,12 +253,12 @@ fn register_vault(providers: &mut ProviderRegistry, client: Option<&Client>, arg
         }
         _ => KeySource::Process,
     };
-    providers.register(Arc::new(VaultProvider::new(defaults, client.cloned(), key)));
+    let provider = VaultProvider::new(defaults, client.cloned(), key).with_stats(stats);
+    providers.register(Arc::new(provider));
 }
 
 /// The azure provider needs no cluster: without one, workload identity
-/// needs `clientID` in the class. `SSCSI_AZURE_RESOLVE` (`host=ip:port,...`),
-/// `SSCSI_AZURE_CA_FILE` and `SSCSI_AZURE_HTTP_PROXY` point it at test servers.
+/// needs `clientID` in the class.
 #[cfg(feature = "azure")]
 fn register_azure(
     providers: &mut ProviderRegistry,
@@ -258,24 +266,16 @@ fn register_azure(
     args: AzureArgs,
 ) -> anyhow::Result<()> {
     use sscsi_provider_azure::{AzureOptions, AzureProvider};
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let mut resolve = Vec::new();
-    for pair in env("SSCSI_AZURE_RESOLVE").unwrap_or_default().split(',').filter(|p| !p.is_empty())
-    {
-        let (host, addr) = pair.split_once('=').context("SSCSI_AZURE_RESOLVE: host=ip:port")?;
-        resolve.push((host.to_owned(), addr.parse().context("SSCSI_AZURE_RESOLVE: ip:port")?));
-    }
     let options = AzureOptions {
         default_cloud: args.cloud_name,
         allow_node_identity: args.allow_node_identity,
         separate_cert_and_key: args.separate_cert_and_key,
-        extra_ca: env("SSCSI_AZURE_CA_FILE").map(PathBuf::from),
-        resolve,
-        http_proxy: env("SSCSI_AZURE_HTTP_PROXY"),
+        extra_ca: args.ca_file,
+        resolve: args.resolve,
+        http_proxy: args.http_proxy.filter(|p| !p.is_empty()),
         token_proxy_url: args.token_proxy_url,
         sni_name: args.sni_name.filter(|n| !n.is_empty()),
-        cluster_ca: env("SSCSI_AZURE_CLUSTER_CA")
-            .map_or_else(|| sscsi_provider_azure::binding::DEFAULT_CA_FILE.into(), PathBuf::from),
+        cluster_ca: args.cluster_ca,
     };
     let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
     providers.register(Arc::new(provider));
@@ -283,27 +283,19 @@ fn register_azure(
 }
 
 /// The gcp provider needs the cluster for service-account annotations and
-/// TokenRequest. `GCE_METADATA_HOST` moves the metadata server, and
-/// `SSCSI_GCP_SECRET_MANAGER_ENDPOINT`, `SSCSI_GCP_REGIONAL_ENDPOINT`,
-/// `SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT` and `SSCSI_GCP_IAM_ENDPOINT` point
-/// the APIs at test servers.
+/// TokenRequest.
 #[cfg(feature = "gcp")]
 fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args: GcpArgs) {
     use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
     use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let defaults = GcpEndpoints::default();
     let endpoints = GcpEndpoints {
-        secret_manager: env("SSCSI_GCP_SECRET_MANAGER_ENDPOINT").unwrap_or(defaults.secret_manager),
-        regional: env("SSCSI_GCP_REGIONAL_ENDPOINT"),
-        parameter_manager: env("SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT")
-            .unwrap_or(defaults.parameter_manager),
+        secret_manager: args.secret_manager_endpoint,
+        regional: args.regional_endpoint.filter(|e| !e.is_empty()),
+        parameter_manager: args.parameter_manager_endpoint,
         auth: AuthEndpoints {
-            metadata: env("GCE_METADATA_HOST")
-                .map(|host| format!("http://{host}"))
-                .unwrap_or(defaults.auth.metadata),
+            metadata: format!("http://{}", args.metadata_host),
             token_exchange: args.token_exchange_endpoint,
-            iam: env("SSCSI_GCP_IAM_ENDPOINT").unwrap_or(defaults.auth.iam),
+            iam: args.iam_endpoint,
         },
     };
     let options = GcpOptions {
@@ -321,26 +313,30 @@ fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args:
     providers.register(Arc::new(GcpProvider::new(options, client.cloned())));
 }
 
-async fn register_cloud_providers(
+#[cfg(feature = "aws")]
+async fn register_aws(
     providers: &mut ProviderRegistry,
     client: &Client,
     node_id: &str,
+    args: AwsArgs,
+    stats: &BackendStats,
 ) {
-    #[cfg(feature = "aws")]
-    {
-        use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let roles = Arc::new(KubeRoles::new(client.clone()));
-        let endpoints = AwsEndpoints::from_env(|name| std::env::var(name).ok());
-        // A class without `region` uses AWS_REGION, else this node's region label.
-        let region = match env("AWS_REGION") {
-            Some(region) => Some(region),
-            None => sscsi_kube::node_region(client, node_id).await,
-        };
-        providers.register(Arc::new(AwsProvider::new(roles, endpoints, region)));
-    }
-    #[cfg(not(feature = "aws"))]
-    let _ = (providers, client, node_id);
+    use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let roles = Arc::new(KubeRoles::new(client.clone()));
+    // The SDK's standard variables, with our two options in their places.
+    let endpoints = AwsEndpoints::from_env(|name| match name {
+        "SSCSI_AWS_ENDPOINT_URL" => args.endpoint_url.clone(),
+        "SSCSI_AWS_POD_IDENTITY_AGENT_URL" => args.pod_identity_agent_url.clone(),
+        _ => std::env::var(name).ok(),
+    });
+    // A class without `region` uses AWS_REGION, else this node's region label.
+    let region = match env("AWS_REGION") {
+        Some(region) => Some(region),
+        None => sscsi_kube::node_region(client, node_id).await,
+    };
+    let provider = AwsProvider::new(roles, endpoints, region).with_stats(stats);
+    providers.register(Arc::new(provider));
 }
 
 /// The cloud providers compiled into this binary.

@@ -76,6 +76,8 @@ pub struct BurstResult {
 #[derive(Debug, Serialize)]
 pub struct Rotation {
     pub backend: String,
+    /// `--rotation-poll-interval`, in seconds.
+    pub interval_seconds: u64,
     pub volumes: usize,
     pub secrets: usize,
     pub changed_secrets: usize,
@@ -253,12 +255,13 @@ pub fn markdown(r: &Results) -> String {
     for p in &r.rotation {
         let _ = writeln!(
             md,
-            "**{}**: {} mounted volumes, all due (`--rotation-poll-interval=0`), {} of {} \
-             secrets changed ({} volumes affected), every volume republished 16 at a time as \
-             kubelet does: the pass took {} s, and {} s after the change every affected file \
-             held the new bytes. RSS with the volumes mounted: {} MiB.\n",
+            "**{}**: {} mounted volumes, all due (`--rotation-poll-interval={}s`, and that long \
+             since the last mount), {} of {} secrets changed ({} volumes affected), every volume \
+             republished 16 at a time as kubelet does: the pass took {} s, and {} s after the \
+             change every affected file held the new bytes. RSS with the volumes mounted: {} MiB.\n",
             p.backend,
             p.volumes,
+            p.interval_seconds,
             p.changed_secrets,
             p.secrets,
             p.affected_volumes,
@@ -276,10 +279,11 @@ pub fn markdown(r: &Results) -> String {
         "Upstream: ASCP makes credentials again per mount and asks `DescribeSecret` per object, \
          reading only changed values; vault-csi-provider re-reads every path with the pod's \
          cached token. Both skip rewriting unchanged files (the atomic writer's no-op check). \
-         sscsi's refreshes of one identity share each `DescribeSecret` and read for a second \
-         (the coalescing window), so a pass costs about one call per secret per second of the \
-         pass. In a cluster the time to new bytes also includes kubelet's republish period \
-         and `--rotation-poll-interval`; this is the node's part.\n"
+         sscsi's refreshes of one identity share each `DescribeSecret` and read for one rotation \
+         interval, so a pass costs one check per (identity, secret) and one read per changed \
+         secret and identity, however many volumes hold them. In a cluster the time to new \
+         bytes also includes kubelet's republish period and `--rotation-poll-interval`; this is \
+         the node's part.\n"
     );
 
     let _ = writeln!(md, "## 4. Footprint\n");

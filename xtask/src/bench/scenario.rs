@@ -32,6 +32,9 @@ pub struct Plan {
     pub rotation_volumes: usize,
     /// The share of secrets changed before a rotation pass.
     pub rotation_changed: f64,
+    /// `--rotation-poll-interval` of the rotation pass: longer than the
+    /// pass, so every volume is due once during it.
+    pub rotation_interval: Duration,
     pub startup_runs: usize,
 }
 
@@ -46,6 +49,7 @@ impl Plan {
             burst_volumes: 200,
             rotation_volumes: if quick { 200 } else { 1000 },
             rotation_changed: 0.01,
+            rotation_interval: Duration::from_secs(if quick { 3 } else { 10 }),
             startup_runs: if quick { 3 } else { 5 },
         }
     }
@@ -385,11 +389,8 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
         let world = World::start(kind).await?;
         let population =
             world.population("rot", plan.service_accounts, plan.secrets_per_account, pods).await?;
-        let mut node = world.node(
-            binary,
-            true,
-            &["--enable-secret-rotation", "--rotation-poll-interval=0"],
-        )?;
+        let interval = format!("--rotation-poll-interval={}s", plan.rotation_interval.as_secs());
+        let mut node = world.node(binary, true, &["--enable-secret-rotation", &interval])?;
         node.ready().await?;
         let csi = node.csi().await?;
         futures::stream::iter(&population.volumes)
@@ -414,9 +415,9 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
             .iter()
             .map(|v| v.publish_request(&world.backend, &world.api))
             .collect();
-        // Rotation comes minutes after mounting: no read of the mounts is
-        // still answering identical reads.
-        tokio::time::sleep(coalesce_window(kind)).await;
+        // One interval after the last mount every volume is due, and no
+        // answer of the mounts is young enough to serve a refresh.
+        tokio::time::sleep(plan.rotation_interval + Duration::from_millis(100)).await;
         for name in &changed {
             world.backend.put(name, &value(name, 2)).await?;
         }
@@ -454,6 +455,7 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
     let upstream = kind.upstream_rotation_calls(volumes, plan.secrets_per_account, affected_count);
     Ok(Rotation {
         backend: kind.name().into(),
+        interval_seconds: plan.rotation_interval.as_secs(),
         volumes,
         secrets,
         changed_secrets: changed_count,

@@ -1,0 +1,191 @@
+//! The fetch engine: given a SecretProviderClass, an identity and the
+//! versions already held, it returns the files and versions that identity
+//! sees now. It knows nothing of CSI, mounts or Kubernetes objects other
+//! than the class, so the node's publish (and later a sync without a pod, a
+//! render, a provider server) fetch the same way.
+//!
+//! What it owns:
+//! - picking the provider by `spec.provider`;
+//! - the provider's request: the class's parameters merged with the
+//!   volume attributes (attributes win, as upstream), tokens,
+//!   nodePublishSecretRef data, the default mode (upstream's 0644);
+//! - how old a shared backend answer a fetch takes ([`Purpose`]): what
+//!   makes a rotation pass check each (identity, object) once per interval
+//!   however many volumes hold it, while a first mount or a forced refresh
+//!   sees the backend as it is now;
+//! - the mounted bytes, read only for a provider that uses them.
+//!
+//! Coalescing and credential reuse themselves live in the providers, keyed
+//! by identity, with the helpers of sscsi-provider-kit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sscsi_api::SecretProviderClass;
+use sscsi_core::{
+    BURST_WINDOW, DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, Provider, ProviderError,
+    ProviderRegistry, SecretBytes, SecretFile, ServiceAccountToken, UnknownProvider,
+};
+
+/// Who asks: the pod's identity as kubelet passed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub pod: &'a PodInfo,
+    /// Service-account tokens by audience.
+    pub tokens: &'a BTreeMap<String, ServiceAccountToken>,
+    /// The nodePublishSecretRef Secret's data.
+    pub secrets: &'a BTreeMap<String, SecretBytes>,
+}
+
+/// Why a fetch is made; it decides how old a shared answer it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Nothing is held yet: answers of the last second (a burst of pods).
+    FirstMount,
+    /// A periodic refresh of held content: answers as old as the rotation
+    /// interval, so every (identity, object) is checked once per interval.
+    /// With a zero interval every republish asks the backend.
+    Rotation,
+    /// Asked for (`secrets-store.csi.k8s.io/refresh`): the backend now,
+    /// sharing only a read already in flight.
+    Forced,
+}
+
+/// The files a volume holds now, read only when the provider uses them.
+#[async_trait]
+pub trait MountedFiles: Send + Sync {
+    /// By path; empty when they cannot be read (the provider then reads
+    /// every object, as on a first mount).
+    async fn read(&self) -> BTreeMap<String, SecretBytes>;
+}
+
+/// One fetch.
+#[derive(Clone, Copy)]
+pub struct Fetch<'a> {
+    pub class: &'a SecretProviderClass,
+    /// The volume attributes kubelet passed (volume context).
+    pub attributes: &'a BTreeMap<String, String>,
+    pub identity: Identity<'a>,
+    /// Versions of the objects held now; empty on a first mount.
+    pub held: &'a [ObjectVersion],
+    pub mounted: Option<&'a dyn MountedFiles>,
+    pub purpose: Purpose,
+}
+
+impl std::fmt::Debug for Fetch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetch")
+            .field("class", &self.class.qualified_name())
+            .field("pod", &self.identity.pod)
+            .field("held", &self.held)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a fetch returns.
+#[derive(Debug)]
+pub struct Fetched {
+    pub files: Vec<SecretFile>,
+    /// Sorted, so two fetches of the same content compare equal.
+    pub versions: Vec<ObjectVersion>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("SecretProviderClass {spc}: {source}")]
+    UnknownProvider { spc: String, source: UnknownProvider },
+    #[error("provider {provider:?}: {source}")]
+    Provider { provider: String, source: ProviderError },
+}
+
+/// The outcome of one provider call, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub ok: bool,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    providers: ProviderRegistry,
+    rotation_interval: Duration,
+}
+
+impl Engine {
+    /// `rotation_interval`: how often held content is refreshed (zero with
+    /// rotation off or every republish).
+    pub fn new(providers: ProviderRegistry, rotation_interval: Duration) -> Self {
+        Self { providers, rotation_interval }
+    }
+
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
+    }
+
+    /// The provider a class names, if this process has it.
+    pub fn provider(&self, class: &SecretProviderClass) -> Result<Arc<dyn Provider>, FetchError> {
+        self.providers
+            .get(&class.spec.provider)
+            .map_err(|source| FetchError::UnknownProvider { spc: class.qualified_name(), source })
+    }
+
+    /// Fetches what `fetch.identity` sees of `fetch.class` now. The call's
+    /// outcome is returned beside the result even when it failed, for metrics.
+    pub async fn fetch(&self, fetch: Fetch<'_>) -> (Result<Fetched, FetchError>, Option<Call>) {
+        let provider = match self.provider(fetch.class) {
+            Ok(provider) => provider,
+            Err(e) => return (Err(e), None),
+        };
+        let current_files = match fetch.mounted {
+            Some(mounted) if provider.reads_mounted_files() && !fetch.held.is_empty() => {
+                mounted.read().await
+            }
+            _ => BTreeMap::new(),
+        };
+        let request = self.request(&fetch, current_files);
+        let started = Instant::now();
+        let response = provider.mount(&request).await;
+        let call = Call { ok: response.is_ok(), elapsed: started.elapsed() };
+        let result = response
+            .map(|response| {
+                let mut versions = response.versions;
+                versions.sort();
+                Fetched { files: response.files, versions }
+            })
+            .map_err(|source| FetchError::Provider {
+                provider: fetch.class.spec.provider.clone(),
+                source,
+            });
+        (result, Some(call))
+    }
+
+    fn request(
+        &self,
+        fetch: &Fetch<'_>,
+        current_files: BTreeMap<String, SecretBytes>,
+    ) -> MountRequest {
+        let mut parameters = fetch.class.parameters().clone();
+        parameters.extend(fetch.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let reuse = match fetch.purpose {
+            Purpose::FirstMount => BURST_WINDOW,
+            Purpose::Rotation => self.rotation_interval,
+            Purpose::Forced => Duration::ZERO,
+        };
+        MountRequest {
+            parameters,
+            tokens: fetch.identity.tokens.clone(),
+            secrets: fetch.identity.secrets.clone(),
+            pod: fetch.identity.pod.clone(),
+            default_file_mode: DEFAULT_FILE_MODE,
+            current_versions: fetch.held.to_vec(),
+            current_files,
+            reuse,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+use std::sync::Mutex;
+
+use sscsi_core::{MountResponse, ProviderFailure};
+
+use super::*;
+
+/// A provider that answers from what it was asked, and keeps the request:
+/// the engine's own contract is what it passes on.
+#[derive(Debug, Default)]
+struct Echo {
+    reads_files: bool,
+    asked: Mutex<Vec<MountRequest>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl ProviderFailure for Refused {
+    fn code(&self) -> sscsi_core::ErrorCode {
+        sscsi_core::ErrorCode::PermissionDenied
+    }
+}
+
+#[async_trait]
+impl Provider for Echo {
+    fn name(&self) -> &str {
+        if self.reads_files { "files" } else { "echo" }
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
+        self.asked.lock().unwrap().push(request.clone());
+        if request.parameters.contains_key("refuse") {
+            return Err(Refused.into());
+        }
+        let versions = ["b", "a"]
+            .into_iter()
+            .map(|id| ObjectVersion { id: id.into(), version: "1".into() })
+            .collect();
+        let files = vec![SecretFile {
+            path: "a".into(),
+            mode: request.default_file_mode,
+            contents: "x".into(),
+        }];
+        Ok(MountResponse { files, versions })
+    }
+
+    fn reads_mounted_files(&self) -> bool {
+        self.reads_files
+    }
+}
+
+struct Mounted;
+
+#[async_trait]
+impl MountedFiles for Mounted {
+    async fn read(&self) -> BTreeMap<String, SecretBytes> {
+        BTreeMap::from([("a".to_owned(), SecretBytes::from("held"))])
+    }
+}
+
+fn class(provider: &str, parameters: serde_json::Value) -> SecretProviderClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": {"provider": provider, "parameters": parameters},
+    }))
+    .unwrap()
+}
+
+fn engine() -> (Engine, Arc<Echo>, Arc<Echo>) {
+    let (echo, files) =
+        (Arc::new(Echo::default()), Arc::new(Echo { reads_files: true, ..Default::default() }));
+    let mut providers = ProviderRegistry::new();
+    providers.register(echo.clone());
+    providers.register(files.clone());
+    (Engine::new(providers, Duration::from_secs(120)), echo, files)
+}
+
+#[tokio::test]
+async fn the_request_merges_attributes_over_parameters_and_says_how_fresh() {
+    let (engine, echo, _) = engine();
+    let class = class("echo", serde_json::json!({"objects": "from-class", "region": "a"}));
+    let attributes = BTreeMap::from([("region".to_owned(), "b".to_owned())]);
+    let pod = PodInfo { name: "web-0".into(), namespace: "shop".into(), ..Default::default() };
+    let (tokens, secrets) = (BTreeMap::new(), BTreeMap::new());
+    let held = [ObjectVersion { id: "a".into(), version: "0".into() }];
+    for (purpose, held, reuse) in [
+        (Purpose::FirstMount, &held[..0], BURST_WINDOW),
+        (Purpose::Rotation, &held[..], Duration::from_secs(120)),
+        (Purpose::Forced, &held[..], Duration::ZERO),
+    ] {
+        let fetch = Fetch {
+            class: &class,
+            attributes: &attributes,
+            identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
+            held,
+            mounted: Some(&Mounted),
+            purpose,
+        };
+        let fetched = engine.fetch(fetch).await.0.unwrap();
+        let ids: Vec<&str> = fetched.versions.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "versions come back sorted");
+        let asked = echo.asked.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.parameters["region"], "b");
+        assert_eq!(asked.parameters["objects"], "from-class");
+        assert_eq!(asked.reuse, reuse, "{purpose:?}");
+        assert_eq!(asked.current_versions, held);
+        assert_eq!(asked.default_file_mode, 0o644);
+        assert!(asked.current_files.is_empty(), "a provider that reads none gets none");
+    }
+}
+
+#[tokio::test]
+async fn mounted_files_only_for_a_provider_that_reads_them_on_a_refresh() {
+    let (engine, _, files) = engine();
+    let class = class("files", serde_json::json!({}));
+    let (attributes, tokens, secrets) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let pod = PodInfo::default();
+    let held = [ObjectVersion { id: "a".into(), version: "1".into() }];
+    for (held, want) in [(&held[..0], 0), (&held[..], 1)] {
+        let fetch = Fetch {
+            class: &class,
+            attributes: &attributes,
+            identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
+            held,
+            mounted: Some(&Mounted),
+            purpose: Purpose::Rotation,
+        };
+        engine.fetch(fetch).await.0.unwrap();
+        let asked = files.asked.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.current_files.len(), want);
+    }
+}
+
+#[tokio::test]
+async fn unknown_providers_and_failures_name_the_class_and_provider() {
+    let (engine, _, _) = engine();
+    let (attributes, tokens, secrets) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let pod = PodInfo::default();
+    let fetch = |class| Fetch {
+        class,
+        attributes: &attributes,
+        identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
+        held: &[],
+        mounted: None,
+        purpose: Purpose::FirstMount,
+    };
+    let missing = class("gcp", serde_json::json!({}));
+    let (result, call) = engine.fetch(fetch(&missing)).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        r#"SecretProviderClass shop/app: provider "gcp" is not available in this sscsi; available: echo, files"#
+    );
+    assert!(call.is_none(), "no provider was called");
+    let refused = class("echo", serde_json::json!({"refuse": "yes"}));
+    let (result, call) = engine.fetch(fetch(&refused)).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.to_string(), r#"provider "echo": refused"#);
+    assert!(
+        matches!(&err, FetchError::Provider { source, .. } if source.code() == sscsi_core::ErrorCode::PermissionDenied)
+    );
+    assert!(!call.unwrap().ok);
+}

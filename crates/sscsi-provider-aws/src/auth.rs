@@ -4,15 +4,13 @@
 //! (role, namespace, service account) until 5 minutes before they expire,
 //! instead of one STS call per mount per region as ASCP makes.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
-use sscsi_provider_kit::ServiceAccountAnnotations;
+use sscsi_provider_kit::{IdentityCache, RefreshRule, ServiceAccountAnnotations};
 
 pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
@@ -92,55 +90,37 @@ impl RoleLookup for KubeRoles {
     }
 }
 
-/// Exchanged credentials, by (role, namespace, service account, region).
-#[derive(Debug, Default)]
-pub struct CredentialCache {
-    /// (role or "pod-identity", namespace, service account, region) -> credentials.
-    entries: Mutex<HashMap<CacheKey, Credentials>>,
-    /// One exchange at a time per identity: concurrent mounts wait for it.
-    flights: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+/// Exchanged credentials, by (role, namespace, service account, region),
+/// one exchange at a time per identity.
+#[derive(Debug)]
+pub struct CredentialCache(IdentityCache<Credentials>);
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        Self(IdentityCache::new(RefreshRule::BeforeExpiry(REFRESH_BEFORE_EXPIRY)))
+    }
 }
 
-type CacheKey = (String, String, String, String);
-
 impl CredentialCache {
-    fn flight(&self, key: &CacheKey) -> Arc<tokio::sync::Mutex<()>> {
-        self.flights.lock().expect("flight lock").entry(key.clone()).or_default().clone()
-    }
-
-    /// The credentials for `key`: cached while fresh, else made by
-    /// `exchange`, one exchange at a time per identity so concurrent mounts
-    /// wait for it instead of making their own.
+    /// The credentials for `key`: cached while fresh, else made by `exchange`.
     async fn get_or_exchange<E, F>(
         &self,
-        key: CacheKey,
+        key: [&str; 4],
         exchange: impl FnOnce() -> F,
     ) -> Result<Credentials, E>
     where
         F: std::future::Future<Output = Result<Credentials, E>>,
     {
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let flight = self.flight(&key);
-        let _turn = flight.lock().await;
-        // Another mount may have made the exchange while this one waited.
-        if let Some(creds) = self.fresh(&key) {
-            return Ok(creds);
-        }
-        let creds = exchange().await?;
-        self.entries.lock().expect("credential cache lock").insert(key, creds.clone());
-        Ok(creds)
-    }
-
-    /// Cached credentials that are good for more than 5 minutes.
-    fn fresh(&self, key: &CacheKey) -> Option<Credentials> {
-        let entries = self.entries.lock().expect("credential cache lock");
-        let creds = entries.get(key)?;
-        creds
-            .expiry()
-            .is_some_and(|exp| exp > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
-            .then(|| creds.clone())
+        let key = key.join("\n");
+        let exchange = || async {
+            let creds = exchange().await?;
+            // Credentials without an expiry are not reused.
+            let lifetime = creds.expiry().map_or(Duration::ZERO, |exp| {
+                exp.duration_since(SystemTime::now()).unwrap_or_default()
+            });
+            Ok((creds, Some(lifetime)))
+        };
+        self.0.get(&key, |_| false, exchange).await.map(|(creds, _)| creds)
     }
 
     /// The pod's credentials in `region`, from the cache or from STS (its
@@ -161,7 +141,7 @@ impl CredentialCache {
             .role_arn(namespace, sa)
             .await?
             .ok_or_else(|| AuthError::NoRole { namespace: namespace.clone(), name: sa.clone() })?;
-        let key = (role.clone(), namespace.clone(), sa.clone(), region.to_owned());
+        let key = [role.as_str(), namespace.as_str(), sa.as_str(), region];
         self.get_or_exchange(key, || async {
             let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
             let response = sts()
@@ -252,7 +232,7 @@ impl CredentialCache {
             .get(POD_IDENTITY_AUDIENCE)
             .ok_or(PodIdentityError::NoToken(POD_IDENTITY_AUDIENCE))?;
         let (namespace, sa) = (&request.pod.namespace, &request.pod.service_account);
-        let key = ("pod-identity".to_owned(), namespace.clone(), sa.clone(), String::new());
+        let key = ["pod-identity", namespace.as_str(), sa.as_str(), ""];
         self.get_or_exchange(key, || async {
             let mut failures = Vec::new();
             for endpoint in endpoints {

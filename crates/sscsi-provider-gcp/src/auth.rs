@@ -12,14 +12,14 @@
 //! - key.json: a credentials file from nodePublishSecretRef, through
 //!   google-cloud-auth.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sscsi_core::{MountRequest, SecretBytes};
-use sscsi_provider_kit::{ServiceAccountAnnotations, request_pod_token};
+use sscsi_provider_kit::{
+    IdentityCache, RefreshRule, ServiceAccountAnnotations, request_pod_token,
+};
 
 pub const GSA_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
 pub const DELEGATES_ANNOTATION: &str = "iam.gke.io/gcp-service-account-delegates";
@@ -78,12 +78,6 @@ pub struct Federation {
     pub audience: String,
 }
 
-#[derive(Clone)]
-struct Held {
-    token: SecretBytes,
-    until: Instant,
-}
-
 /// An access token for a mount and the key of its identity.
 #[derive(Clone)]
 pub struct Access {
@@ -104,7 +98,7 @@ pub struct Auth {
     kube: Option<kube::Client>,
     federation: tokio::sync::OnceCell<Federation>,
     annotations: ServiceAccountAnnotations,
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>,
+    tokens: IdentityCache<SecretBytes>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -133,7 +127,7 @@ impl Auth {
             kube,
             federation: tokio::sync::OnceCell::new(),
             annotations: ServiceAccountAnnotations::default(),
-            slots: Mutex::default(),
+            tokens: IdentityCache::new(RefreshRule::BeforeExpiry(MARGIN)),
         }
     }
 
@@ -143,17 +137,17 @@ impl Auth {
     where
         F: std::future::Future<Output = Result<(SecretBytes, Duration), AuthError>>,
     {
-        let slot = self.slots.lock().expect("slots lock").entry(key.clone()).or_default().clone();
-        let mut held = slot.lock().await;
-        if let Some(h) = held.as_ref().filter(|h| Instant::now() < h.until) {
-            return Ok(Access { key, token: h.token.clone() });
-        }
-        tracing::debug!(identity = %key, "obtaining a Google access token");
-        let (token, lifetime) = obtain.await?;
-        *held = Some(Held {
-            token: token.clone(),
-            until: Instant::now() + lifetime.saturating_sub(MARGIN),
-        });
+        let (token, _) = self
+            .tokens
+            .get(
+                &key,
+                |_| false,
+                || async {
+                    tracing::debug!(identity = %key, "obtaining a Google access token");
+                    obtain.await.map(|(token, lifetime)| (token, Some(lifetime)))
+                },
+            )
+            .await?;
         Ok(Access { key, token })
     }
 

@@ -1,5 +1,6 @@
 //! What every provider needs, written once: identity-scoped coalescing of
-//! reads, one reading of a backend's HTTP failures (which gRPC code, retry
+//! reads, credentials per identity (one exchange at a time, the refresh rule
+//! a parameter), one reading of a backend's HTTP failures (which gRPC code, retry
 //! or not), retries with backoff that count throttling, service-account
 //! annotations read at most once a minute per account (AWS's role ARN,
 //! Azure's client id, GCP's service account and delegates), and a
@@ -7,6 +8,7 @@
 
 pub mod annotations;
 pub mod coalesce;
+pub mod identity;
 pub mod retry;
 pub mod stats;
 pub mod status;
@@ -14,6 +16,7 @@ pub mod token_request;
 
 pub use annotations::ServiceAccountAnnotations;
 pub use coalesce::Coalescer;
+pub use identity::{IdentityCache, RefreshRule};
 pub use retry::{Classified, RetryPolicy, retry};
 pub use stats::{BackendStats, CallStats};
 pub use status::Failure;

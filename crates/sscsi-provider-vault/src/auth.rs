@@ -4,12 +4,10 @@
 //! valid, shared by every mount and rotation of that identity. Upstream keeps
 //! one token per pod and SecretProviderClass.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sscsi_core::{MountRequest, SecretBytes};
-use sscsi_provider_kit::request_pod_token;
+use sscsi_provider_kit::{IdentityCache, RefreshRule, request_pod_token};
 
 use crate::client::{Call, ClientError, VaultHttp};
 use crate::json::{GoJson, VaultResponse, go_json};
@@ -34,18 +32,14 @@ pub enum AuthError {
     NoToken { audience: String },
 }
 
-/// A Vault token and when to stop using it.
-struct Held {
-    token: SecretBytes,
-    /// Re-login from this instant on; `None` for a token that does not expire.
-    renew_at: Option<Instant>,
-}
+/// Vault tokens by identity, each obtained by one login at a time and
+/// renewed once two thirds of its life are over.
+pub struct Tokens(IdentityCache<SecretBytes>);
 
-/// Vault tokens by identity, each obtained by one login at a time.
-#[derive(Default)]
-pub struct Tokens {
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Held>>>>>,
-    logins: std::sync::atomic::AtomicU64,
+impl Default for Tokens {
+    fn default() -> Self {
+        Self(IdentityCache::new(RefreshRule::AfterShare(2.0 / 3.0)))
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -73,7 +67,7 @@ pub fn identity(params: &VaultParams, request: &MountRequest) -> String {
 impl Tokens {
     /// Logins made so far.
     pub fn logins(&self) -> u64 {
-        self.logins.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.exchanges()
     }
 
     /// The identity's Vault token, logging in when there is none, it is
@@ -85,23 +79,13 @@ impl Tokens {
         failed: Option<&SecretBytes>,
         login: &Login<'_>,
     ) -> Result<(SecretBytes, bool), AuthError> {
-        let slot =
-            self.slots.lock().expect("tokens lock").entry(key.to_owned()).or_default().clone();
-        let mut held = slot.lock().await;
-        if let Some(h) = held.as_ref() {
-            let fresh = h.renew_at.is_none_or(|at| Instant::now() < at);
-            if fresh && failed != Some(&h.token) {
-                return Ok((h.token.clone(), false));
-            }
-        }
-        *held = None;
-        tracing::debug!(role = %login.params.role, mount = %login.params.auth_mount, "logging in to Vault");
-        let (token, ttl) = login.run().await?;
-        self.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Log in again when two thirds of the token's life are over.
-        let renew_at = ttl.map(|ttl| Instant::now() + ttl * 2 / 3);
-        *held = Some(Held { token: token.clone(), renew_at });
-        Ok((token, true))
+        let refused = |held: &SecretBytes| failed == Some(held);
+        self.0
+            .get(key, refused, || async {
+                tracing::debug!(role = %login.params.role, mount = %login.params.auth_mount, "logging in to Vault");
+                login.run().await
+            })
+            .await
     }
 }
 

@@ -105,13 +105,11 @@ mod tests {
 
     use super::*;
 
+    type Exchange =
+        std::pin::Pin<Box<dyn Future<Output = Result<(u32, Option<Duration>), String>> + Send>>;
+
     /// An exchange that counts itself, takes 50 ms and lives `lifetime`.
-    fn exchange(
-        calls: &Arc<AtomicU32>,
-        lifetime: Option<Duration>,
-    ) -> impl FnOnce() -> std::pin::Pin<
-        Box<dyn Future<Output = Result<(u32, Option<Duration>), String>> + Send>,
-    > {
+    fn exchange(calls: &Arc<AtomicU32>, lifetime: Option<Duration>) -> impl FnOnce() -> Exchange {
         let calls = calls.clone();
         move || {
             Box::pin(async move {

@@ -130,6 +130,16 @@ pub struct GcpProvider {
     clients: tokio::sync::Mutex<HashMap<(String, String), (SecretManagerService, Bearer)>>,
     /// Reads by (identity, resource), shared by the mounts that ask.
     reads: Arc<Coalescer<Read>>,
+    /// Version checks of a refresh, likewise.
+    checks: Arc<Coalescer<Result<String, Failure>>>,
+}
+
+/// One object of a mount.
+enum Object {
+    /// The mounted file's bytes stand: the backend names the version held.
+    Unchanged(SecretBytes, String),
+    /// The payload read, and the version it is.
+    Read(SecretBytes, String),
 }
 
 impl std::fmt::Debug for GcpProvider {
@@ -143,7 +153,14 @@ impl GcpProvider {
         let http = reqwest::Client::new();
         let auth =
             Auth::new(http.clone(), options.endpoints.auth.clone(), options.workload.clone(), kube);
-        Self { options, http, auth, clients: Default::default(), reads: Arc::default() }
+        Self {
+            options,
+            http,
+            auth,
+            clients: Default::default(),
+            reads: Arc::default(),
+            checks: Arc::default(),
+        }
     }
 
     /// The mount's access token, by its `auth`.
@@ -162,14 +179,18 @@ impl GcpProvider {
         let params =
             GcpParams::parse(&request.parameters, &request.secrets, self.options.allow_key_json)?;
         let access = self.access(&params, request).await?;
-        let reads =
-            params.secrets.iter().map(|spec| self.shared_read(spec, &access, request.reuse));
+        let reads = params.secrets.iter().map(|spec| self.object(spec, &access, request));
         let results = futures::future::join_all(reads).await;
         let mut files = Vec::new();
         let mut versions = Vec::new();
         let mut failures = Vec::new();
         for (spec, result) in params.secrets.iter().zip(results) {
-            let extracted = result.and_then(|(payload, version)| {
+            let extracted = result.and_then(|object| {
+                let (payload, version) = match object {
+                    // The mounted file is what the extraction gave before.
+                    Object::Unchanged(contents, version) => return Ok((contents, version)),
+                    Object::Read(payload, version) => (payload, version),
+                };
                 let contents = match spec.extract() {
                     None => Ok(payload),
                     Some(Extract::Json(key)) => json_key(payload.expose(), key),
@@ -196,6 +217,77 @@ impl GcpProvider {
         Ok(MountResponse { files, versions })
     }
 
+    /// One object: on a refresh of a Secret Manager version that holds its
+    /// mounted version and file, the version's metadata first (`latest`
+    /// resolved to a number; a numbered version is immutable and needs no
+    /// call), and no `access` when it names the version held. Parameter
+    /// Manager versions are rendered every time: what they reference may
+    /// change under the same version.
+    async fn object(
+        &self,
+        spec: &SecretSpec,
+        access: &Access,
+        request: &MountRequest,
+    ) -> Result<Object, Failure> {
+        let held = request
+            .current_versions
+            .iter()
+            .find(|v| v.id == spec.resource_name)
+            .zip(request.current_files.get(&spec.path));
+        let (Resource::Secret { .. }, Some((held, contents))) = (&spec.resource, held) else {
+            let (payload, version) = self.shared_read(spec, access, request.reuse).await?;
+            return Ok(Object::Read(payload, version));
+        };
+        let pinned =
+            spec.resource_name.rsplit('/').next().is_some_and(|v| v.parse::<u64>().is_ok());
+        let current = if pinned {
+            spec.resource_name.clone()
+        } else {
+            self.shared_check(spec, access, request.reuse).await?
+        };
+        if current == held.version {
+            return Ok(Object::Unchanged(contents.clone(), current));
+        }
+        let (payload, version) = self.shared_read(spec, access, request.reuse).await?;
+        Ok(Object::Read(payload, version))
+    }
+
+    /// The version name a Secret Manager resource resolves to now
+    /// (`GetSecretVersion`, no payload), shared as reads are.
+    async fn shared_check(
+        &self,
+        spec: &SecretSpec,
+        access: &Access,
+        reuse: Duration,
+    ) -> Result<String, Failure> {
+        let key = serde_json::json!([access.key, "version", spec.resource_name]).to_string();
+        let name = spec.resource_name.clone();
+        let client = self.client(&self.secret_endpoint(spec), access).await.map_err(|message| {
+            Failure { resource: name.clone(), code: ErrorCode::Internal, message }
+        });
+        let check = async move {
+            let client = client?;
+            let version =
+                client.get_secret_version().set_name(&name).send().await.map_err(|e| {
+                    let code =
+                        e.status().map_or(ErrorCode::Unavailable, |s| status_code(s.code as i32));
+                    Failure { resource: name.clone(), code, message: e.to_string() }
+                })?;
+            Ok(version.name)
+        };
+        self.checks.read(key, reuse, move || check).await.0
+    }
+
+    fn secret_endpoint(&self, spec: &SecretSpec) -> String {
+        match (&spec.resource, &self.options.endpoints.regional) {
+            (Resource::Secret { location: Some(_) }, Some(url)) => url.clone(),
+            (Resource::Secret { location: Some(l) }, None) => {
+                format!("https://secretmanager.{l}.rep.googleapis.com")
+            }
+            _ => self.options.endpoints.secret_manager.clone(),
+        }
+    }
+
     /// One read per (identity, resource), however many mounts ask for it
     /// (see [`Coalescer`]).
     async fn shared_read(&self, spec: &SecretSpec, access: &Access, reuse: Duration) -> Read {
@@ -212,12 +304,8 @@ impl GcpProvider {
             message,
         };
         match &spec.resource {
-            Resource::Secret { location } => {
-                let endpoint = match (location, &self.options.endpoints.regional) {
-                    (None, _) => self.options.endpoints.secret_manager.clone(),
-                    (Some(_), Some(url)) => url.clone(),
-                    (Some(l), None) => format!("https://secretmanager.{l}.rep.googleapis.com"),
-                };
+            Resource::Secret { .. } => {
+                let endpoint = self.secret_endpoint(&spec);
                 let client = match self.client(&endpoint, &access).await {
                     Ok(client) => client,
                     Err(message) => {
@@ -361,5 +449,10 @@ impl Provider for GcpProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+
+    /// An unchanged Secret Manager version's file is taken from the volume.
+    fn reads_mounted_files(&self) -> bool {
+        true
     }
 }

@@ -349,7 +349,7 @@ async fn the_nodes_identity_when_the_operator_allows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_are_the_resolved_version_names() {
-    use sscsi_core::{MountRequest, ObjectVersion, Provider, ServiceAccountToken};
+    use sscsi_core::{MountRequest, ObjectVersion, Provider};
     let (gcp, api, drongo) =
         (GcpServer::start().await, ApiServer::start().await, DrongoServer::start());
     gcp.trust(api.signer().verifier());
@@ -357,6 +357,40 @@ async fn versions_are_the_resolved_version_names() {
     let second = drongo.add_version(PROJECT, "db", b"two").await;
     let parameter = gcp
         .add_parameter_version("projects/test-project/locations/global/parameters/conf", b"x: 1");
+    let (provider, token) = direct(&gcp, &api, &drongo);
+    let request = MountRequest {
+        parameters: [(
+            "secrets".to_owned(),
+            "- resourceName: projects/test-project/secrets/db/versions/latest\n  path: db\n- resourceName: projects/test-project/locations/global/parameters/conf/versions/latest\n  path: conf\n".to_owned(),
+        )]
+        .into(),
+        tokens: token,
+        pod: TestNode::pod("web-0"),
+        default_file_mode: 0o644,
+        ..Default::default()
+    };
+    let response = provider.mount(&request).await.unwrap();
+    let version =
+        |id: &str, version: &str| ObjectVersion { id: id.into(), version: version.into() };
+    assert_eq!(
+        response.versions,
+        [
+            version("projects/test-project/secrets/db/versions/latest", &second),
+            version(
+                "projects/test-project/locations/global/parameters/conf/versions/latest",
+                &parameter
+            ),
+        ]
+    );
+}
+
+/// A provider called directly (no node), for a cluster the settings name,
+/// and the pod's token for the pool.
+fn direct(
+    gcp: &GcpServer,
+    api: &ApiServer,
+    drongo: &DrongoServer,
+) -> (GcpProvider, std::collections::BTreeMap<String, sscsi_core::ServiceAccountToken>) {
     let options = GcpOptions {
         workload: WorkloadSettings {
             project: Some(PROJECT.into()),
@@ -386,28 +420,68 @@ async fn versions_are_the_resolved_version_names() {
         audiences: &[POOL],
         lifetime_seconds: 600,
     });
+    let token = sscsi_core::ServiceAccountToken {
+        token: token.into(),
+        expiration_timestamp: String::new(),
+    };
+    (provider, [(POOL.to_owned(), token)].into())
+}
+
+/// A refresh that holds the mounted versions asks `GetSecretVersion` for
+/// `latest` and reads no payload while it names the version held; a
+/// numbered version is immutable and costs no call; a new version is read.
+/// An extracted key's file is kept as it was extracted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_reads_only_versions_that_changed() {
+    use sscsi_core::{MountRequest, Provider};
+    let (gcp, api, drongo) =
+        (GcpServer::start().await, ApiServer::start().await, DrongoServer::start());
+    gcp.trust(api.signer().verifier());
+    let secret = "projects/test-project/locations/us-east1/secrets/db";
+    gcp.add_secret_version(secret, br#"{"user":"admin"}"#);
+    let (provider, tokens) = direct(&gcp, &api, &drongo);
+    let secrets = format!(
+        "- resourceName: {secret}/versions/latest\n  path: user\n  extractJSONKey: user\n- resourceName: {secret}/versions/1\n  path: pinned\n"
+    );
     let request = MountRequest {
-        parameters: [(
-            "secrets".to_owned(),
-            "- resourceName: projects/test-project/secrets/db/versions/latest\n  path: db\n- resourceName: projects/test-project/locations/global/parameters/conf/versions/latest\n  path: conf\n".to_owned(),
-        )]
-        .into(),
-        tokens: [(POOL.to_owned(), ServiceAccountToken { token: token.into(), expiration_timestamp: String::new() })].into(),
+        parameters: [("secrets".to_owned(), secrets)].into(),
+        tokens,
         pod: TestNode::pod("web-0"),
         default_file_mode: 0o644,
+        // Every mount here asks the backend, not an answer shared before.
+        reuse: std::time::Duration::ZERO,
         ..Default::default()
     };
-    let response = provider.mount(&request).await.unwrap();
-    let version =
-        |id: &str, version: &str| ObjectVersion { id: id.into(), version: version.into() };
+    let refresh = |previous: &sscsi_core::MountResponse| MountRequest {
+        current_versions: previous.versions.clone(),
+        current_files: previous
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.contents.clone()))
+            .collect(),
+        ..request.clone()
+    };
+    let text = |r: &sscsi_core::MountResponse, path: &str| {
+        let file = r.files.iter().find(|f| f.path == path).unwrap();
+        String::from_utf8(file.contents.expose().to_vec()).unwrap()
+    };
+    let first = provider.mount(&request).await.unwrap();
     assert_eq!(
-        response.versions,
-        [
-            version("projects/test-project/secrets/db/versions/latest", &second),
-            version(
-                "projects/test-project/locations/global/parameters/conf/versions/latest",
-                &parameter
-            ),
-        ]
+        (text(&first, "user"), text(&first, "pinned")),
+        ("admin".into(), r#"{"user":"admin"}"#.into())
     );
+    assert_eq!((gcp.accesses(), gcp.version_reads()), (2, 0));
+
+    let again = provider.mount(&refresh(&first)).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!((gcp.accesses(), gcp.version_reads()), (2, 1), "one check for latest, no payload");
+
+    gcp.add_secret_version(secret, br#"{"user":"root"}"#);
+    let rotated = provider.mount(&refresh(&again)).await.unwrap();
+    assert_eq!(
+        (text(&rotated, "user"), text(&rotated, "pinned")),
+        ("root".into(), r#"{"user":"admin"}"#.into())
+    );
+    assert_eq!(rotated.versions[0].version, format!("{secret}/versions/2"));
+    assert_eq!((gcp.accesses(), gcp.version_reads()), (3, 2), "the new version is read");
 }

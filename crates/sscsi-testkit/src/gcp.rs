@@ -110,6 +110,9 @@ struct State {
     /// Resource name (without version) → versions' payloads, oldest first.
     secrets: BTreeMap<String, Vec<Vec<u8>>>,
     parameters: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Regional `AccessSecretVersion` and `GetSecretVersion` calls answered.
+    accesses: usize,
+    version_reads: usize,
 }
 
 /// The Google endpoints drongo does not serve, over plain HTTP.
@@ -176,6 +179,16 @@ impl GcpServer {
 
     pub fn node_tokens(&self) -> usize {
         self.state().node_tokens
+    }
+
+    /// Regional secret payloads served (`AccessSecretVersion`).
+    pub fn accesses(&self) -> usize {
+        self.state().accesses
+    }
+
+    /// Regional secret versions described (`GetSecretVersion`).
+    pub fn version_reads(&self) -> usize {
+        self.state().version_reads
     }
 
     /// A new version of a regional secret (`projects/P/locations/L/secrets/S`);
@@ -296,6 +309,9 @@ impl GcpServer {
             (n, "access", &state.secrets)
         } else if let Some(n) = name.strip_suffix(":render") {
             (n, "render", &state.parameters)
+        } else if name.contains("/secrets/") {
+            // GetSecretVersion: the version's metadata, no payload.
+            (name, "get", &state.secrets)
         } else {
             return google_error(StatusCode::NOT_FOUND, "no such method");
         };
@@ -316,7 +332,13 @@ impl GcpServer {
             );
         };
         let data = STANDARD.encode(data);
+        let version_name = format!("{parent}/versions/{index}");
+        if action == "get" {
+            state.version_reads += 1;
+            return axum::Json(json!({"name": version_name, "state": "ENABLED"})).into_response();
+        }
         if action == "access" {
+            state.accesses += 1;
             axum::Json(
                 json!({"name": format!("{parent}/versions/{index}"), "payload": {"data": data}}),
             )

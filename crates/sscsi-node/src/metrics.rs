@@ -2,6 +2,7 @@
 //! existing dashboards and alerts work (`node_publish_total`, ... with
 //! `provider`, `error_type`, `os_type`, `rotated`); ours are prefixed `sscsi_`.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -75,7 +76,9 @@ pub struct NodeMetrics {
     backend_duration: Family<BackendLabels, Histogram>,
     sync_secret: Family<ProviderLabels, Counter>,
     sync_secret_error: Family<ErrorLabels, Counter>,
-    volumes: VolumeTable,
+    /// The publisher's volume table, once it lends it: object ages are read
+    /// from it at scrape time.
+    volumes: Arc<OnceLock<VolumeTable>>,
 }
 
 impl NodeMetrics {
@@ -93,7 +96,7 @@ impl NodeMetrics {
             backend_duration: Family::new_with_constructor(histogram),
             sync_secret: Family::default(),
             sync_secret_error: Family::default(),
-            volumes: VolumeTable::default(),
+            volumes: Arc::default(),
         };
         // Upstream declares `sync_k8s_secret` but never records it; we do.
         registry.register(
@@ -161,9 +164,10 @@ impl NodeMetrics {
         m
     }
 
-    /// The volume table whose objects' ages are exported.
-    pub(crate) fn volumes(&self) -> VolumeTable {
-        self.volumes.clone()
+    /// Exports the ages of the objects in `volumes` (the publisher's table).
+    /// The first table lent is the one read.
+    pub(crate) fn read_ages_from(&self, volumes: &VolumeTable) {
+        let _ = self.volumes.set(volumes.clone());
     }
 
     pub(crate) fn published(&self, provider: &str, elapsed: Duration) {

@@ -18,6 +18,7 @@ use sscsi_engine::Engine;
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
 use crate::publish::Publisher;
+use crate::volumes::VolumeTable;
 use crate::{NodeConfig, NodeDeps};
 
 /// CSI Node: publish and unpublish secret volumes.
@@ -32,6 +33,9 @@ impl NodeService {
         let NodeDeps { mounter, spcs, providers, readiness: _, metrics, observer } = deps;
         // Every republish checks when the interval is zero.
         let interval = config.rotation_poll_interval.unwrap_or_default();
+        // The publisher's table; the metrics read it.
+        let volumes = VolumeTable::default();
+        metrics.read_ages_from(&volumes);
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             refresh_backoff: config.refresh_backoff,
@@ -39,7 +43,7 @@ impl NodeService {
             spcs,
             engine: Engine::new(providers, interval),
             guards: VolumeGuards::default(),
-            volumes: metrics.volumes(),
+            volumes,
             metrics,
             observer,
         };

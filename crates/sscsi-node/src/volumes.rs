@@ -129,12 +129,16 @@ struct ObjectLabels {
 /// since its volume's last successful fetch, read at scrape time. A rotation
 /// that silently stopped shows as an age that keeps growing.
 #[derive(Debug, Clone)]
-pub(crate) struct ObjectAges(pub VolumeTable);
+pub(crate) struct ObjectAges(pub Arc<std::sync::OnceLock<VolumeTable>>);
 
 impl Collector for ObjectAges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let volumes: Vec<VolumeState> =
-            self.0.volumes.lock().expect("volume table lock poisoned").values().cloned().collect();
+        let volumes: Vec<VolumeState> = match self.0.get() {
+            Some(table) => {
+                table.volumes.lock().expect("volume table lock poisoned").values().cloned().collect()
+            }
+            None => Vec::new(),
+        };
         let gauge = ConstGauge::new(0.0f64);
         let mut family = encoder.encode_descriptor(
             "sscsi_mounted_object_age_seconds",

@@ -134,9 +134,13 @@ pub(crate) struct ObjectAges(pub Arc<std::sync::OnceLock<VolumeTable>>);
 impl Collector for ObjectAges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let volumes: Vec<VolumeState> = match self.0.get() {
-            Some(table) => {
-                table.volumes.lock().expect("volume table lock poisoned").values().cloned().collect()
-            }
+            Some(table) => table
+                .volumes
+                .lock()
+                .expect("volume table lock poisoned")
+                .values()
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         let gauge = ConstGauge::new(0.0f64);

@@ -165,14 +165,14 @@ pub struct GcpArgs {
         default_value = "https://securetoken.googleapis.com/v1/identitybindingtoken"
     )]
     pub token_exchange_endpoint: String,
-    /// Secret Manager's endpoint (a private endpoint, a test server).
+    /// Secret Manager's endpoint (a private endpoint, a test server) [default:
+    /// https://secretmanager.googleapis.com].
     #[arg(
         long = "gcp-secret-manager-endpoint",
         env = "SSCSI_GCP_SECRET_MANAGER_ENDPOINT",
-        default_value = "https://secretmanager.googleapis.com",
         hide_short_help = true
     )]
-    pub secret_manager_endpoint: String,
+    pub secret_manager_endpoint: Option<String>,
     /// The endpoint of regional secrets (`projects/*/locations/*/secrets/*`), instead of
     /// `https://secretmanager.<location>.rep.googleapis.com`.
     #[arg(
@@ -181,30 +181,21 @@ pub struct GcpArgs {
         hide_short_help = true
     )]
     pub regional_endpoint: Option<String>,
-    /// Parameter Manager's endpoint.
+    /// Parameter Manager's endpoint [default: https://parametermanager.googleapis.com].
     #[arg(
         long = "gcp-parameter-manager-endpoint",
         env = "SSCSI_GCP_PARAMETER_MANAGER_ENDPOINT",
-        default_value = "https://parametermanager.googleapis.com",
         hide_short_help = true
     )]
-    pub parameter_manager_endpoint: String,
-    /// IAM Credentials' endpoint (service account impersonation).
-    #[arg(
-        long = "gcp-iam-endpoint",
-        env = "SSCSI_GCP_IAM_ENDPOINT",
-        default_value = "https://iamcredentials.googleapis.com",
-        hide_short_help = true
-    )]
-    pub iam_endpoint: String,
-    /// The metadata server's host[:port], as the Google libraries read it.
-    #[arg(
-        long = "gcp-metadata-host",
-        env = "GCE_METADATA_HOST",
-        default_value = "metadata.google.internal",
-        hide_short_help = true
-    )]
-    pub metadata_host: String,
+    pub parameter_manager_endpoint: Option<String>,
+    /// IAM Credentials' endpoint, for service account impersonation [default:
+    /// https://iamcredentials.googleapis.com].
+    #[arg(long = "gcp-iam-endpoint", env = "SSCSI_GCP_IAM_ENDPOINT", hide_short_help = true)]
+    pub iam_endpoint: Option<String>,
+    /// The metadata server's host[:port], as the Google libraries read it [default:
+    /// metadata.google.internal].
+    #[arg(long = "gcp-metadata-host", env = "GCE_METADATA_HOST", hide_short_help = true)]
+    pub metadata_host: Option<String>,
 }
 
 /// The aws provider's endpoints beyond the SDK's standard `AWS_ENDPOINT_URL*`
@@ -254,38 +245,20 @@ pub struct AzureArgs {
     /// certificate when unset.
     #[arg(long = "azure-sni-name", env = "SSCSI_AZURE_SNI_NAME")]
     pub sni_name: Option<String>,
-    /// The cluster CA the token proxy's certificate is checked against.
-    #[arg(
-        long = "azure-cluster-ca",
-        env = "SSCSI_AZURE_CLUSTER_CA",
-        default_value = sscsi_provider_azure::binding::DEFAULT_CA_FILE,
-        hide_short_help = true
-    )]
-    pub cluster_ca: PathBuf,
+    /// The cluster CA the token proxy's certificate is checked against [default: the
+    /// service account's ca.crt].
+    #[arg(long = "azure-cluster-ca", env = "SSCSI_AZURE_CLUSTER_CA", hide_short_help = true)]
+    pub cluster_ca: Option<PathBuf>,
     /// Host names answered with fixed addresses, `host=ip:port,...` (a test server
     /// standing in for Key Vault and Entra ID).
-    #[arg(
-        long = "azure-resolve",
-        env = "SSCSI_AZURE_RESOLVE",
-        value_delimiter = ',',
-        value_parser = parse_resolve,
-        hide_short_help = true
-    )]
-    pub resolve: Vec<(String, std::net::SocketAddr)>,
+    #[arg(long = "azure-resolve", env = "SSCSI_AZURE_RESOLVE", hide_short_help = true)]
+    pub resolve: Option<String>,
     /// A PEM file of CAs to trust besides the system's.
     #[arg(long = "azure-ca-file", env = "SSCSI_AZURE_CA_FILE", hide_short_help = true)]
     pub ca_file: Option<PathBuf>,
     /// A proxy for plain-HTTP requests: the node endpoints (IMDS, NMI).
     #[arg(long = "azure-http-proxy", env = "SSCSI_AZURE_HTTP_PROXY", hide_short_help = true)]
     pub http_proxy: Option<String>,
-}
-
-/// `host=ip:port`.
-#[cfg(feature = "azure")]
-fn parse_resolve(s: &str) -> Result<(String, std::net::SocketAddr), String> {
-    let (host, addr) = s.split_once('=').ok_or_else(|| format!("{s:?} is not host=ip:port"))?;
-    let addr = addr.parse().map_err(|_| format!("{addr:?} is not ip:port"))?;
-    Ok((host.to_owned(), addr))
 }
 
 /// The vault provider's defaults, with vault-csi-provider's flag names; a

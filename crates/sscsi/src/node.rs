@@ -266,16 +266,24 @@ fn register_azure(
     args: AzureArgs,
 ) -> anyhow::Result<()> {
     use sscsi_provider_azure::{AzureOptions, AzureProvider};
+    let mut resolve = Vec::new();
+    for pair in args.resolve.as_deref().unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+        let (host, addr) = pair.split_once('=').context("--azure-resolve: host=ip:port")?;
+        resolve.push((host.to_owned(), addr.parse().context("--azure-resolve: ip:port")?));
+    }
     let options = AzureOptions {
         default_cloud: args.cloud_name,
         allow_node_identity: args.allow_node_identity,
         separate_cert_and_key: args.separate_cert_and_key,
-        extra_ca: args.ca_file,
-        resolve: args.resolve,
+        extra_ca: args.ca_file.filter(|p| !p.as_os_str().is_empty()),
+        resolve,
         http_proxy: args.http_proxy.filter(|p| !p.is_empty()),
         token_proxy_url: args.token_proxy_url,
         sni_name: args.sni_name.filter(|n| !n.is_empty()),
-        cluster_ca: args.cluster_ca,
+        cluster_ca: args
+            .cluster_ca
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| sscsi_provider_azure::binding::DEFAULT_CA_FILE.into()),
     };
     let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
     providers.register(Arc::new(provider));
@@ -288,14 +296,19 @@ fn register_azure(
 fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args: GcpArgs) {
     use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
     use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
+    // An empty value is no value, as the official provider reads its variables.
+    let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let defaults = GcpEndpoints::default();
     let endpoints = GcpEndpoints {
-        secret_manager: args.secret_manager_endpoint,
-        regional: args.regional_endpoint.filter(|e| !e.is_empty()),
-        parameter_manager: args.parameter_manager_endpoint,
+        secret_manager: set(args.secret_manager_endpoint).unwrap_or(defaults.secret_manager),
+        regional: set(args.regional_endpoint),
+        parameter_manager: set(args.parameter_manager_endpoint)
+            .unwrap_or(defaults.parameter_manager),
         auth: AuthEndpoints {
-            metadata: format!("http://{}", args.metadata_host),
+            metadata: set(args.metadata_host)
+                .map_or(defaults.auth.metadata, |host| format!("http://{host}")),
             token_exchange: args.token_exchange_endpoint,
-            iam: args.iam_endpoint,
+            iam: set(args.iam_endpoint).unwrap_or(defaults.auth.iam),
         },
     };
     let options = GcpOptions {

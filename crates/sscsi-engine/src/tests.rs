@@ -69,6 +69,28 @@ fn class(provider: &str, parameters: serde_json::Value) -> SecretProviderClass {
     .unwrap()
 }
 
+/// What kubelet passed for a pod, held for the fetches of a test.
+#[derive(Default)]
+struct Pod {
+    attributes: BTreeMap<String, String>,
+    info: PodInfo,
+    tokens: BTreeMap<String, ServiceAccountToken>,
+    secrets: BTreeMap<String, SecretBytes>,
+}
+
+impl Pod {
+    fn fetch<'a>(
+        &'a self,
+        class: &'a SecretProviderClass,
+        held: &'a [ObjectVersion],
+        mounted: Option<&'a dyn MountedFiles>,
+        purpose: Purpose,
+    ) -> Fetch<'a> {
+        let identity = Identity { pod: &self.info, tokens: &self.tokens, secrets: &self.secrets };
+        Fetch { class, attributes: &self.attributes, identity, held, mounted, purpose }
+    }
+}
+
 fn engine() -> (Engine, Arc<Echo>, Arc<Echo>) {
     let (echo, files) =
         (Arc::new(Echo::default()), Arc::new(Echo { reads_files: true, ..Default::default() }));
@@ -82,24 +104,19 @@ fn engine() -> (Engine, Arc<Echo>, Arc<Echo>) {
 async fn the_request_merges_attributes_over_parameters_and_says_how_fresh() {
     let (engine, echo, _) = engine();
     let class = class("echo", serde_json::json!({"objects": "from-class", "region": "a"}));
-    let attributes = BTreeMap::from([("region".to_owned(), "b".to_owned())]);
-    let pod = PodInfo { name: "web-0".into(), namespace: "shop".into(), ..Default::default() };
-    let (tokens, secrets) = (BTreeMap::new(), BTreeMap::new());
+    let pod = Pod {
+        attributes: BTreeMap::from([("region".to_owned(), "b".to_owned())]),
+        info: PodInfo { name: "web-0".into(), namespace: "shop".into(), ..Default::default() },
+        ..Default::default()
+    };
     let held = [ObjectVersion { id: "a".into(), version: "0".into() }];
     for (purpose, held, reuse) in [
         (Purpose::FirstMount, &held[..0], BURST_WINDOW),
         (Purpose::Rotation, &held[..], Duration::from_secs(120)),
         (Purpose::Forced, &held[..], Duration::ZERO),
     ] {
-        let fetch = Fetch {
-            class: &class,
-            attributes: &attributes,
-            identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
-            held,
-            mounted: Some(&Mounted),
-            purpose,
-        };
-        let fetched = engine.fetch(fetch).await.0.unwrap();
+        let fetched =
+            engine.fetch(pod.fetch(&class, held, Some(&Mounted), purpose)).await.0.unwrap();
         let ids: Vec<&str> = fetched.versions.iter().map(|v| v.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"], "versions come back sorted");
         let asked = echo.asked.lock().unwrap().pop().unwrap();
@@ -116,19 +133,10 @@ async fn the_request_merges_attributes_over_parameters_and_says_how_fresh() {
 async fn mounted_files_only_for_a_provider_that_reads_them_on_a_refresh() {
     let (engine, _, files) = engine();
     let class = class("files", serde_json::json!({}));
-    let (attributes, tokens, secrets) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let pod = PodInfo::default();
+    let pod = Pod::default();
     let held = [ObjectVersion { id: "a".into(), version: "1".into() }];
     for (held, want) in [(&held[..0], 0), (&held[..], 1)] {
-        let fetch = Fetch {
-            class: &class,
-            attributes: &attributes,
-            identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
-            held,
-            mounted: Some(&Mounted),
-            purpose: Purpose::Rotation,
-        };
-        engine.fetch(fetch).await.0.unwrap();
+        engine.fetch(pod.fetch(&class, held, Some(&Mounted), Purpose::Rotation)).await.0.unwrap();
         let asked = files.asked.lock().unwrap().pop().unwrap();
         assert_eq!(asked.current_files.len(), want);
     }
@@ -137,16 +145,8 @@ async fn mounted_files_only_for_a_provider_that_reads_them_on_a_refresh() {
 #[tokio::test]
 async fn unknown_providers_and_failures_name_the_class_and_provider() {
     let (engine, _, _) = engine();
-    let (attributes, tokens, secrets) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let pod = PodInfo::default();
-    let fetch = |class| Fetch {
-        class,
-        attributes: &attributes,
-        identity: Identity { pod: &pod, tokens: &tokens, secrets: &secrets },
-        held: &[],
-        mounted: None,
-        purpose: Purpose::FirstMount,
-    };
+    let pod = Pod::default();
+    let fetch = |class| pod.fetch(class, &[], None, Purpose::FirstMount);
     let missing = class("gcp", serde_json::json!({}));
     let (result, call) = engine.fetch(fetch(&missing)).await;
     assert_eq!(

@@ -22,7 +22,7 @@ use futures::future::try_join_all;
 use sscsi_core::gojson::{GoJson, go_json};
 use sscsi_core::{ErrorCode, ObjectVersion, ProviderFailure, SecretBytes, SecretFile};
 use sscsi_provider_kit::coalesce::Coalescer;
-use sscsi_provider_kit::{CallStats, Classified, Failure, RetryPolicy, retry};
+use sscsi_provider_kit::{Calls, Classified, Failure};
 
 use crate::descriptor::{Descriptor, SecretType};
 
@@ -39,20 +39,8 @@ pub struct RegionClients {
     pub ssm: aws_sdk_ssm::Client,
     /// Identical reads by the same identity share one call, when set.
     pub shared: Option<SharedReads>,
+    /// How every call of the region is retried and counted.
     pub calls: Calls,
-}
-
-/// How every call of a region is retried and counted.
-#[derive(Debug, Clone)]
-pub struct Calls {
-    pub retry: RetryPolicy,
-    pub stats: CallStats,
-}
-
-impl Default for Calls {
-    fn default() -> Self {
-        Self { retry: RetryPolicy::AWS_STANDARD, stats: CallStats::default() }
-    }
 }
 
 pub type SecretRead = Result<(SecretBytes, String), FetchError>;
@@ -261,21 +249,23 @@ async fn still_current(
 
 /// The version id that holds `label`, per `DescribeSecret`.
 async fn describe(region: RegionClients, d: Descriptor, label: String) -> Described {
-    let described = retry(&region.calls.retry, &region.calls.stats, || async {
-        region
-            .secrets_manager
-            .describe_secret()
-            .secret_id(d.name_in(region.failover))
-            .send()
-            .await
-            .map_err(|e| FetchError::Describe {
-                region: region.region.clone(),
-                name: d.object_name.clone(),
-                failure: failure(&e),
-                message: sdk_message(&e),
-            })
-    })
-    .await?;
+    let described = region
+        .calls
+        .run(|| async {
+            region
+                .secrets_manager
+                .describe_secret()
+                .secret_id(d.name_in(region.failover))
+                .send()
+                .await
+                .map_err(|e| FetchError::Describe {
+                    region: region.region.clone(),
+                    name: d.object_name.clone(),
+                    failure: failure(&e),
+                    message: sdk_message(&e),
+                })
+        })
+        .await?;
     Ok(described
         .version_ids_to_stages
         .unwrap_or_default()
@@ -329,23 +319,25 @@ async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
     let name = d.name_in(region.failover);
     let version = Some(d.version_in(region.failover)).filter(|v| !v.is_empty());
     let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());
-    let response = retry(&region.calls.retry, &region.calls.stats, || async {
-        region
-            .secrets_manager
-            .get_secret_value()
-            .secret_id(name)
-            .set_version_id(version.map(str::to_owned))
-            .set_version_stage(label.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| FetchError::Secret {
-                region: region.region.clone(),
-                name: d.object_name.clone(),
-                failure: failure(&e),
-                message: sdk_message(&e),
-            })
-    })
-    .await?;
+    let response = region
+        .calls
+        .run(|| async {
+            region
+                .secrets_manager
+                .get_secret_value()
+                .secret_id(name)
+                .set_version_id(version.map(str::to_owned))
+                .set_version_stage(label.map(str::to_owned))
+                .send()
+                .await
+                .map_err(|e| FetchError::Secret {
+                    region: region.region.clone(),
+                    name: d.object_name.clone(),
+                    failure: failure(&e),
+                    message: sdk_message(&e),
+                })
+        })
+        .await?;
     let value = match (response.secret_string, response.secret_binary) {
         (Some(s), _) => SecretBytes::from(s),
         (None, Some(blob)) => SecretBytes::new(blob.into_inner()),
@@ -387,21 +379,23 @@ async fn get_parameters(
             }
         })
         .collect();
-    let response = retry(&region.calls.retry, &region.calls.stats, || async {
-        region
-            .ssm
-            .get_parameters()
-            .set_names(Some(names.clone()))
-            .with_decryption(true)
-            .send()
-            .await
-            .map_err(|e| FetchError::Parameters {
-                region: region.region.clone(),
-                failure: failure(&e),
-                message: sdk_message(&e),
-            })
-    })
-    .await?;
+    let response = region
+        .calls
+        .run(|| async {
+            region
+                .ssm
+                .get_parameters()
+                .set_names(Some(names.clone()))
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| FetchError::Parameters {
+                    region: region.region.clone(),
+                    failure: failure(&e),
+                    message: sdk_message(&e),
+                })
+        })
+        .await?;
     let invalid = response.invalid_parameters.unwrap_or_default();
     if !invalid.is_empty() {
         let mut unique: Vec<String> = Vec::new();

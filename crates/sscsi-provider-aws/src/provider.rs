@@ -15,10 +15,10 @@ use crate::auth::{
 use crate::descriptor::{DescriptorError, parse_objects};
 use aws_sdk_secretsmanager::config::SharedHttpClient;
 
-use crate::fetch::{Calls, Current, FetchError, RegionClients, SharedReads, fetch_all};
+use crate::fetch::{Current, FetchError, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
-use sscsi_provider_kit::{BackendStats, RetryPolicy};
+use sscsi_provider_kit::{BackendStats, Calls, RetryPolicy};
 
 pub const NAME: &str = "aws";
 
@@ -120,7 +120,7 @@ impl AwsProvider {
             default_region,
             values: Arc::default(),
             describes: Arc::default(),
-            calls: Calls::default(),
+            calls: Calls::new(RetryPolicy::AWS_STANDARD),
             http: https_client(),
         }
     }

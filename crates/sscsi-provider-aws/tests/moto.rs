@@ -24,7 +24,7 @@ async fn clients(moto: &MotoServer, region: &str) -> RegionClients {
         secrets_manager: aws_sdk_secretsmanager::Client::new(&config),
         ssm: aws_sdk_ssm::Client::new(&config),
         shared: None,
-        calls: Default::default(),
+        calls: sscsi_provider_kit::Calls::new(sscsi_provider_kit::RetryPolicy::AWS_STANDARD),
     }
 }
 

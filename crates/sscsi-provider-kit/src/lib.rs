@@ -17,7 +17,7 @@ pub mod token_request;
 pub use annotations::ServiceAccountAnnotations;
 pub use coalesce::Coalescer;
 pub use identity::{IdentityCache, RefreshRule};
-pub use retry::{Classified, RetryPolicy, retry};
+pub use retry::{Calls, Classified, RetryPolicy, retry};
 pub use stats::{BackendStats, CallStats};
 pub use status::Failure;
 pub use token_request::request_pod_token;

@@ -59,6 +59,36 @@ impl RetryPolicy {
     }
 }
 
+/// A provider's calls: how they are retried and where they are counted.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub retry: RetryPolicy,
+    pub stats: CallStats,
+}
+
+impl Calls {
+    /// Calls retried as `retry` says, counted nowhere until
+    /// [`Calls::counted_in`].
+    pub fn new(retry: RetryPolicy) -> Self {
+        Self { retry, stats: CallStats::default() }
+    }
+
+    pub fn counted_in(mut self, stats: CallStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// [`retry`] with this policy and these counters.
+    pub async fn run<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    where
+        E: Classified,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        retry(&self.retry, &self.stats, call).await
+    }
+}
+
 /// Runs `call` until it succeeds, fails for good, or `policy.attempts` are
 /// spent; the last answer is returned as it came.
 pub async fn retry<T, E, F, Fut>(

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sscsi_core::SecretBytes;
-use sscsi_provider_kit::{CallStats, Classified, Failure, RetryPolicy, retry};
+use sscsi_provider_kit::{Calls, Classified, Failure, RetryPolicy};
 
 use crate::params::TlsSettings;
 
@@ -102,20 +102,6 @@ pub struct VaultHttp {
     calls: Calls,
 }
 
-/// How calls are retried (a connection error, a 5xx or a 429, as Vault's
-/// Go client retries them) and counted.
-#[derive(Debug, Clone)]
-pub struct Calls {
-    pub retry: RetryPolicy,
-    pub stats: CallStats,
-}
-
-impl Default for Calls {
-    fn default() -> Self {
-        Self { retry: RetryPolicy::VAULT, stats: CallStats::default() }
-    }
-}
-
 impl std::fmt::Debug for VaultHttp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultHttp").field("base", &self.base).finish_non_exhaustive()
@@ -148,7 +134,7 @@ impl VaultHttp {
     /// is an error carrying Vault's `errors`. Transient failures are tried
     /// again.
     pub async fn send(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
-        retry(&self.calls.retry, &self.calls.stats, || self.send_once(call)).await
+        self.calls.run(|| self.send_once(call)).await
     }
 
     async fn send_once(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
@@ -231,11 +217,18 @@ fn flatten_multierror(error: &str) -> Vec<String> {
     if items.is_empty() { vec![error.trim().to_owned()] } else { items }
 }
 
-/// Clients by (address, TLS settings), each calling as `calls` says.
-#[derive(Debug, Default)]
+/// Clients by (address, TLS settings), each calling as `calls` says: a
+/// connection error, a 5xx or a 429 is retried as Vault's Go client does.
+#[derive(Debug)]
 pub struct Clients {
     clients: Mutex<HashMap<(String, TlsSettings), VaultHttp>>,
     pub calls: Calls,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self { clients: Mutex::default(), calls: Calls::new(RetryPolicy::VAULT) }
+    }
 }
 
 impl Clients {

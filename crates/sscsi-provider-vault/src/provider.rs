@@ -7,9 +7,16 @@
 //! dynamic secret: database credentials and the like) is never handed to a
 //! mount that did not make the call; that mount reads its own, so every pod
 //! keeps its own lease, as upstream.
+//!
+//! KV v2 refreshes are version-aware: a refresh that holds every object of a
+//! `<mount>/data/<path>` read asks `<mount>/metadata/<path>` for the current
+//! version first, and reads no data while it is the version the held files
+//! were made from. An identity whose policy does not grant the metadata read
+//! (vault-csi-provider's documented policy grants `<mount>/data/*` only) is
+//! asked once per process, then read as before.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,6 +91,22 @@ pub struct VaultProvider {
     tokens: Tokens,
     version_key: VersionKey,
     reads: Arc<Coalescer<Result<Bytes, ClientError>>>,
+    /// KV v2: the version each (identity, data path, objects) was last read
+    /// at, and the object versions it made.
+    kv: Mutex<HashMap<(String, String), KvHeld>>,
+    /// (identity, metadata path) → when its metadata read was refused; asked
+    /// again after [`METADATA_RETRY`] (the refusal may have been a revoked token).
+    no_metadata: Mutex<HashMap<(String, String), std::time::Instant>>,
+}
+
+const METADATA_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A KV v2 read as it was last answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KvHeld {
+    version: u64,
+    /// Object name → the version (HMAC) it was written with.
+    objects: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for VaultProvider {
@@ -104,6 +127,8 @@ impl VaultProvider {
             tokens: Tokens::default(),
             version_key: VersionKey::new(key),
             reads: Arc::default(),
+            kv: Mutex::default(),
+            no_metadata: Mutex::default(),
         }
     }
 
@@ -165,46 +190,77 @@ impl VaultProvider {
         for object in &params.objects {
             reads.entry(&object.read).or_insert(&object.object_name);
         }
-        let results = futures::future::join_all(reads.iter().map(|(read, object)| {
-            let (http, token, login, identity) = (&http, &token, &login, &identity);
-            let namespace = params.namespace.as_deref();
-            async move {
-                let mut call = Call {
-                    method: &read.method,
-                    path: &read.path,
-                    query: &read.query,
-                    body: read.body.as_ref().map(|b| SecretBytes::from(b.as_bytes().to_vec())),
-                    token: Some(token),
-                    namespace,
-                };
-                let answer = match self.read(http, &call, identity, request.reuse).await {
-                    // A token Vault no longer honours (revoked, expired early):
-                    // log in again once, unless it was just issued.
-                    Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && !fresh => {
-                        let (renewed, _) = self.tokens.token(identity, Some(token), login).await?;
-                        call.token = Some(&renewed);
-                        http.send(&call).await
-                    }
-                    other => other,
-                };
-                let body = answer
-                    .map_err(|source| VaultError::Read { object: (*object).to_owned(), source })?;
-                let response = VaultResponse(GoJson::parse(&body).ok_or_else(|| {
-                    VaultError::NotJson { object: (*object).to_owned(), path: read.path.clone() }
-                })?);
-                Ok::<_, VaultError>(response)
-            }
-        }))
+        // KV v2 reads whose held files stand: no data read.
+        let checks = reads
+            .keys()
+            .map(|read| self.kv_unchanged(&http, &params, request, &identity, &token, read));
+        let checked = futures::future::join_all(checks).await;
+        let unchanged: HashSet<&ReadKey> =
+            reads.keys().zip(checked).filter(|(_, same)| *same).map(|(read, _)| *read).collect();
+        let results = futures::future::join_all(
+            reads.iter().filter(|(read, _)| !unchanged.contains(*read)).map(|(read, object)| {
+                let (http, token, login, identity) = (&http, &token, &login, &identity);
+                let namespace = params.namespace.as_deref();
+                async move {
+                    let mut call = Call {
+                        method: &read.method,
+                        path: &read.path,
+                        query: &read.query,
+                        body: read.body.as_ref().map(|b| SecretBytes::from(b.as_bytes().to_vec())),
+                        token: Some(token),
+                        namespace,
+                    };
+                    let answer = match self.read(http, &call, identity, request.reuse).await {
+                        // A token Vault no longer honours (revoked, expired early):
+                        // log in again once, unless it was just issued.
+                        Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && !fresh => {
+                            let (renewed, _) =
+                                self.tokens.token(identity, Some(token), login).await?;
+                            call.token = Some(&renewed);
+                            http.send(&call).await
+                        }
+                        other => other,
+                    };
+                    let body = answer.map_err(|source| VaultError::Read {
+                        object: (*object).to_owned(),
+                        source,
+                    })?;
+                    let response =
+                        VaultResponse(GoJson::parse(&body).ok_or_else(|| VaultError::NotJson {
+                            object: (*object).to_owned(),
+                            path: read.path.clone(),
+                        })?);
+                    Ok::<_, VaultError>(response)
+                }
+            }),
+        )
         .await;
         let mut responses = BTreeMap::new();
-        for ((read, _), result) in reads.iter().zip(results) {
+        let fetched = reads.keys().filter(|read| !unchanged.contains(*read));
+        for (read, result) in fetched.zip(results) {
             responses.insert(*read, result?);
         }
         let key = self.version_key.get().await;
         let mut files = Vec::with_capacity(params.objects.len());
         let mut versions = Vec::with_capacity(params.objects.len());
         for object in &params.objects {
-            let response = &responses[&object.read].0;
+            let mode = match object.file_permission {
+                0 => request.default_file_mode,
+                mode => mode,
+            };
+            let Some(response) = responses.get(&object.read) else {
+                // Unchanged: the held file and version stand.
+                let held = held_version(request, &object.object_name).unwrap_or_default();
+                let contents =
+                    request.current_files.get(&object.object_name).cloned().unwrap_or_default();
+                versions.push(ObjectVersion {
+                    id: object.object_name.clone(),
+                    version: held.to_owned(),
+                });
+                files.push(SecretFile { path: object.object_name.clone(), mode, contents });
+                continue;
+            };
+            let response = &response.0;
             if response["data"].is_null() {
                 let warnings = response["warnings"]
                     .as_array()
@@ -217,14 +273,130 @@ impl VaultProvider {
                 id: object.object_name.clone(),
                 version: version(key, &object.config_json, contents.expose()),
             });
-            let mode = match object.file_permission {
-                0 => request.default_file_mode,
-                mode => mode,
-            };
             files.push(SecretFile { path: object.object_name.clone(), mode, contents });
         }
+        self.remember_kv(&identity, &params, &responses, &versions);
         Ok(MountResponse { files, versions })
     }
+}
+
+impl VaultProvider {
+    /// Whether a KV v2 read can be skipped on this refresh: every object it
+    /// serves is held at the version remembered for it, and the metadata
+    /// names the KV version those were read at.
+    async fn kv_unchanged(
+        &self,
+        http: &VaultHttp,
+        params: &VaultParams,
+        request: &MountRequest,
+        identity: &str,
+        token: &SecretBytes,
+        read: &ReadKey,
+    ) -> bool {
+        let Some(metadata) = kv_metadata_path(read) else { return false };
+        let key = kv_key(identity, params, read);
+        let Some(held) = self.kv.lock().expect("kv lock").get(&key).cloned() else { return false };
+        let all_held = params.objects.iter().filter(|o| &o.read == read).all(|o| {
+            // An empty version (no HMAC key) says nothing about the configuration.
+            let remembered = held.objects.get(&o.object_name).map(String::as_str);
+            remembered.is_some_and(|v| !v.is_empty())
+                && remembered == held_version(request, &o.object_name)
+                && request.current_files.contains_key(&o.object_name)
+        });
+        let refused = (identity.to_owned(), metadata.clone());
+        let recently_refused = self
+            .no_metadata
+            .lock()
+            .expect("metadata lock")
+            .get(&refused)
+            .is_some_and(|at| at.elapsed() < METADATA_RETRY);
+        if !all_held || recently_refused {
+            return false;
+        }
+        let call = Call {
+            method: "GET",
+            path: &metadata,
+            query: "",
+            body: None,
+            token: Some(token),
+            namespace: params.namespace.as_deref(),
+        };
+        match self.read(http, &call, identity, request.reuse).await {
+            Ok(body) => current_version(&body) == Some(held.version),
+            Err(e) => {
+                tracing::debug!(path = %metadata, error = %e, "no KV v2 metadata; reading the data instead");
+                let now = std::time::Instant::now();
+                self.no_metadata.lock().expect("metadata lock").insert(refused, now);
+                false
+            }
+        }
+    }
+
+    /// Remembers the KV version of each KV v2 read answered now.
+    fn remember_kv(
+        &self,
+        identity: &str,
+        params: &VaultParams,
+        responses: &BTreeMap<&ReadKey, VaultResponse>,
+        versions: &[ObjectVersion],
+    ) {
+        let mut kv = self.kv.lock().expect("kv lock");
+        for (read, response) in responses {
+            let Some(version) =
+                kv_metadata_path(read).and(kv_version(&response.0["data"]["metadata"]["version"]))
+            else {
+                continue;
+            };
+            let objects = params
+                .objects
+                .iter()
+                .filter(|o| &o.read == *read)
+                .filter_map(|o| {
+                    let v = versions.iter().find(|v| v.id == o.object_name)?;
+                    Some((o.object_name.clone(), v.version.clone()))
+                })
+                .collect();
+            kv.insert(kv_key(identity, params, read), KvHeld { version, objects });
+        }
+    }
+}
+
+/// The identity, the path and the objects a read serves: two classes that
+/// read one path for different objects are remembered apart.
+fn kv_key(identity: &str, params: &VaultParams, read: &ReadKey) -> (String, String) {
+    let names: Vec<&str> =
+        params.objects.iter().filter(|o| &o.read == read).map(|o| o.object_name.as_str()).collect();
+    (identity.to_owned(), format!("{}\n{}", read.path, names.join("\n")))
+}
+
+/// A KV version number as the answer writes it.
+fn kv_version(value: &GoJson) -> Option<u64> {
+    match value {
+        GoJson::Number(n) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The version the volume holds of `object`.
+fn held_version<'a>(request: &'a MountRequest, object: &str) -> Option<&'a str> {
+    request.current_versions.iter().find(|v| v.id == object).map(|v| v.version.as_str())
+}
+
+/// `/v1/<mount>/metadata/<path>` for a plain KV v2 read of
+/// `/v1/<mount>/data/<path>` (a GET with no query and no body); the mount is
+/// what comes before the first `/data/`.
+fn kv_metadata_path(read: &ReadKey) -> Option<String> {
+    if read.method != "GET" || !read.query.is_empty() || read.body.is_some() {
+        return None;
+    }
+    let (mount, path) = read.path.strip_prefix("/v1/")?.split_once("/data/")?;
+    (!mount.is_empty() && !path.is_empty()).then(|| format!("/v1/{mount}/metadata/{path}"))
+}
+
+/// `data.current_version` of a KV v2 metadata answer.
+fn current_version(body: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value["data"]["current_version"].as_u64()
 }
 
 /// Whether a response carries a lease (`lease_id`), as dynamic secrets do.
@@ -245,6 +417,11 @@ impl Provider for VaultProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+
+    /// A KV v2 object whose version stands is taken from the volume.
+    fn reads_mounted_files(&self) -> bool {
+        true
     }
 }
 

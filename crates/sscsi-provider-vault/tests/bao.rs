@@ -293,6 +293,8 @@ async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
     assert_eq!(node.provider.logins(), 1);
     // The five pods of a service account share one read per round.
     assert_eq!(bao.answered("read", "secret/data/app"), 4, "1 for the mounts, 1 per round");
+    // The policy grants no metadata read: asked once, then not again.
+    assert_eq!(bao.answered("read", "secret/metadata/app"), 1);
 
     // A token Vault stops honouring (revoked) is replaced by one new login.
     bao.write("sys/leases/revoke-prefix/auth/jwt/login", json!({"sync": true})).await;
@@ -300,4 +302,37 @@ async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
     let target = node.publish("app", "a", true).await.unwrap();
     assert_eq!(read(&target.join("user")), "v2");
     assert_eq!(bao.answered("update", "auth/jwt/login"), 2);
+}
+
+/// With a policy that lets it read KV v2 metadata, a refresh asks
+/// `<mount>/metadata/<path>` for the current version and reads no data while
+/// the held files were made from it; a new version is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_v2_refresh_reads_data_only_when_the_version_moved() {
+    let (api, bao) = (ApiServer::start().await, BaoServer::start());
+    configure_auth(&bao, &api, None).await;
+    let policy = format!("{POLICY}\npath \"secret/metadata/*\" {{ capabilities = [\"read\"] }}\n");
+    bao.write("sys/policies/acl/app", json!({"policy": policy})).await;
+    bao.write("secret/data/app", json!({"data": {"user": "admin", "pass": "one"}})).await;
+    let class = "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: user, secretPath: secret/data/app, secretKey: user}\n  - {objectName: pass, secretPath: secret/data/app, secretKey: pass}\n";
+    let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
+    let node = Node::start(api, defaults, &[("app", class)]).await;
+    let target = node.publish("app", "a", true).await.unwrap();
+    assert_eq!(bao.answered("read", "secret/data/app"), 1);
+
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
+    node.publish("app", "a", true).await.unwrap();
+    assert_eq!(
+        (read(&target.join("user")), read(&target.join("pass"))),
+        ("admin".into(), "one".into())
+    );
+    assert_eq!(bao.answered("read", "secret/metadata/app"), 1);
+    assert_eq!(bao.answered("read", "secret/data/app"), 1, "the version held stands: no data read");
+
+    bao.write("secret/data/app", json!({"data": {"user": "admin", "pass": "two"}})).await;
+    tokio::time::sleep(sscsi_provider_kit::coalesce::WINDOW).await;
+    node.publish("app", "a", true).await.unwrap();
+    assert_eq!(read(&target.join("pass")), "two");
+    assert_eq!(bao.answered("read", "secret/metadata/app"), 2);
+    assert_eq!(bao.answered("read", "secret/data/app"), 2, "a new version is read");
 }

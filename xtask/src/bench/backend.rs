@@ -44,7 +44,9 @@ impl Kind {
         let calls: &[(&str, usize)] = match self {
             Self::Local => &[],
             Self::Aws => &[(STS_LOGIN, volumes), (GET_SECRET, volumes * objects)],
-            Self::Vault => &[(VAULT_LOGIN, volumes), (VAULT_READ, volumes * objects)],
+            Self::Vault => {
+                &[(VAULT_LOGIN, volumes), (VAULT_READ, volumes * objects), (VAULT_METADATA, 0)]
+            }
         };
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
@@ -65,7 +67,9 @@ impl Kind {
             Self::Aws => {
                 &[(STS_LOGIN, volumes), (DESCRIBE_SECRET, volumes * objects), (GET_SECRET, changed)]
             }
-            Self::Vault => &[(VAULT_LOGIN, 0), (VAULT_READ, volumes * objects)],
+            Self::Vault => {
+                &[(VAULT_LOGIN, 0), (VAULT_READ, volumes * objects), (VAULT_METADATA, 0)]
+            }
         };
         calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
@@ -76,6 +80,8 @@ pub const GET_SECRET: &str = "secretsmanager:GetSecretValue";
 pub const DESCRIBE_SECRET: &str = "secretsmanager:DescribeSecret";
 pub const VAULT_LOGIN: &str = "vault:login";
 pub const VAULT_READ: &str = "vault:read";
+/// KV v2 metadata reads: the version check of a refresh.
+pub const VAULT_METADATA: &str = "vault:read metadata";
 
 /// Where the bench's pods live.
 pub const NAMESPACE: &str = "bench";
@@ -139,9 +145,11 @@ impl Backend {
     }
 
     /// The jwt auth method trusting the API double's signing key, a role
-    /// for every service account in [`NAMESPACE`], read access to KV v2.
+    /// for every service account in [`NAMESPACE`], read access to KV v2 and
+    /// its metadata (which version-aware refresh asks).
     async fn configure_vault(&mut self, api: &ApiServer) -> anyhow::Result<()> {
-        let policy = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+        let policy = r#"path "secret/data/*" { capabilities = ["read"] }
+path "secret/metadata/*" { capabilities = ["read"] }"#;
         self.vault("PUT", "sys/policies/acl/bench", None, json!({ "policy": policy })).await?;
         self.vault("POST", "sys/auth/jwt", None, json!({"type": "jwt"})).await?;
         let pem = api.signer().public_key_pem();
@@ -289,6 +297,7 @@ impl Backend {
             Self::Vault { bao, .. } => vec![
                 (VAULT_LOGIN, bao.answered("update", "auth/jwt/login")),
                 (VAULT_READ, bao.answered_under("read", "secret/data/")),
+                (VAULT_METADATA, bao.answered_under("read", "secret/metadata/")),
             ],
         };
         calls.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()

@@ -279,6 +279,10 @@ pub fn markdown(r: &Results) -> String {
         "Upstream: ASCP makes credentials again per mount and asks `DescribeSecret` per object, \
          reading only changed values; vault-csi-provider re-reads every path with the pod's \
          cached token. Both skip rewriting unchanged files (the atomic writer's no-op check). \
+         sscsi asks a KV v2 path's metadata for its current version first (the bench's policy \
+         grants `secret/metadata/*` read; with vault-csi-provider's documented policy, which \
+         does not, a refresh reads the data instead, after one refused metadata read per \
+         identity). \
          sscsi's refreshes of one identity share each `DescribeSecret` and read for one rotation \
          interval, so a pass costs one check per (identity, secret) and one read per changed \
          secret and identity, however many volumes hold them. In a cluster the time to new \

@@ -203,7 +203,7 @@ impl AzureProvider {
             params
                 .objects
                 .iter()
-                .map(|object| self.object(&vault, &url, &identity.key, object, request.reuse)),
+                .map(|object| self.object(&vault, &url, &identity.key, object, request)),
         )
         .await;
         let mut files = Vec::new();
@@ -262,8 +262,12 @@ impl AzureProvider {
         url: &str,
         identity: &str,
         object: &KeyVaultObject,
-        reuse: Duration,
+        request: &MountRequest,
     ) -> Result<Vec<Vec<Part>>, AzureError> {
+        let reuse = request.reuse;
+        if let Some(parts) = held_pinned(object, request, self.options.separate_cert_and_key) {
+            return Ok(vec![parts]);
+        }
         if !object.history() {
             return Ok(vec![
                 self.shared_read(vault, url, identity, object, &object.version, reuse).await?,
@@ -308,6 +312,34 @@ impl AzureProvider {
     }
 }
 
+/// A pinned `objectVersion` is immutable: on a refresh that holds it, its
+/// files as mounted (the PEM file, and `.crt` and `.key` when they were
+/// written beside it).
+fn held_pinned(
+    object: &KeyVaultObject,
+    request: &MountRequest,
+    separate_cert_and_key: bool,
+) -> Option<Vec<Part>> {
+    if object.history() || object.version.is_empty() {
+        return None;
+    }
+    let uid = object.uid(None);
+    let held = request.current_versions.iter().find(|v| v.id == uid)?;
+    if held.version != object.version {
+        return None;
+    }
+    let file = |suffix: &'static str| {
+        let contents = request.current_files.get(&format!("{}{suffix}", object.alias))?.clone();
+        Some(Part { suffix, contents, version: held.version.clone() })
+    };
+    let mut parts = Vec::new();
+    if separate_cert_and_key {
+        parts.extend([".crt", ".key"].into_iter().filter_map(file));
+    }
+    parts.push(file("")?);
+    Some(parts)
+}
+
 #[async_trait]
 impl Provider for AzureProvider {
     fn name(&self) -> &str {
@@ -316,5 +348,10 @@ impl Provider for AzureProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         self.fetch(request).await.map_err(ProviderError::from)
+    }
+
+    /// A pinned version's files are taken from the volume.
+    fn reads_mounted_files(&self) -> bool {
+        true
     }
 }

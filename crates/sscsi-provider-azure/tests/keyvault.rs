@@ -534,3 +534,39 @@ async fn object_versions_name_the_key_vault_versions() {
     let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["db", "h/0", "h/1"]);
 }
+
+/// A pinned `objectVersion` is immutable: a refresh that holds it keeps the
+/// mounted file and asks Key Vault nothing for it, while `latest` is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_does_not_read_a_pinned_version_again() {
+    let class = format!(
+        "clientID: app-client\n{}",
+        objects(&[
+            "objectName: db\nobjectType: secret\nobjectVersion: FIRST",
+            "objectName: api\nobjectType: secret",
+        ])
+    );
+    let s = setup(&[("pinned", &class)], AzureOptions::default()).await;
+    let first = s.azure.set_secret("kv1", "db", "db-v1");
+    s.azure.set_secret("kv1", "db", "db-v2");
+    s.azure.set_secret("kv1", "api", "api-v1");
+    let node_class =
+        std::fs::read_dir(s.node.dir.path().join("spc")).unwrap().next().unwrap().unwrap().path();
+    let yaml = std::fs::read_to_string(&node_class).unwrap().replace("FIRST", &first);
+    std::fs::write(&node_class, yaml).unwrap();
+
+    let target = s.publish("pinned", "web-0").await.unwrap();
+    assert_eq!(
+        (text(&target.join("db")), text(&target.join("api"))),
+        ("db-v1".into(), "api-v1".into())
+    );
+    s.azure.set_secret("kv1", "api", "api-v2");
+    let before = s.azure.vault_requests();
+    // Every republish refreshes (interval zero): only `api` is read.
+    s.publish("pinned", "web-0").await.unwrap();
+    assert_eq!(
+        (text(&target.join("db")), text(&target.join("api"))),
+        ("db-v1".into(), "api-v2".into())
+    );
+    assert_eq!(s.azure.vault_requests() - before, 1, "the pinned version is not read again");
+}

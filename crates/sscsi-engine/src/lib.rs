@@ -121,10 +121,6 @@ impl Engine {
         Self { providers, rotation_interval }
     }
 
-    pub fn providers(&self) -> &ProviderRegistry {
-        &self.providers
-    }
-
     /// The provider a class names, if this process has it.
     pub fn provider(&self, class: &SecretProviderClass) -> Result<Arc<dyn Provider>, FetchError> {
         self.providers

@@ -3,9 +3,11 @@
 //!
 //! Publish, one volume: validate the request → take the volume's guard →
 //! check the target (already our tmpfs?) → resolve the SecretProviderClass →
-//! build the provider's request → fetch → ensure tmpfs → atomic write →
-//! record the volume. Each step has its own error variant; [`error`] maps
-//! every variant to a gRPC code and an upstream reason string, in one place.
+//! fetch through the engine (`sscsi-engine`) → materialize (ensure tmpfs,
+//! atomic write) → record (pod status, synced Secrets, the volume table).
+//! Each step has its own error variant; [`error`] maps every variant to a
+//! gRPC code and an upstream reason string, in one place. [`Plugin`] is the
+//! one way to assemble and serve a node.
 
 pub mod authority;
 pub mod client;

@@ -21,11 +21,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError>;
 
-    /// Whether a refresh should bring the mounted files
-    /// ([`MountRequest::current_files`]): only for a provider that returns
-    /// them for objects its backend says are unchanged. Others get none, so
-    /// a refresh does not read the volume into memory for nothing.
-    fn reads_mounted_files(&self) -> bool {
+    /// Whether this refresh should bring the mounted files
+    /// ([`MountRequest::current_files`], still empty in `request`): only for
+    /// a provider that returns them for objects its backend says are
+    /// unchanged. Others get none, so a refresh does not read the volume
+    /// into memory for nothing.
+    fn reads_mounted_files(&self, request: &MountRequest) -> bool {
+        let _ = request;
         false
     }
 }

@@ -135,13 +135,13 @@ impl Engine {
             Ok(provider) => provider,
             Err(e) => return (Err(e), None),
         };
-        let current_files = match fetch.mounted {
-            Some(mounted) if provider.reads_mounted_files() && !fetch.held.is_empty() => {
-                mounted.read().await
-            }
-            _ => BTreeMap::new(),
-        };
-        let request = self.request(&fetch, current_files);
+        let mut request = self.request(&fetch);
+        if let Some(mounted) = fetch.mounted
+            && !fetch.held.is_empty()
+            && provider.reads_mounted_files(&request)
+        {
+            request.current_files = mounted.read().await;
+        }
         let started = Instant::now();
         let response = provider.mount(&request).await;
         let call = Call { ok: response.is_ok(), elapsed: started.elapsed() };
@@ -158,11 +158,7 @@ impl Engine {
         (result, Some(call))
     }
 
-    fn request(
-        &self,
-        fetch: &Fetch<'_>,
-        current_files: BTreeMap<String, SecretBytes>,
-    ) -> MountRequest {
+    fn request(&self, fetch: &Fetch<'_>) -> MountRequest {
         let mut parameters = fetch.class.parameters().clone();
         parameters.extend(fetch.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
         let reuse = match fetch.purpose {
@@ -177,7 +173,7 @@ impl Engine {
             pod: fetch.identity.pod.clone(),
             default_file_mode: DEFAULT_FILE_MODE,
             current_versions: fetch.held.to_vec(),
-            current_files,
+            current_files: BTreeMap::new(),
             reuse,
         }
     }

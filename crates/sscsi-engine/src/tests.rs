@@ -45,7 +45,8 @@ impl Provider for Echo {
         Ok(MountResponse { files, versions })
     }
 
-    fn reads_mounted_files(&self) -> bool {
+    fn reads_mounted_files(&self, request: &MountRequest) -> bool {
+        assert!(request.current_files.is_empty(), "asked before the files are read");
         self.reads_files
     }
 }

@@ -278,7 +278,7 @@ impl Provider for AwsProvider {
     }
 
     /// An unchanged secret's bytes are taken from the volume, not read again.
-    fn reads_mounted_files(&self) -> bool {
+    fn reads_mounted_files(&self, _: &MountRequest) -> bool {
         true
     }
 }

@@ -350,8 +350,10 @@ impl Provider for AzureProvider {
         self.fetch(request).await.map_err(ProviderError::from)
     }
 
-    /// A pinned version's files are taken from the volume.
-    fn reads_mounted_files(&self) -> bool {
-        true
+    /// A pinned version's files are taken from the volume; a class that
+    /// pins none needs no mounted files.
+    fn reads_mounted_files(&self, request: &MountRequest) -> bool {
+        AzureParams::parse(&request.parameters)
+            .is_ok_and(|p| p.objects.iter().any(|o| !o.history() && !o.version.is_empty()))
     }
 }

@@ -452,7 +452,7 @@ impl Provider for GcpProvider {
     }
 
     /// An unchanged Secret Manager version's file is taken from the volume.
-    fn reads_mounted_files(&self) -> bool {
+    fn reads_mounted_files(&self, _: &MountRequest) -> bool {
         true
     }
 }

@@ -420,7 +420,7 @@ impl Provider for VaultProvider {
     }
 
     /// A KV v2 object whose version stands is taken from the volume.
-    fn reads_mounted_files(&self) -> bool {
+    fn reads_mounted_files(&self, _: &MountRequest) -> bool {
         true
     }
 }

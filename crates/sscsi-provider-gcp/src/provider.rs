@@ -127,7 +127,7 @@ pub struct GcpProvider {
     http: reqwest::Client,
     auth: Auth,
     /// Secret Manager clients by (endpoint, identity), with their bearer.
-    clients: tokio::sync::Mutex<HashMap<(String, String), (SecretManagerService, Bearer)>>,
+    clients: Arc<Clients>,
     /// Reads by (identity, resource), shared by the mounts that ask.
     reads: Arc<Coalescer<Read>>,
     /// Version checks of a refresh, likewise.
@@ -261,17 +261,21 @@ impl GcpProvider {
         reuse: Duration,
     ) -> Result<String, Failure> {
         let key = serde_json::json!([access.key, "version", spec.resource_name]).to_string();
-        let name = spec.resource_name.clone();
-        let client = self.client(&self.secret_endpoint(spec), access).await.map_err(|message| {
-            Failure { resource: name.clone(), code: ErrorCode::Internal, message }
-        });
+        let (clients, endpoint) = (self.clients.clone(), self.secret_endpoint(spec));
+        let (name, access) = (spec.resource_name.clone(), access.clone());
+        // The client is looked up only when the check is made, not when an
+        // answer is shared.
         let check = async move {
-            let client = client?;
+            let failed = |code, message| Failure { resource: name.clone(), code, message };
+            let client = clients
+                .get(&endpoint, &access)
+                .await
+                .map_err(|message| failed(ErrorCode::Internal, message))?;
             let version =
                 client.get_secret_version().set_name(&name).send().await.map_err(|e| {
                     let code =
                         e.status().map_or(ErrorCode::Unavailable, |s| status_code(s.code as i32));
-                    Failure { resource: name.clone(), code, message: e.to_string() }
+                    failed(code, e.to_string())
                 })?;
             Ok(version.name)
         };
@@ -292,36 +296,29 @@ impl GcpProvider {
     /// (see [`Coalescer`]).
     async fn shared_read(&self, spec: &SecretSpec, access: &Access, reuse: Duration) -> Read {
         let key = serde_json::json!([access.key, spec.resource_name]).to_string();
-        let read = self.read(spec.clone(), access.clone()).await;
-        self.reads.read(key, reuse, move || read).await.0
+        self.reads.read(key, reuse, || self.read(spec.clone(), access.clone())).await.0
     }
 
-    /// The read of one resource, ready to run.
-    async fn read(&self, spec: SecretSpec, access: Access) -> BoxFuture<'static, Read> {
-        let failed = |code: ErrorCode, message: String| Failure {
-            resource: spec.resource_name.clone(),
-            code,
-            message,
-        };
+    /// The read of one resource, ready to run; its client is looked up when
+    /// it runs.
+    fn read(&self, spec: SecretSpec, access: Access) -> BoxFuture<'static, Read> {
         match &spec.resource {
             Resource::Secret { .. } => {
-                let endpoint = self.secret_endpoint(&spec);
-                let client = match self.client(&endpoint, &access).await {
-                    Ok(client) => client,
-                    Err(message) => {
-                        return futures::future::ready(Err(failed(ErrorCode::Internal, message)))
-                            .boxed();
-                    }
-                };
-                let name = spec.resource_name.clone();
+                let (clients, endpoint) = (self.clients.clone(), self.secret_endpoint(&spec));
+                let name = spec.resource_name;
                 async move {
+                    let failed = |code, message| Failure { resource: name.clone(), code, message };
+                    let client = clients
+                        .get(&endpoint, &access)
+                        .await
+                        .map_err(|message| failed(ErrorCode::Internal, message))?;
                     let response =
                         client.access_secret_version().set_name(&name).send().await.map_err(
                             |e| {
                                 let code = e
                                     .status()
                                     .map_or(ErrorCode::Unavailable, |s| status_code(s.code as i32));
-                                Failure { resource: name.clone(), code, message: e.to_string() }
+                                failed(code, e.to_string())
                             },
                         )?;
                     let data = response.payload.map(|p| p.data.to_vec()).unwrap_or_default();
@@ -335,18 +332,21 @@ impl GcpProvider {
                     (Some(_), Some(url)) => url.clone(),
                     (Some(l), None) => format!("https://parametermanager.{l}.rep.googleapis.com"),
                 };
-                let (http, name) = (self.http.clone(), spec.resource_name.clone());
+                let (http, name) = (self.http.clone(), spec.resource_name);
                 async move { render(&http, &base, &name, &access.token).await }.boxed()
             }
         }
     }
+}
 
-    async fn client(
-        &self,
-        endpoint: &str,
-        access: &Access,
-    ) -> Result<SecretManagerService, String> {
-        let mut clients = self.clients.lock().await;
+/// Secret Manager clients by (endpoint, identity), each with the bearer it
+/// sends, updated to the caller's token whenever one is handed out.
+#[derive(Default)]
+struct Clients(tokio::sync::Mutex<HashMap<(String, String), (SecretManagerService, Bearer)>>);
+
+impl Clients {
+    async fn get(&self, endpoint: &str, access: &Access) -> Result<SecretManagerService, String> {
+        let mut clients = self.0.lock().await;
         let key = (endpoint.to_owned(), access.key.clone());
         if let Some((client, bearer)) = clients.get(&key) {
             *bearer.0.lock().expect("bearer lock") = access.token.clone();

@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -38,7 +38,13 @@ pub struct Coalescer<T> {
     /// The longest `fresh` asked for so far, in ms: answers older than that
     /// serve nobody and are dropped.
     retain_ms: AtomicU64,
+    /// Sweep once the map holds this many keys (then twice what is left),
+    /// so a pass over many keys does not scan the map for every new one.
+    sweep_at: AtomicUsize,
 }
+
+/// The fewest keys worth a sweep.
+const SWEEP_MIN: usize = 64;
 
 impl<T> std::fmt::Debug for Coalescer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +56,12 @@ impl<T> std::fmt::Debug for Coalescer<T> {
 
 impl<T: Clone + Send + Sync + 'static> Default for Coalescer<T> {
     fn default() -> Self {
-        Self { calls: Mutex::default(), next: AtomicU64::new(0), retain_ms: AtomicU64::new(0) }
+        Self {
+            calls: Mutex::default(),
+            next: AtomicU64::new(0),
+            retain_ms: AtomicU64::new(0),
+            sweep_at: AtomicUsize::new(SWEEP_MIN),
+        }
     }
 }
 
@@ -68,28 +79,35 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
         Fut: Future<Output = T> + Send + 'static,
     {
         self.retain_ms.fetch_max(millis(fresh), Ordering::Relaxed);
-        let (generation, call, started) = {
+        let (call, started) = {
             let mut calls = self.calls.lock().expect("coalescer lock");
             let reusable = calls.get(&key).filter(|e| e.done.is_none_or(|at| at.elapsed() < fresh));
             match reusable {
-                Some(entry) => (entry.generation, entry.call.clone(), false),
+                Some(entry) => (entry.call.clone(), false),
                 None => {
-                    self.sweep(&mut calls);
+                    if calls.len() >= self.sweep_at.load(Ordering::Relaxed) {
+                        self.sweep(&mut calls);
+                        self.sweep_at.store((2 * calls.len()).max(SWEEP_MIN), Ordering::Relaxed);
+                    }
                     let generation = self.next.fetch_add(1, Ordering::Relaxed);
-                    let call = read().boxed().shared();
-                    calls.insert(key.clone(), Entry { generation, call: call.clone(), done: None });
-                    (generation, call, true)
+                    // The read marks its own end, so an answer ages even when
+                    // the caller that started it gave up (a cancelled RPC)
+                    // and another reader polled it to the end.
+                    let (this, finished) = (Arc::downgrade(self), key.clone());
+                    let read = read();
+                    let call = async move {
+                        let answer = read.await;
+                        finish(&this, &finished, generation);
+                        answer
+                    }
+                    .boxed()
+                    .shared();
+                    calls.insert(key, Entry { generation, call: call.clone(), done: None });
+                    (call, true)
                 }
             }
         };
-        let answer = call.await;
-        if started {
-            let mut calls = self.calls.lock().expect("coalescer lock");
-            if let Some(entry) = calls.get_mut(&key).filter(|e| e.generation == generation) {
-                entry.done = Some(Instant::now());
-            }
-        }
-        (answer, started)
+        (call.await, started)
     }
 
     /// Drops the answers no reader would take any more.
@@ -108,6 +126,16 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Marks read `generation` of `key` answered now, unless a newer read
+/// replaced it.
+fn finish<T>(coalescer: &Weak<Coalescer<T>>, key: &str, generation: u64) {
+    let Some(coalescer) = coalescer.upgrade() else { return };
+    let mut calls = coalescer.calls.lock().expect("coalescer lock");
+    if let Some(entry) = calls.get_mut(key).filter(|e| e.generation == generation) {
+        entry.done = Some(Instant::now());
     }
 }
 
@@ -179,6 +207,37 @@ mod tests {
         tokio::time::sleep(interval).await;
         assert!(coalescer.is_empty(), "nothing outlives the longest freshness asked for");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// kubelet cancels a publish at its deadline: the read it started runs
+    /// on for whoever joins it, and its answer ages as any other.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_whose_starter_gave_up_still_ages() {
+        let coalescer = Arc::new(Coalescer::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let started = coalescer.read("k".into(), WINDOW, || counted(&calls, 1));
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), started).await;
+        assert!(gave_up.is_err(), "the starter was cancelled mid-read");
+        assert_eq!(coalescer.read("k".into(), WINDOW, || counted(&calls, 2)).await, (1, false));
+        tokio::time::sleep(WINDOW).await;
+        assert_eq!(coalescer.read("k".into(), WINDOW, || counted(&calls, 3)).await, (3, true));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Many keys: old answers are swept as new keys come, not kept forever.
+    #[tokio::test(start_paused = true)]
+    async fn old_answers_are_swept_as_keys_come() {
+        let coalescer = Arc::new(Coalescer::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        for i in 0..1000 {
+            coalescer.read(format!("k{i}"), WINDOW, || counted(&calls, i)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A key every 150 ms, each answer good for a second: of 1,000 keys
+        // the last 6 are live, and far fewer than 1,000 are held.
+        let held = coalescer.calls.lock().unwrap().len();
+        assert!(held <= 2 * SWEEP_MIN, "{held} keys held");
+        assert_eq!(coalescer.len(), 6);
     }
 
     #[tokio::test(start_paused = true)]

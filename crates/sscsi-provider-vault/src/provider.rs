@@ -31,7 +31,7 @@ use sscsi_provider_kit::{BackendStats, Classified, Failure};
 use crate::auth::{AuthError, Login, Tokens, identity};
 use crate::client::{Call, ClientError, Clients, VaultHttp};
 use crate::json::{GoJson, VaultResponse};
-use crate::params::{ParamsError, ReadKey, VaultDefaults, VaultParams};
+use crate::params::{ParamsError, ReadKey, VaultDefaults, VaultObject, VaultParams};
 use crate::render::{RenderError, render};
 use crate::version::{KeySource, VersionKey, version};
 
@@ -186,19 +186,32 @@ impl VaultProvider {
         let identity = identity(&params, request);
         let (token, fresh) = self.tokens.token(&identity, None, &login).await?;
         // One read per distinct request: objects on one dynamic path see one credential.
-        let mut reads: BTreeMap<&ReadKey, &str> = BTreeMap::new();
+        let mut reads: BTreeMap<&ReadKey, Vec<&VaultObject>> = BTreeMap::new();
         for object in &params.objects {
-            reads.entry(&object.read).or_insert(&object.object_name);
+            reads.entry(&object.read).or_default().push(object);
         }
-        // KV v2 reads whose held files stand: no data read.
-        let checks = reads
-            .keys()
-            .map(|read| self.kv_unchanged(&http, &params, request, &identity, &token, read));
-        let checked = futures::future::join_all(checks).await;
-        let unchanged: HashSet<&ReadKey> =
-            reads.keys().zip(checked).filter(|(_, same)| *same).map(|(read, _)| *read).collect();
+        // On a refresh, the KV v2 reads whose held files stand: no data read.
+        let held: HashMap<&str, &str> =
+            request.current_versions.iter().map(|v| (v.id.as_str(), v.version.as_str())).collect();
+        let mut unchanged: HashSet<&ReadKey> = HashSet::new();
+        if !held.is_empty() {
+            let refresh = Refresh {
+                http: &http,
+                params: &params,
+                request,
+                held: &held,
+                identity: &identity,
+                token: &token,
+            };
+            let checks =
+                reads.iter().map(|(read, objects)| self.kv_unchanged(&refresh, read, objects));
+            let checked = futures::future::join_all(checks).await;
+            unchanged =
+                reads.keys().zip(checked).filter(|(_, same)| *same).map(|(r, _)| *r).collect();
+        }
         let results = futures::future::join_all(
-            reads.iter().filter(|(read, _)| !unchanged.contains(*read)).map(|(read, object)| {
+            reads.iter().filter(|(read, _)| !unchanged.contains(*read)).map(|(read, objects)| {
+                let object = &objects[0].object_name;
                 let (http, token, login, identity) = (&http, &token, &login, &identity);
                 let namespace = params.namespace.as_deref();
                 async move {
@@ -250,7 +263,7 @@ impl VaultProvider {
             };
             let Some(response) = responses.get(&object.read) else {
                 // Unchanged: the held file and version stand.
-                let held = held_version(request, &object.object_name).unwrap_or_default();
+                let held = held.get(object.object_name.as_str()).copied().unwrap_or_default();
                 let contents =
                     request.current_files.get(&object.object_name).cloned().unwrap_or_default();
                 versions.push(ObjectVersion {
@@ -275,7 +288,7 @@ impl VaultProvider {
             });
             files.push(SecretFile { path: object.object_name.clone(), mode, contents });
         }
-        self.remember_kv(&identity, &params, &responses, &versions);
+        self.remember_kv(&identity, &reads, &responses, &versions);
         Ok(MountResponse { files, versions })
     }
 }
@@ -286,21 +299,21 @@ impl VaultProvider {
     /// names the KV version those were read at.
     async fn kv_unchanged(
         &self,
-        http: &VaultHttp,
-        params: &VaultParams,
-        request: &MountRequest,
-        identity: &str,
-        token: &SecretBytes,
+        refresh: &Refresh<'_>,
         read: &ReadKey,
+        objects: &[&VaultObject],
     ) -> bool {
+        let Refresh { http, params, request, held, identity, token } = *refresh;
         let Some(metadata) = kv_metadata_path(read) else { return false };
-        let key = kv_key(identity, params, read);
-        let Some(held) = self.kv.lock().expect("kv lock").get(&key).cloned() else { return false };
-        let all_held = params.objects.iter().filter(|o| &o.read == read).all(|o| {
+        let key = kv_key(identity, read, objects);
+        let Some(remembered) = self.kv.lock().expect("kv lock").get(&key).cloned() else {
+            return false;
+        };
+        let all_held = objects.iter().all(|o| {
             // An empty version (no HMAC key) says nothing about the configuration.
-            let remembered = held.objects.get(&o.object_name).map(String::as_str);
-            remembered.is_some_and(|v| !v.is_empty())
-                && remembered == held_version(request, &o.object_name)
+            let version = remembered.objects.get(&o.object_name).map(String::as_str);
+            version.is_some_and(|v| !v.is_empty())
+                && version == held.get(o.object_name.as_str()).copied()
                 && request.current_files.contains_key(&o.object_name)
         });
         let refused = (identity.to_owned(), metadata.clone());
@@ -322,7 +335,7 @@ impl VaultProvider {
             namespace: params.namespace.as_deref(),
         };
         match self.read(http, &call, identity, request.reuse).await {
-            Ok(body) => current_version(&body) == Some(held.version),
+            Ok(body) => current_version(&body) == Some(remembered.version),
             Err(e) => {
                 tracing::debug!(path = %metadata, error = %e, "no KV v2 metadata; reading the data instead");
                 let now = std::time::Instant::now();
@@ -336,10 +349,12 @@ impl VaultProvider {
     fn remember_kv(
         &self,
         identity: &str,
-        params: &VaultParams,
+        reads: &BTreeMap<&ReadKey, Vec<&VaultObject>>,
         responses: &BTreeMap<&ReadKey, VaultResponse>,
         versions: &[ObjectVersion],
     ) {
+        let made: HashMap<&str, &str> =
+            versions.iter().map(|v| (v.id.as_str(), v.version.as_str())).collect();
         let mut kv = self.kv.lock().expect("kv lock");
         for (read, response) in responses {
             let Some(version) =
@@ -347,25 +362,35 @@ impl VaultProvider {
             else {
                 continue;
             };
-            let objects = params
-                .objects
+            let objects = &reads[read];
+            let made = objects
                 .iter()
-                .filter(|o| &o.read == *read)
                 .filter_map(|o| {
-                    let v = versions.iter().find(|v| v.id == o.object_name)?;
-                    Some((o.object_name.clone(), v.version.clone()))
+                    let v = made.get(o.object_name.as_str())?;
+                    Some((o.object_name.clone(), (*v).to_owned()))
                 })
                 .collect();
-            kv.insert(kv_key(identity, params, read), KvHeld { version, objects });
+            kv.insert(kv_key(identity, read, objects), KvHeld { version, objects: made });
         }
     }
 }
 
+/// What a refresh's version checks share.
+#[derive(Clone, Copy)]
+struct Refresh<'a> {
+    http: &'a VaultHttp,
+    params: &'a VaultParams,
+    request: &'a MountRequest,
+    /// The versions held, by object name.
+    held: &'a HashMap<&'a str, &'a str>,
+    identity: &'a str,
+    token: &'a SecretBytes,
+}
+
 /// The identity, the path and the objects a read serves: two classes that
 /// read one path for different objects are remembered apart.
-fn kv_key(identity: &str, params: &VaultParams, read: &ReadKey) -> (String, String) {
-    let names: Vec<&str> =
-        params.objects.iter().filter(|o| &o.read == read).map(|o| o.object_name.as_str()).collect();
+fn kv_key(identity: &str, read: &ReadKey, objects: &[&VaultObject]) -> (String, String) {
+    let names: Vec<&str> = objects.iter().map(|o| o.object_name.as_str()).collect();
     (identity.to_owned(), format!("{}\n{}", read.path, names.join("\n")))
 }
 
@@ -375,11 +400,6 @@ fn kv_version(value: &GoJson) -> Option<u64> {
         GoJson::Number(n) => n.parse().ok(),
         _ => None,
     }
-}
-
-/// The version the volume holds of `object`.
-fn held_version<'a>(request: &'a MountRequest, object: &str) -> Option<&'a str> {
-    request.current_versions.iter().find(|v| v.id == object).map(|v| v.version.as_str())
 }
 
 /// `/v1/<mount>/metadata/<path>` for a plain KV v2 read of

@@ -268,8 +268,9 @@ fn register_azure(
     use sscsi_provider_azure::{AzureOptions, AzureProvider};
     let mut resolve = Vec::new();
     for pair in args.resolve.as_deref().unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
-        let (host, addr) = pair.split_once('=').context("--azure-resolve: host=ip:port")?;
-        resolve.push((host.to_owned(), addr.parse().context("--azure-resolve: ip:port")?));
+        let bad = || format!("--azure-resolve: {pair:?} is not host=ip:port");
+        let (host, addr) = pair.split_once('=').with_context(bad)?;
+        resolve.push((host.to_owned(), addr.parse().with_context(bad)?));
     }
     let options = AzureOptions {
         default_cloud: args.cloud_name,

@@ -7,7 +7,6 @@
 use serde_json::{Value, json};
 
 pub const CLUSTER: &str = "sscsi";
-pub const IMAGE: &str = "sscsi:dev";
 const NAMESPACE: &str = "demo";
 /// The `local` provider's directory on the demo node.
 const LOCAL_ROOT: &str = "/var/lib/sscsi-local";
@@ -26,6 +25,26 @@ pub enum Backend {
     Local,
 }
 
+impl Backend {
+    /// The providers the demo's image is built with: only what it uses.
+    fn features(self) -> &'static str {
+        match self {
+            Backend::Vault => "vault",
+            Backend::Local => "",
+        }
+    }
+
+    /// The image tag `cargo xtask image` gives that build.
+    fn tag(self) -> String {
+        crate::image::tag(env!("CARGO_PKG_VERSION"), self.features())
+    }
+
+    /// Where `cargo xtask image` writes that build's archive (relative to the workspace).
+    fn archive(self) -> String {
+        format!("target/image/sscsi-{}.tar", self.tag())
+    }
+}
+
 /// One step: a description, a command line, and what it reads on stdin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -41,7 +60,7 @@ fn step(what: &str, argv: &[&str], stdin: Option<String>) -> Step {
 /// The chart's values for the demo: the locally built image, and the provider.
 pub fn chart_values(backend: Backend) -> Value {
     let mut values = json!({
-        "linux": {"image": {"repository": "sscsi", "tag": "dev", "pullPolicy": "Never"}},
+        "linux": {"image": {"repository": crate::image::REPOSITORY, "tag": backend.tag(), "pullPolicy": "Never"}},
         "enableSecretRotation": true,
         "rotationPollInterval": "10s",
         "providers": {
@@ -164,6 +183,13 @@ fn on_node(engine: Engine, what: &str, script: &str) -> Step {
 
 /// The steps, in order. `manifests` is the chart rendered with [`chart_values`].
 pub fn steps(engine: Engine, backend: Backend, manifests: &str, rotate: bool) -> Vec<Step> {
+    // The image is an archive cargo xtask image writes: no container engine builds it.
+    let build = step(
+        "build the image",
+        &["cargo", "xtask", "image", "--features", backend.features()],
+        None,
+    );
+    let archive = backend.archive();
     let mut steps = match engine {
         Engine::Kind => vec![
             step(
@@ -177,10 +203,10 @@ pub fn steps(engine: Engine, backend: Backend, manifests: &str, rotate: bool) ->
                 ],
                 None,
             ),
-            step("build the image", &["docker", "build", "-t", IMAGE, "."], None),
+            build,
             step(
                 "load the image into the cluster",
-                &["kind", "load", "docker-image", IMAGE, "--name", CLUSTER],
+                &["kind", "load", "image-archive", &archive, "--name", CLUSTER],
                 None,
             ),
         ],
@@ -190,9 +216,10 @@ pub fn steps(engine: Engine, backend: Backend, manifests: &str, rotate: bool) ->
                 &["minikube", "start", "-p", CLUSTER],
                 None,
             ),
+            build,
             step(
-                "build the image in the cluster",
-                &["minikube", "-p", CLUSTER, "image", "build", "-t", IMAGE, "."],
+                "load the image into the cluster",
+                &["minikube", "-p", CLUSTER, "image", "load", &archive],
                 None,
             ),
         ],
@@ -349,6 +376,11 @@ mod tests {
                 "load the image into the cluster"
             ]
         );
+        // The image is the archive cargo xtask image writes, with the vault provider only.
+        assert_eq!(steps[1].argv, ["cargo", "xtask", "image", "--features", "vault"]);
+        let archive = "target/image/sscsi-0.1.0-vault.tar";
+        assert_eq!(steps[2].argv, ["kind", "load", "image-archive", archive, "--name", "sscsi"]);
+        assert_eq!(chart_values(Backend::Vault)["linux"]["image"]["tag"], "0.1.0-vault");
         assert!(whats.contains(&"configure Vault and write the secret"));
         assert_eq!(whats.last(), Some(&"print the file again"));
         let install = steps.iter().find(|s| s.what == "install sscsi from the chart").unwrap();
@@ -394,6 +426,9 @@ mod tests {
     fn minikube_with_the_local_provider() {
         let steps = steps(Engine::Minikube, Backend::Local, "m", false);
         assert_eq!(steps[0].argv, ["minikube", "start", "-p", "sscsi"]);
+        assert_eq!(steps[1].argv, ["cargo", "xtask", "image", "--features", ""]);
+        let archive = "target/image/sscsi-0.1.0-local.tar";
+        assert_eq!(steps[2].argv, ["minikube", "-p", "sscsi", "image", "load", archive]);
         assert!(!steps.iter().any(|s| s.what.contains("Vault")));
         let values = chart_values(Backend::Local);
         assert_eq!(values["providers"]["vault"]["enabled"], false);

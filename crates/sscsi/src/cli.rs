@@ -35,6 +35,9 @@ pub enum Command {
     /// Publish a secret volume through the real CSI server, locally: no
     /// cluster and no cloud needed. Uses real tmpfs when run as root.
     Demo(DemoArgs),
+    /// Print the version, the providers built in and how many CA certificates
+    /// the system store holds (what TLS to the clouds trusts).
+    Version,
 }
 
 #[derive(Debug, Args)]

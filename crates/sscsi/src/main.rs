@@ -22,9 +22,23 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        cli::Command::Version => {
+            version();
+            Ok(())
+        }
         cli::Command::Demo(args) => {
             logging::init(&cli.log, "warn");
             runtime.block_on(demo::run(args))
         }
+    }
+}
+
+fn version() {
+    println!("sscsi {}", env!("CARGO_PKG_VERSION"));
+    println!("providers: {}", node::PROVIDERS.join(" "));
+    let native = rustls_native_certs::load_native_certs();
+    match native.errors.first() {
+        None => println!("CA certificates: {}", native.certs.len()),
+        Some(error) => println!("CA certificates: {} ({error})", native.certs.len()),
     }
 }

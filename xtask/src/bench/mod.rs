@@ -1,9 +1,9 @@
-//! `cargo xtask bench`: the release binary, driven through its CSI socket
+//! `cargo xtask bench`: the binary as it ships (the `dist` profile), driven through its CSI socket
 //! against moto (AWS), a real OpenBao server (Vault) and the local
 //! provider; figures in `bench/results.json` and `bench/REPORT.md`.
 //!
 //! The xtask binary that `cargo xtask` runs is a debug build. It builds the
-//! release binaries, then hands over to a release build of itself
+//! dist binaries, then hands over to a release build of itself
 //! (`--harness`), so the harness's own parts (the API server double, the
 //! counting proxy, the direct reads) do not run at debug speed beside the
 //! binary they measure.
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// `cargo xtask`, which the report says), with no single-provider sizes.
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Also measure this binary (the previous build, say) in the same run:
+    /// start, idle memory, size and publish latency, side by side.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Only these backends (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     backends: Vec<Kind>,
@@ -67,7 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let commit = commit();
     let binaries = root.join("target/bench");
     std::fs::create_dir_all(&binaries)?;
-    // Single-provider builds first: each one replaces target/release/sscsi.
+    // Single-provider builds first: each one replaces target/dist/sscsi.
     if !args.quick {
         for feature in SINGLE {
             build_sscsi(&["--no-default-features", "--features", feature])?;
@@ -86,6 +90,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .arg(&binary)
         .arg(format!("--build-seconds={:.0}", started.elapsed().as_secs_f64()))
         .arg(format!("--commit={commit}"));
+    if let Some(baseline) = &args.baseline {
+        harness.arg("--baseline").arg(baseline);
+    }
     if args.quick {
         harness.arg("--quick");
     }
@@ -107,6 +114,7 @@ pub fn smoke(binary: &Path) -> anyhow::Result<()> {
         quick: true,
         out: out.path().to_owned(),
         binary: Some(binary.to_owned()),
+        baseline: None,
         backends: Vec::new(),
         harness: false,
         build_seconds: None,
@@ -114,15 +122,16 @@ pub fn smoke(binary: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The `dist` profile: what the image ships.
 fn build_sscsi(features: &[&str]) -> anyhow::Result<()> {
-    let mut args = vec!["build", "--release", "--locked", "-p", "sscsi"];
+    let mut args = vec!["build", "--profile", "dist", "--locked", "-p", "sscsi"];
     args.extend_from_slice(features);
     crate::cargo(&args)
 }
 
 fn copy_binary(root: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::copy(root.join("target/release/sscsi"), to)
-        .with_context(|| format!("copy the release binary to {}", to.display()))?;
+    std::fs::copy(root.join("target/dist/sscsi"), to)
+        .with_context(|| format!("copy the dist binary to {}", to.display()))?;
     Ok(())
 }
 
@@ -157,6 +166,24 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         step(&format!("rotation pass over {} volumes: {}", plan.rotation_volumes, kind.name()));
         rotation.push(scenario::rotation(kind, &plan, &binary).await?);
     }
+    let baseline = match &args.baseline {
+        None => None,
+        Some(path) => {
+            step(&format!("baseline {}: start to /readyz, idle memory", path.display()));
+            let startup = scenario::startup(&plan, path).await?;
+            let mut latency = Vec::new();
+            for &kind in &kinds {
+                step(&format!("baseline: publish latency: {}", kind.name()));
+                latency.extend(scenario::latency(kind, &plan, path).await?);
+            }
+            Some(report::Baseline {
+                binary: path.display().to_string(),
+                binary_mib: size_mib(path)?,
+                startup,
+                latency,
+            })
+        }
+    };
     step("done");
 
     let mut binary_mib = BTreeMap::new();
@@ -191,6 +218,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         rotation,
         startup,
         binary_mib,
+        baseline,
     };
     let out = &args.out;
     std::fs::create_dir_all(out)?;

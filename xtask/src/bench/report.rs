@@ -122,8 +122,19 @@ pub struct Results {
     pub burst: Vec<BurstResult>,
     pub rotation: Vec<Rotation>,
     pub startup: StartupResult,
-    /// Release binary size by provider set (`all`, or one provider).
+    /// Stripped binary size by provider set (`all`, or one provider).
     pub binary_mib: BTreeMap<String, f64>,
+    /// Another binary measured in the same run (`--baseline`).
+    pub baseline: Option<Baseline>,
+}
+
+/// The figures of `--baseline`, taken in the same run as the main ones.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    pub binary: String,
+    pub binary_mib: f64,
+    pub startup: StartupResult,
+    pub latency: Vec<LatencyResult>,
 }
 
 fn num(x: f64) -> String {
@@ -321,12 +332,58 @@ pub fn markdown(r: &Results) -> String {
             "all" => "every provider".to_owned(),
             one => format!("`--no-default-features --features {one}`"),
         };
-        let _ = writeln!(md, "| release binary, {what} | {size:.1} MiB |");
+        let _ = writeln!(md, "| stripped binary (`dist` profile), {what} | {size:.1} MiB |");
     }
     if r.binary_mib.len() == 1 {
         let _ = writeln!(md, "\nSingle-provider binaries are built by the full run only.");
     }
+    if let Some(b) = &r.baseline {
+        baseline_section(&mut md, r, b);
+    }
     md
+}
+
+/// Section 5: the `--baseline` binary beside this one, every figure from the same run.
+fn baseline_section(md: &mut String, r: &Results, b: &Baseline) {
+    let _ = writeln!(
+        md,
+        "\n## 5. Against `{}`\n\nThe same scenarios, servers and harness, in the same run: \
+         this binary (`{}`) beside the baseline.\n",
+        b.binary, r.binary
+    );
+    let _ = writeln!(md, "| what | baseline | this | this / baseline |\n|---|---:|---:|---:|");
+    let mut row = |what: String, before: Spread, after: Spread| {
+        let _ = writeln!(
+            md,
+            "| {what} | {} | {} | {:.2}× |",
+            spread(before),
+            spread(after),
+            after.median / before.median
+        );
+    };
+    let one = |x: f64| Spread { median: x, min: x, max: x };
+    let all = r.binary_mib.get("all").copied().unwrap_or(f64::NAN);
+    row("binary, MiB".into(), one(b.binary_mib), one(all));
+    row("RSS idle, MiB".into(), b.startup.idle_rss_mib, r.startup.idle_rss_mib);
+    row("start → `/readyz`, ms".into(), b.startup.ready_ms, r.startup.ready_ms);
+    for after in &r.latency {
+        let Some(before) =
+            b.latency.iter().find(|l| l.backend == after.backend && l.objects == after.objects)
+        else {
+            continue;
+        };
+        let (backend, objects) = (&after.backend, after.objects);
+        row(
+            format!("publish p50, {backend}, {objects} objects, ms"),
+            before.sscsi_p50_ms,
+            after.sscsi_p50_ms,
+        );
+        row(
+            format!("publish p50 / direct p50, {backend}, {objects}"),
+            before.ratio_p50,
+            after.ratio_p50,
+        );
+    }
 }
 
 fn calls_table(md: &mut String, calls: &BTreeMap<String, CallCount>) {

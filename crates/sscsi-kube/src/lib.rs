@@ -3,6 +3,7 @@
 //! SecretProviderClassPodStatus objects and Events on the pod.
 
 mod observer;
+mod outbox;
 mod refresh;
 mod spc_cache;
 mod sync;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 pub use kube::Client;
 pub use observer::KubeObserver;
+pub use outbox::MAX_EVENTS;
 pub use refresh::{REFRESH_ANNOTATION, watch_refresh_requests};
 pub use spc_cache::SpcCache;
 pub use sync::{MANAGED_LABEL, SyncError, SyncOutcome, SyncPolicy};
@@ -50,7 +52,7 @@ pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 /// has one. Read once at startup: a node does not change region.
 pub async fn node_region(client: &Client, node_name: &str) -> Option<String> {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-    match nodes.get_opt(node_name).await {
+    match nodes.get_metadata_opt(node_name).await {
         Ok(node) => node.and_then(|n| n.metadata.labels).and_then(|l| l.get(REGION_LABEL).cloned()),
         Err(e) => {
             tracing::warn!(node = node_name, error = %e, "cannot read this node's region label");

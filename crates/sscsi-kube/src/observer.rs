@@ -1,23 +1,29 @@
 //! SecretProviderClassPodStatus objects and Events on the pod.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
-use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use sscsi_api::{
     NODE_NAME_LABEL, SecretProviderClassObject, SecretProviderClassPodStatus,
     SecretProviderClassPodStatusStatus, pod_status_name,
 };
 use sscsi_core::PodInfo;
+use sscsi_node::Backoff;
 use sscsi_node::observer::{
     FailedPublish, MountedReport, MountedVolume, ObserverError, VolumeObserver,
 };
 
+use crate::outbox::Outbox;
 use crate::sync::{SyncPolicy, sync_secrets};
+
+/// Retries of a failed status or event write: soon, then at most every 30 s.
+const WRITE_BACKOFF: Backoff =
+    Backoff { base: Duration::from_millis(500), cap: Duration::from_secs(30) };
 
 /// The event source, as upstream's controller names itself.
 const REPORTER: &str = "csi-secrets-store-controller";
@@ -26,7 +32,7 @@ const REPORTER: &str = "csi-secrets-store-controller";
 pub struct KubeObserver {
     client: Client,
     node_id: String,
-    recorder: Recorder,
+    outbox: Outbox,
     sync: SyncPolicy,
 }
 
@@ -37,44 +43,30 @@ impl std::fmt::Debug for KubeObserver {
 }
 
 impl KubeObserver {
+    /// Starts the writer of statuses and events (see [`Outbox`]) on the
+    /// current runtime.
     pub fn new(client: Client, node_id: String) -> Self {
+        Self::with_write_backoff(client, node_id, WRITE_BACKOFF)
+    }
+
+    /// As [`KubeObserver::new`], retrying failed writes after `backoff`.
+    pub fn with_write_backoff(client: Client, node_id: String, backoff: Backoff) -> Self {
         let reporter =
             Reporter { controller: REPORTER.to_owned(), instance: Some(node_id.clone()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, node_id, recorder, sync: SyncPolicy::Disabled }
+        let outbox = Outbox::start(client.clone(), recorder, backoff);
+        Self { client, node_id, outbox, sync: SyncPolicy::Disabled }
+    }
+
+    /// Resolves once every status and event reported so far is written.
+    pub async fn settled(&self) {
+        self.outbox.settled().await;
     }
 
     /// Mirrors `secretObjects` into Kubernetes Secrets under `policy`.
     pub fn with_secret_sync(mut self, policy: SyncPolicy) -> Self {
         self.sync = policy;
         self
-    }
-
-    /// Creates the status object, or brings an existing one up to date;
-    /// writes nothing when it already says what is mounted.
-    async fn record_status(&self, volume: &MountedVolume<'_>) -> Result<(), kube::Error> {
-        let pod = volume.pod;
-        let api: Api<SecretProviderClassPodStatus> =
-            Api::namespaced(self.client.clone(), &pod.namespace);
-        let name = pod_status_name(&pod.name, &pod.namespace, volume.secret_provider_class);
-        let desired = self.desired(&name, volume);
-        // One retry covers a create racing another, or a stale update.
-        for _ in 0..2 {
-            let result = match api.get_opt(&name).await? {
-                None => api.create(&PostParams::default(), &desired).await.map(drop),
-                Some(current) if same(&current, &desired) => return Ok(()),
-                Some(current) => {
-                    let mut next = desired.clone();
-                    next.metadata.resource_version = current.metadata.resource_version;
-                    api.replace(&name, &PostParams::default(), &next).await.map(drop)
-                }
-            };
-            match result {
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                other => return other,
-            }
-        }
-        Ok(())
     }
 
     fn desired(&self, name: &str, volume: &MountedVolume<'_>) -> SecretProviderClassPodStatus {
@@ -109,7 +101,7 @@ impl KubeObserver {
         status
     }
 
-    async fn event(&self, pod: &PodInfo, type_: EventType, reason: &str, note: String) {
+    fn event(&self, pod: &PodInfo, type_: EventType, reason: &str, note: String) {
         let reference = ObjectReference {
             api_version: Some("v1".to_owned()),
             kind: Some("Pod".to_owned()),
@@ -125,9 +117,7 @@ impl KubeObserver {
             action: "NodePublishVolume".to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(pod = pod.name, namespace = pod.namespace, error = %e, "could not record an event");
-        }
+        self.outbox.event(event, reference);
     }
 }
 
@@ -146,7 +136,10 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPodStatus) -> bool {
+pub(crate) fn same(
+    current: &SecretProviderClassPodStatus,
+    desired: &SecretProviderClassPodStatus,
+) -> bool {
     let label = |s: &SecretProviderClassPodStatus| {
         s.metadata.labels.as_ref().and_then(|l| l.get(NODE_NAME_LABEL)).cloned()
     };
@@ -166,20 +159,22 @@ fn same(current: &SecretProviderClassPodStatus, desired: &SecretProviderClassPod
 #[async_trait]
 impl VolumeObserver for KubeObserver {
     async fn mounted(&self, volume: MountedVolume<'_>) -> Result<MountedReport, ObserverError> {
+        // Written off the publish path (we differ from upstream on purpose:
+        // a pod does not wait for, nor fail on, the API server's answer).
         if volume.versions_changed {
-            self.record_status(&volume).await.map_err(|e| {
-                ObserverError(format!(
-                    "failed to create or update SecretProviderClassPodStatus for pod {}/{}: {e}",
-                    volume.pod.namespace, volume.pod.name
-                ))
-            })?;
+            let name = pod_status_name(
+                &volume.pod.name,
+                &volume.pod.namespace,
+                volume.secret_provider_class,
+            );
+            self.outbox.status(self.desired(&name, &volume), !volume.refresh);
         }
         if volume.refresh && volume.content_changed {
             let note = format!(
                 "successfully rotated mounted contents for SecretProviderClass {}/{} (provider {})",
                 volume.pod.namespace, volume.secret_provider_class, volume.provider
             );
-            self.event(volume.pod, EventType::Normal, "SecretRotationComplete", note).await;
+            self.event(volume.pod, EventType::Normal, "SecretRotationComplete", note);
         }
         // Sync never fails the mount: its errors are events and metrics.
         let outcome =
@@ -194,7 +189,7 @@ impl VolumeObserver for KubeObserver {
                 "SecretProviderClass {}/{}: {e}",
                 volume.pod.namespace, volume.secret_provider_class
             );
-            self.event(volume.pod, EventType::Warning, e.reason(), note).await;
+            self.event(volume.pod, EventType::Warning, e.reason(), note);
         }
         Ok(report)
     }
@@ -207,7 +202,7 @@ impl VolumeObserver for KubeObserver {
             "SecretProviderClass {}/{}, provider {provider}: {}",
             failure.pod.namespace, failure.secret_provider_class, failure.message
         );
-        self.event(failure.pod, EventType::Warning, reason, note).await;
+        self.event(failure.pod, EventType::Warning, reason, note);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use sscsi_node::Refresher;
@@ -22,7 +23,10 @@ pub fn watch_refresh_requests(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    let mut events = watcher(Api::<Pod>::all(client), config).default_backoff().boxed();
+    // Metadata only: the annotation is all this reads, and full pods would be
+    // decoded (and their decoder linked) for nothing.
+    let mut events =
+        watcher(Api::<PartialObjectMeta<Pod>>::all(client), config).default_backoff().boxed();
     tokio::spawn(async move {
         // The annotation's value per pod, as last seen.
         let mut seen: HashMap<(String, String), Option<String>> = HashMap::new();

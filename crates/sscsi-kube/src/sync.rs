@@ -130,7 +130,7 @@ pub async fn sync_secrets(
 async fn owners_of(client: &Client, pod: &PodInfo) -> Result<Vec<OwnerReference>, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
     let owners = pods
-        .get_opt(&pod.name)
+        .get_metadata_opt(&pod.name)
         .await?
         .and_then(|p| p.metadata.owner_references)
         .unwrap_or_default();

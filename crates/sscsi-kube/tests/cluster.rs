@@ -37,6 +37,7 @@ struct Cluster {
     node: NodeService,
     store: tempfile::TempDir,
     readiness: Readiness,
+    observer: Arc<KubeObserver>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -56,13 +57,18 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
     let mut registry = Registry::default();
     let stop = CancellationToken::new();
     let (cache, _task) = SpcCache::start(client.clone(), readiness.clone(), stop.clone());
+    // Retries of failed writes come quickly here; the default waits 0.5 s first.
+    let quick = Backoff { base: Duration::from_millis(5), cap: Duration::from_millis(20) };
+    let observer = Arc::new(
+        KubeObserver::with_write_backoff(client, "node-1".into(), quick).with_secret_sync(sync),
+    );
     let deps = NodeDeps {
         mounter: Arc::new(FakeMounter::new()),
         spcs: Arc::new(cache),
         providers,
         readiness: readiness.clone(),
         metrics: NodeMetrics::new(&mut registry),
-        observer: Arc::new(KubeObserver::new(client, "node-1".into()).with_secret_sync(sync)),
+        observer: observer.clone(),
     };
     let config = NodeConfig {
         driver_name: "secrets-store.csi.k8s.io".into(),
@@ -72,7 +78,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
         refresh_backoff: Backoff::default(),
     };
     let (_, node) = services(config, deps);
-    Cluster { api, registry, node, store, readiness, _stop: stop.drop_guard() }
+    Cluster { api, registry, node, store, readiness, observer, _stop: stop.drop_guard() }
 }
 
 impl Cluster {
@@ -98,8 +104,16 @@ impl Cluster {
         out.lines().find_map(|l| l.strip_prefix(series).map(|v| v.trim().to_owned()))
     }
 
-    fn events(&self) -> Vec<serde_json::Value> {
+    /// The events on the pods, once every write reported so far has landed.
+    async fn events(&self) -> Vec<serde_json::Value> {
+        self.observer.settled().await;
         self.api.objects("events.k8s.io", "events", Some("shop"))
+    }
+
+    /// The pod status objects, once every write reported so far has landed.
+    async fn statuses(&self) -> Vec<serde_json::Value> {
+        self.observer.settled().await;
+        self.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"))
     }
 
     async fn wait_synced(&self) {
@@ -127,7 +141,7 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     // No class yet: upstream's reason, a Warning event on the pod, nothing written.
     let err = cluster.publish(&target, "app").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let events = cluster.events();
+    let events = cluster.events().await;
     assert_eq!(events.len(), 1, "{events:?}");
     let event = &events[0];
     assert_eq!(event["type"], "Warning");
@@ -137,6 +151,7 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     assert_eq!(event["regarding"]["uid"], "uid-web-0");
     let note = event["note"].as_str().unwrap();
     assert!(note.contains("shop/app") && note.contains("not found"), "{note}");
+    cluster.observer.settled().await;
     assert!(cluster.api.objects(GROUP, "secretproviderclasspodstatuses", None).is_empty());
 
     // Once the class exists a later publish succeeds.
@@ -153,7 +168,7 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     }
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
 
-    let statuses = cluster.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"));
+    let statuses = cluster.statuses().await;
     assert_eq!(statuses.len(), 1);
     let s = &statuses[0];
     assert_eq!(s["metadata"]["name"], "web-0-shop-app");
@@ -175,6 +190,27 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     assert_eq!(ids, vec!["a", "b"], "objects sorted by id");
 }
 
+/// kube's retry layer resends only 429, 503 and 504; a 500 comes back to the
+/// outbox, which keeps trying, and the publish waited for none of it.
+#[tokio::test]
+async fn a_status_write_the_api_server_refuses_for_a_while_still_lands() {
+    let cluster = start(None).await;
+    cluster.create_spc("app").await;
+    cluster.wait_synced().await;
+    cluster.api.fail_next("POST", "secretproviderclasspodstatuses", 3, 500);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish(&target, "app").await.unwrap();
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
+
+    let statuses = cluster.statuses().await;
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0]["status"]["mounted"], true);
+    // A first mount starts with the create: no GET before it.
+    assert_eq!(cluster.api.requests("POST", "secretproviderclasspodstatuses"), 4);
+    assert_eq!(cluster.api.requests("GET", "secretproviderclasspodstatuses"), 0);
+}
+
 #[tokio::test]
 async fn refresh_updates_pod_status_only_when_versions_change() {
     let cluster = start(Some(Duration::ZERO)).await;
@@ -183,19 +219,17 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
     cluster.publish(&target, "app").await.unwrap();
-    let rv = |c: &Cluster| {
-        c.api.objects(GROUP, "secretproviderclasspodstatuses", Some("shop"))[0]["metadata"]["resourceVersion"].clone()
-    };
-    let first = rv(&cluster);
+    let rv = async |c: &Cluster| c.statuses().await[0]["metadata"]["resourceVersion"].clone();
+    let first = rv(&cluster).await;
 
     cluster.publish(&target, "app").await.unwrap();
-    assert_eq!(rv(&cluster), first, "nothing changed, nothing written");
-    assert!(cluster.events().is_empty());
+    assert_eq!(rv(&cluster).await, first, "nothing changed, nothing written");
+    assert!(cluster.events().await.is_empty());
 
     std::fs::write(cluster.store.path().join("b"), "bravo-2").unwrap();
     cluster.publish(&target, "app").await.unwrap();
-    assert_ne!(rv(&cluster), first, "a new version is recorded");
-    let events = cluster.events();
+    assert_ne!(rv(&cluster).await, first, "a new version is recorded");
+    let events = cluster.events().await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "Normal");
     assert_eq!(events[0]["reason"], "SecretRotationComplete");
@@ -249,7 +283,7 @@ async fn the_refresh_annotation_re_fetches_before_the_interval() {
         }
         assert!(Instant::now() < deadline, "the annotation did not trigger a refresh");
     }
-    let events = cluster.events();
+    let events = cluster.events().await;
     assert!(events.iter().any(|e| e["reason"] == "SecretRotationComplete"), "{events:?}");
     stop.cancel();
 }
@@ -385,7 +419,8 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
     assert_eq!(cluster.metric(synced).as_deref(), Some("4"));
     assert_eq!(cluster.metric("sscsi_sync_k8s_secret_error_total"), None);
 
-    assert!(cluster.events().iter().all(|e| e["type"] != "Warning"), "{:?}", cluster.events());
+    let events = cluster.events().await;
+    assert!(events.iter().all(|e| e["type"] != "Warning"), "{events:?}");
 
     // A failing backend during rotation: files and Secret stay as they were.
     let before = cluster.secret("app-secret").unwrap();
@@ -410,7 +445,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
     cluster.publish_pod("web-0", "csi-a", &target, "app").await.expect("the mount succeeds");
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
     assert!(cluster.secret("s").is_none(), "nothing synced into a namespace not allowed");
-    let events = cluster.events();
+    let events = cluster.events().await;
     let note = events
         .iter()
         .find(|e| e["reason"] == "SecretSyncNotAllowed")
@@ -432,6 +467,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
     cluster.publish_pod("web-0", "csi-a", &target.with_file_name("mount2"), "app").await.unwrap();
     let warnings: Vec<String> = cluster
         .events()
+        .await
         .iter()
         .filter(|e| e["type"] == "Warning")
         .map(|e| format!("{}: {}", e["reason"].as_str().unwrap(), e["note"].as_str().unwrap()))
@@ -503,7 +539,7 @@ async fn tls_secret_objects_get_tls_crt_and_tls_key_from_pem_and_pfx() {
     assert_eq!(decoded("tls.crt"), String::from_utf8(read("rsa.crt")).unwrap());
 
     assert!(cluster.secret("bad-tls").is_none());
-    let events = cluster.events();
+    let events = cluster.events().await;
     let bad = events
         .iter()
         .find(|e| e["reason"] == "SecretTypeNotSupported")

@@ -53,6 +53,25 @@ impl Mounter for TmpfsMounter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(MountError::MountInfo(e)),
         };
+        // A mount point sits on another device than its parent, and statfs
+        // names the filesystem of the topmost mount there: two stats and a
+        // statfs instead of reading a mount table that grows with every
+        // volume on the node (kubelet's IsLikelyNotMountPoint compares the
+        // same devices).
+        if let Some(parent) = target.parent() {
+            use std::os::unix::fs::MetadataExt;
+            let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+            let (here, above) = match (device(&target), device(parent)) {
+                (Ok(here), Ok(above)) => (here, above),
+                (Err(e), _) | (_, Err(e)) => return Err(MountError::MountInfo(e)),
+            };
+            if here == above {
+                return Ok(false);
+            }
+            let fs =
+                nix::sys::statfs::statfs(&target).map_err(|e| MountError::MountInfo(e.into()))?;
+            return Ok(fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        }
         let info =
             std::fs::read_to_string("/proc/self/mountinfo").map_err(MountError::MountInfo)?;
         Ok(top_fstype(&info, &target).as_deref() == Some("tmpfs"))
@@ -238,6 +257,30 @@ mod tests {
         assert!(parse_size("64MB").is_err());
         assert!(parse_size("-1Mi").is_err());
         assert!(parse_size("99999999999999Gi").is_err());
+    }
+
+    /// Real tmpfs (root only; CI runs as root): the device check agrees with
+    /// the mount table, and a directory inside a tmpfs is not a mount point.
+    #[test]
+    fn tmpfs_mount_points_are_told_from_directories_inside_them() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("mount");
+        std::fs::create_dir(&target).unwrap();
+        let m = TmpfsMounter::new(1 << 20);
+        assert!(!m.is_mounted(&target).unwrap());
+        assert!(!m.is_mounted(&dir.path().join("missing")).unwrap());
+        m.mount(&target).unwrap();
+        assert!(m.is_mounted(&target).unwrap());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert_eq!(top_fstype(&info, &target.canonicalize().unwrap()).as_deref(), Some("tmpfs"));
+        let inner = target.join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        assert!(!m.is_mounted(&inner).unwrap(), "inside a tmpfs is not a mount point");
+        m.unmount(&target).unwrap();
+        assert!(!m.is_mounted(&target).unwrap());
     }
 
     #[test]

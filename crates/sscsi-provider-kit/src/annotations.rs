@@ -53,7 +53,7 @@ impl ServiceAccountAnnotations {
             return Ok(Some(annotations));
         }
         let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
-        let Some(account) = api.get_opt(name).await? else {
+        let Some(account) = api.get_metadata_opt(name).await? else {
             self.cache.lock().expect("annotations lock").remove(&key);
             return Ok(None);
         };

@@ -44,6 +44,10 @@ struct Change {
 
 #[derive(Debug, Default)]
 struct State {
+    /// (method, resource) → how many more such requests fail, and with what.
+    failures: BTreeMap<(String, String), (u32, StatusCode)>,
+    /// (method, resource) → requests seen.
+    requests: BTreeMap<(String, String), u32>,
     rv: u64,
     objects: BTreeMap<Key, Value>,
     history: Vec<Change>,
@@ -112,6 +116,50 @@ impl ApiServer {
             .collect()
     }
 
+    /// The next `count` `method` requests on `resource` fail with `code`
+    /// (503 ServiceUnavailable, 500 InternalError, ...).
+    pub fn fail_next(&self, method: &str, resource: &str, count: u32, code: u16) {
+        let code = StatusCode::from_u16(code).expect("an HTTP status");
+        let mut state = self.state.lock().expect("state");
+        state.failures.insert((method.to_owned(), resource.to_owned()), (count, code));
+    }
+
+    /// How many `method` requests on `resource` arrived, failed ones included.
+    pub fn requests(&self, method: &str, resource: &str) -> u32 {
+        let state = self.state.lock().expect("state");
+        state.requests.get(&(method.to_owned(), resource.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// The objects of a resource once `ready` holds for them. Every stored
+    /// change wakes the wait (no polling); after 30 s it panics with what is
+    /// there, so a test that never gets its write fails instead of hanging.
+    pub async fn wait_for(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        ready: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let mut changes = self.changes.subscribe();
+        let wait = async {
+            loop {
+                let objects = self.objects(group, resource, namespace);
+                if ready(&objects) {
+                    return objects;
+                }
+                // A lagged receiver only means several changes: read again.
+                let _ = changes.recv().await;
+            }
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), wait).await {
+            Ok(objects) => objects,
+            Err(_) => panic!(
+                "{resource} never became ready: {:?}",
+                self.objects(group, resource, namespace)
+            ),
+        }
+    }
+
     async fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
         let Some(path) = ApiPath::parse(uri.path()) else {
             return status_error(
@@ -120,6 +168,16 @@ impl ApiServer {
                 &format!("no route for {}", uri.path()),
             );
         };
+        {
+            let key = (method.to_string(), path.resource.clone());
+            let mut state = self.state.lock().expect("state");
+            *state.requests.entry(key.clone()).or_default() += 1;
+            if let Some((left, code)) = state.failures.get_mut(&key).filter(|(n, _)| *n > 0) {
+                *left -= 1;
+                let reason = code.canonical_reason().unwrap_or("Failure").replace(' ', "");
+                return status_error(*code, &reason, "injected by the test");
+            }
+        }
         let query = parse_query(uri.query().unwrap_or_default());
         let body: Option<Value> = if body.is_empty() {
             None
@@ -135,13 +193,24 @@ impl ApiServer {
                 }
             }
         };
+        // `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
+        // (kube's metadata_watcher, get_metadata): metadata alone, as the
+        // API server answers it.
+        let metadata_only = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
         match (&method, &path.name, path.subresource.as_deref()) {
             (&Method::GET, None, None)
                 if query.get("watch").is_some_and(|w| w == "true" || w == "1") =>
             {
-                self.watch(&path, &query)
+                self.watch(&path, &query, metadata_only)
             }
-            (&Method::GET, None, None) => self.list(&path, &query),
+            (&Method::GET, None, None) => self.list(&path, &query, metadata_only),
+            (&Method::GET, Some(_), None) if metadata_only => match self.lookup(&path) {
+                Some(obj) => (StatusCode::OK, axum::Json(partial(&obj))).into_response(),
+                None => not_found(&path, path.name.as_deref().unwrap_or_default()),
+            },
             (&Method::GET, Some(_), None) => self.get(&path),
             (&Method::POST, None, None) if path.resource == "tokenreviews" => {
                 self.token_review(body)
@@ -185,24 +254,43 @@ impl ApiServer {
         }
     }
 
-    fn list(&self, path: &ApiPath, query: &BTreeMap<String, String>) -> Response {
+    fn lookup(&self, path: &ApiPath) -> Option<Value> {
+        let name = path.name.as_deref()?;
+        self.state.lock().expect("state").objects.get(&Self::key(path, name)).cloned()
+    }
+
+    fn list(
+        &self,
+        path: &ApiPath,
+        query: &BTreeMap<String, String>,
+        metadata_only: bool,
+    ) -> Response {
         let state = self.state.lock().expect("state");
         let items: Vec<Value> = state
             .objects
             .iter()
             .filter(|(k, v)| path.matches(k) && selected(v, query))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| if metadata_only { partial(v) } else { v.clone() })
             .collect();
+        let (api_version, kind) = match metadata_only {
+            true => ("meta.k8s.io/v1".to_owned(), "PartialObjectMetadataList".to_owned()),
+            false => (path.api_version(), format!("{}List", kind_of(&path.resource))),
+        };
         let list = json!({
-            "apiVersion": path.api_version(),
-            "kind": format!("{}List", kind_of(&path.resource)),
+            "apiVersion": api_version,
+            "kind": kind,
             "metadata": {"resourceVersion": state.rv.to_string()},
             "items": items,
         });
         (StatusCode::OK, axum::Json(list)).into_response()
     }
 
-    fn watch(&self, path: &ApiPath, query: &BTreeMap<String, String>) -> Response {
+    fn watch(
+        &self,
+        path: &ApiPath,
+        query: &BTreeMap<String, String>,
+        metadata_only: bool,
+    ) -> Response {
         // Subscribe before reading history, so no change falls in between.
         let live = self.changes.subscribe();
         let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -233,8 +321,9 @@ impl ApiServer {
             .filter(move |c| std::future::ready(relevant(c)));
         let events = replay
             .chain(live)
-            .map(|c| {
-                let line = json!({"type": c.kind, "object": c.object}).to_string() + "\n";
+            .map(move |c| {
+                let object = if metadata_only { partial(&c.object) } else { c.object };
+                let line = json!({"type": c.kind, "object": object}).to_string() + "\n";
                 Ok::<_, Infallible>(Bytes::from(line))
             })
             .take_until(tokio::time::sleep(Duration::from_secs(timeout)));
@@ -640,6 +729,15 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An object as `as=PartialObjectMetadata` returns it.
+fn partial(object: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": object["metadata"],
+    })
 }
 
 fn status_error(code: StatusCode, reason: &str, message: &str) -> Response {

@@ -160,3 +160,39 @@ async fn status_subresource_changes_only_the_status() {
     assert_eq!(stored.status.unwrap().phase.as_deref(), Some("Succeeded"));
     assert_eq!(code(api.get_status("gone").await.unwrap_err()).0, 404);
 }
+
+/// kube's metadata calls ask for `as=PartialObjectMetadata`: the answer holds
+/// the metadata alone, for a get, a list and a watch.
+#[tokio::test]
+async fn metadata_requests_get_metadata_only() {
+    let server = ApiServer::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&server).await, "ns");
+    api.create(&PostParams::default(), &config_map("a", "1")).await.unwrap();
+
+    let meta = api.get_metadata_opt("a").await.unwrap().unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["app"], "web");
+    assert_eq!(meta.types.unwrap().kind, "PartialObjectMetadata");
+    assert!(api.get_metadata_opt("missing").await.unwrap().is_none());
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].types.as_ref().unwrap().kind, "PartialObjectMetadata");
+
+    let meta: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(client(&server).await, "ns");
+    let mut events = watcher(meta, watcher::Config::default()).boxed();
+    api.create(&PostParams::default(), &config_map("b", "2")).await.unwrap();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        match events.next().await.unwrap().unwrap() {
+            watcher::Event::InitApply(m) | watcher::Event::Apply(m) => {
+                names.push(m.metadata.name.unwrap())
+            }
+            _ => {}
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+
+    // The object itself is untouched.
+    assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "1");
+}

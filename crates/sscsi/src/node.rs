@@ -34,6 +34,8 @@ use crate::cli::VaultArgs;
 /// How long in-flight calls may run after SIGTERM: within the pod's default
 /// 30 s termination grace period.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long the last status and event writes may take after that.
+const OUTBOX_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let NodeArgs {
@@ -127,6 +129,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if enabled.has("gcp") {
         register_gcp(&mut providers, cluster.client.as_ref(), gcp);
     }
+    let outbox = cluster.kube_observer.clone();
     let parts = Parts {
         mounter: mounter(no_tmpfs, tmpfs_size),
         spcs: cluster.spcs,
@@ -170,6 +173,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
 
     let result = wait_all(tasks, &shutdown).await;
+    // Statuses and events are written off the publish path; give the last
+    // ones a moment to land.
+    if let Some(outbox) = outbox
+        && tokio::time::timeout(OUTBOX_GRACE, outbox.settled()).await.is_err()
+    {
+        tracing::warn!(
+            "stopping with pod status or event writes not yet accepted by the API server"
+        );
+    }
     signals.abort();
     tracing::info!("sscsi node stopped");
     result
@@ -179,6 +191,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 struct Cluster {
     spcs: Arc<dyn SpcSource>,
     observer: Arc<dyn VolumeObserver>,
+    /// The same observer, to wait on its writes at shutdown.
+    kube_observer: Option<KubeObserver>,
     client: Option<Client>,
 }
 
@@ -188,6 +202,7 @@ impl Cluster {
         Self {
             spcs: Arc::new(DirSpcSource::new(dir)),
             observer: Arc::new(NoObserver),
+            kube_observer: None,
             client: None,
         }
     }
@@ -206,7 +221,12 @@ impl Cluster {
             .context("connect to Kubernetes (or run with --spc-dir)")?;
         let (cache, _) = SpcCache::start(client.clone(), readiness.clone(), shutdown.clone());
         let observer = KubeObserver::new(client.clone(), node_id.to_owned()).with_secret_sync(sync);
-        Ok(Self { spcs: Arc::new(cache), observer: Arc::new(observer), client: Some(client) })
+        Ok(Self {
+            spcs: Arc::new(cache),
+            observer: Arc::new(observer.clone()),
+            kube_observer: Some(observer),
+            client: Some(client),
+        })
     }
 }
 
@@ -457,3 +477,16 @@ fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<tokio::task::
         token.cancel();
     }))
 }
+
+/// The providers this binary was built with, `local` always.
+pub const PROVIDERS: &[&str] = &[
+    #[cfg(feature = "aws")]
+    "aws",
+    #[cfg(feature = "azure")]
+    "azure",
+    #[cfg(feature = "gcp")]
+    "gcp",
+    #[cfg(feature = "vault")]
+    "vault",
+    "local",
+];

@@ -434,8 +434,15 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     csi.node_publish_volume(request.clone()).await.unwrap();
     assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "very-secret-value-42");
 
-    let statuses =
-        api.objects("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses", Some("team"));
+    // The status is written off the publish path: wait for it.
+    let statuses = api
+        .wait_for(
+            "secrets-store.csi.x-k8s.io",
+            "secretproviderclasspodstatuses",
+            Some("team"),
+            |o| !o.is_empty(),
+        )
+        .await;
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0]["metadata"]["name"], "app-0-team-app");
     assert_eq!(statuses[0]["status"]["objects"][0]["id"], "password");
@@ -447,13 +454,12 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     missing.secrets = request.secrets.clone();
     let err = csi.node_publish_volume(missing).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let events = api.objects("events.k8s.io", "events", Some("team"));
-    assert!(
+    api.wait_for("events.k8s.io", "events", Some("team"), |events| {
         events
             .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == "SecretProviderClassNotFound"),
-        "{events:?}"
-    );
+            .any(|e| e["type"] == "Warning" && e["reason"] == "SecretProviderClassNotFound")
+    })
+    .await;
 
     drop(csi);
     let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
@@ -596,8 +602,14 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     assert_eq!(keys.len(), 1, "the version key's Secret");
     assert_eq!(keys[0]["metadata"]["name"], "sscsi-vault-hmac-key");
     assert_eq!(keys[0]["immutable"], true);
-    let status =
-        api.objects("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses", Some("team"));
+    let status = api
+        .wait_for(
+            "secrets-store.csi.x-k8s.io",
+            "secretproviderclasspodstatuses",
+            Some("team"),
+            |o| !o.is_empty(),
+        )
+        .await;
     let version = status[0]["status"]["objects"][0]["version"].as_str().unwrap_or_default();
     assert_eq!(version.len(), 44, "an HMAC version: {version:?}");
 

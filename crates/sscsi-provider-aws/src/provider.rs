@@ -1,6 +1,7 @@
 //! The `aws` provider: parameters → regions → IRSA credentials per region →
 //! objects fetched → files.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -105,6 +106,25 @@ pub struct AwsProvider {
     /// builds SDK clients with its own credentials, and they would otherwise
     /// each load the trust roots and open new connections.
     http: SharedHttpClient,
+    /// SDK clients by (identity, region), kept while their credentials are
+    /// the ones the cache hands out: building a Secrets Manager and an SSM
+    /// client costs more than a mount should pay when nothing changed.
+    clients: std::sync::Mutex<HashMap<(String, String), SdkClients>>,
+}
+
+/// The SDK clients of one identity in one region, and the credentials they sign with.
+#[derive(Clone)]
+struct SdkClients {
+    credentials: Credentials,
+    secrets_manager: aws_sdk_secretsmanager::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+/// Not even the access key id is printed.
+impl std::fmt::Debug for SdkClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdkClients").field("expiry", &self.credentials.expiry()).finish()
+    }
 }
 
 impl AwsProvider {
@@ -122,6 +142,7 @@ impl AwsProvider {
             describes: Arc::default(),
             calls: Calls::new(RetryPolicy::AWS_STANDARD),
             http: https_client(),
+            clients: std::sync::Mutex::default(),
         }
     }
 
@@ -212,6 +233,32 @@ impl AwsProvider {
         identity: &str,
         reuse: std::time::Duration,
     ) -> RegionClients {
+        let sdk = self.sdk_clients(region, creds, identity);
+        RegionClients {
+            region: region.to_owned(),
+            failover,
+            secrets_manager: sdk.secrets_manager,
+            ssm: sdk.ssm,
+            shared: Some(SharedReads {
+                identity: identity.to_owned(),
+                reuse,
+                values: self.values.clone(),
+                describes: self.describes.clone(),
+            }),
+            calls: self.calls.clone(),
+        }
+    }
+
+    /// The cached clients when they sign with `creds`, else new ones (which
+    /// replace them). Entries whose credentials have expired go on the way.
+    fn sdk_clients(&self, region: &str, creds: Credentials, identity: &str) -> SdkClients {
+        let key = (identity.to_owned(), region.to_owned());
+        let mut clients = self.clients.lock().expect("AWS clients");
+        if let Some(cached) = clients.get(&key).filter(|c| c.credentials == creds) {
+            return cached.clone();
+        }
+        let now = std::time::SystemTime::now();
+        clients.retain(|_, c| c.credentials.expiry().is_none_or(|at| at > now));
         let endpoints = &self.endpoints;
         let mut sm = aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
@@ -229,23 +276,17 @@ impl AwsProvider {
             .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
             .use_fips(endpoints.use_fips)
             .retry_config(RetryConfig::disabled())
-            .credentials_provider(creds);
+            .credentials_provider(creds.clone());
         if let Some(url) = endpoints.pick(&endpoints.ssm) {
             ssm = ssm.endpoint_url(url);
         }
-        RegionClients {
-            region: region.to_owned(),
-            failover,
+        let sdk = SdkClients {
+            credentials: creds,
             secrets_manager: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
-            shared: Some(SharedReads {
-                identity: identity.to_owned(),
-                reuse,
-                values: self.values.clone(),
-                describes: self.describes.clone(),
-            }),
-            calls: self.calls.clone(),
-        }
+        };
+        clients.insert(key, sdk.clone());
+        sdk
     }
 }
 
@@ -311,5 +352,39 @@ mod tests {
             ("AWS_USE_FIPS_ENDPOINT", "false"),
         ]));
         assert_eq!(e, AwsEndpoints::default());
+    }
+
+    #[derive(Debug)]
+    struct NoRoles;
+
+    #[async_trait]
+    impl RoleLookup for NoRoles {
+        async fn role_arn(&self, _: &str, _: &str) -> Result<Option<String>, AuthError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn sdk_clients_are_kept_while_their_credentials_are_current() {
+        let provider = AwsProvider::new(Arc::new(NoRoles), AwsEndpoints::default(), None);
+        let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let creds = |key: &str, expiry| Credentials::new(key, "secret", None, expiry, "test");
+        let first = provider.sdk_clients("eu-west-1", creds("AKIA1", Some(in_an_hour)), "irsa/a/b");
+        let again = provider.sdk_clients("eu-west-1", creds("AKIA1", Some(in_an_hour)), "irsa/a/b");
+        // One client, shared: its config is the same allocation.
+        assert!(std::ptr::eq(first.secrets_manager.config(), again.secrets_manager.config()));
+        let renewed =
+            provider.sdk_clients("eu-west-1", creds("AKIA2", Some(in_an_hour)), "irsa/a/b");
+        assert!(!std::ptr::eq(first.secrets_manager.config(), renewed.secrets_manager.config()));
+        provider.sdk_clients("us-east-1", creds("AKIA2", Some(in_an_hour)), "irsa/a/b");
+        assert_eq!(provider.clients.lock().unwrap().len(), 2, "one entry per identity and region");
+        // Expired credentials leave when a new entry is made.
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        provider.sdk_clients("eu-west-2", creds("AKIA3", Some(past)), "irsa/c/d");
+        provider.sdk_clients("eu-west-3", creds("AKIA4", None), "irsa/e/f");
+        let keys: Vec<_> = provider.clients.lock().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(!keys.iter().any(|(identity, _)| identity == "irsa/c/d"));
+        assert!(!format!("{provider:?}").contains("AKIA"), "no key id in Debug");
     }
 }

@@ -35,7 +35,8 @@ fn main() -> anyhow::Result<()> {
 
 fn version() {
     println!("sscsi {}", env!("CARGO_PKG_VERSION"));
-    println!("providers: {}", node::PROVIDERS.join(" "));
+    let providers: Vec<&str> = node::COMPILED.iter().copied().chain(["local"]).collect();
+    println!("providers: {}", providers.join(" "));
     let native = rustls_native_certs::load_native_certs();
     match native.errors.first() {
         None => println!("CA certificates: {}", native.certs.len()),

@@ -373,8 +373,8 @@ async fn register_aws(
     providers.register(Arc::new(provider));
 }
 
-/// The cloud providers compiled into this binary.
-const COMPILED: &[&str] = &[
+/// The cloud providers compiled into this binary (`local` always is).
+pub const COMPILED: &[&str] = &[
     #[cfg(feature = "aws")]
     "aws",
     #[cfg(feature = "azure")]
@@ -477,16 +477,3 @@ fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<tokio::task::
         token.cancel();
     }))
 }
-
-/// The providers this binary was built with, `local` always.
-pub const PROVIDERS: &[&str] = &[
-    #[cfg(feature = "aws")]
-    "aws",
-    #[cfg(feature = "azure")]
-    "azure",
-    #[cfg(feature = "gcp")]
-    "gcp",
-    #[cfg(feature = "vault")]
-    "vault",
-    "local",
-];

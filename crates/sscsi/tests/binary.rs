@@ -435,14 +435,7 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
     assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "very-secret-value-42");
 
     // The status is written off the publish path: wait for it.
-    let statuses = api
-        .wait_for(
-            "secrets-store.csi.x-k8s.io",
-            "secretproviderclasspodstatuses",
-            Some("team"),
-            |o| !o.is_empty(),
-        )
-        .await;
+    let statuses = written_statuses(&api).await;
     assert_eq!(statuses.len(), 1);
     assert_eq!(statuses[0]["metadata"]["name"], "app-0-team-app");
     assert_eq!(statuses[0]["status"]["objects"][0]["id"], "password");
@@ -602,14 +595,7 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     assert_eq!(keys.len(), 1, "the version key's Secret");
     assert_eq!(keys[0]["metadata"]["name"], "sscsi-vault-hmac-key");
     assert_eq!(keys[0]["immutable"], true);
-    let status = api
-        .wait_for(
-            "secrets-store.csi.x-k8s.io",
-            "secretproviderclasspodstatuses",
-            Some("team"),
-            |o| !o.is_empty(),
-        )
-        .await;
+    let status = written_statuses(&api).await;
     let version = status[0]["status"]["objects"][0]["version"].as_str().unwrap_or_default();
     assert_eq!(version.len(), 44, "an HMAC version: {version:?}");
 
@@ -770,4 +756,11 @@ async fn node_in_a_cluster_mounts_a_gcp_secret_with_workload_identity() {
     assert!(!logs.contains("gcp-secret-value-48"), "the secret leaked into the logs");
     assert!(!logs.contains(&jwt), "the pod's token leaked into the logs");
     assert!(!logs.contains("federated-"), "the federated token leaked into the logs");
+}
+
+/// The pod status objects in `team`, once there is one: they are written off
+/// the publish path.
+async fn written_statuses(api: &sscsi_testkit::kube_api::ApiServer) -> Vec<serde_json::Value> {
+    let resource = "secretproviderclasspodstatuses";
+    api.wait_for("secrets-store.csi.x-k8s.io", resource, Some("team"), |o| !o.is_empty()).await
 }

@@ -95,6 +95,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR`, else target/.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 fn codegen(check: bool) -> anyhow::Result<()> {
     // The chart is rendered by helm-python-sdk.
     testenv::ensure()?;

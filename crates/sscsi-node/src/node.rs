@@ -87,7 +87,8 @@ impl Node for NodeService {
                     volume_id,
                     target,
                     outcome = outcome.describe(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    // Fractional: most publishes take less than a millisecond.
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                     "node publish volume complete"
                 );
                 Ok(Response::new(NodePublishVolumeResponse {}))

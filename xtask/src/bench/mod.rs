@@ -75,14 +75,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.quick {
         for feature in SINGLE {
             build_sscsi(&["--no-default-features", "--features", feature])?;
-            copy_binary(&root, &binaries.join(format!("sscsi-{feature}")))?;
+            copy_binary(&binaries.join(format!("sscsi-{feature}")))?;
         }
     }
     build_sscsi(&[])?;
     let binary = binaries.join("sscsi-all");
-    copy_binary(&root, &binary)?;
+    copy_binary(&binary)?;
     crate::cargo(&["build", "--release", "--locked", "-p", "xtask"])?;
-    let mut harness = Command::new(root.join("target/release/xtask"));
+    let mut harness = Command::new(crate::target_dir().join("release/xtask"));
     harness
         .args(["bench", "--harness", "--out"])
         .arg(root.join(&args.out))
@@ -129,8 +129,8 @@ fn build_sscsi(features: &[&str]) -> anyhow::Result<()> {
     crate::cargo(&args)
 }
 
-fn copy_binary(root: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::copy(root.join("target/dist/sscsi"), to)
+fn copy_binary(to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(crate::target_dir().join("dist/sscsi"), to)
         .with_context(|| format!("copy the dist binary to {}", to.display()))?;
     Ok(())
 }

@@ -427,9 +427,16 @@ pub fn bar_chart(
         [Some(b.value), b.range.map(|r| r.0), b.range.map(|r| r.1)].into_iter().flatten()
     });
     let positive: Vec<f64> = positive.filter(|v| *v > 0.0 && v.is_finite()).collect();
-    // Room below the smallest bar and above the tallest, so both show.
-    let lo = (positive.iter().copied().fold(f64::INFINITY, f64::min) / 2.0).log10().floor();
-    let hi = (positive.iter().copied().fold(0.0, f64::max) * 2.0).log10().ceil().max(lo + 1.0);
+    // Room below the smallest bar and above the tallest, so both show; one
+    // decade when nothing is above zero (a run with no backend calls).
+    let (lo, hi) = match positive.is_empty() {
+        true => (0.0, 1.0),
+        false => {
+            let lo = (positive.iter().copied().fold(f64::INFINITY, f64::min) / 2.0).log10().floor();
+            let hi = (positive.iter().copied().fold(0.0, f64::max) * 2.0).log10().ceil();
+            (lo, hi.max(lo + 1.0))
+        }
+    };
     let y = |v: f64| top + plot_h * (1.0 - (v.log10() - lo) / (hi - lo));
     let mut svg = String::new();
     let _ = writeln!(
@@ -612,6 +619,18 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), 100.0);
         assert_eq!(percentile(&[7.0, 9.0], 50.0), 7.0);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
+    }
+
+    /// A `--backends local` run has no calls to plot: one decade of grid, not
+    /// a loop that never ends (it once filled the machine's memory).
+    #[test]
+    fn a_chart_with_nothing_above_zero_has_one_decade() {
+        let zero = vec![Bar { series: 0, value: 0.0, range: None }];
+        for groups in [vec![], vec![("none".to_owned(), zero)]] {
+            let svg = bar_chart("t", "u", &["a"], &groups);
+            assert_eq!(svg.matches("stroke=\"#ddd\"").count(), 2, "{svg}");
+        }
+        assert!(calls_svg(&[], &[]).ends_with("</svg>\n"));
     }
 
     #[test]

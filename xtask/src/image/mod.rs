@@ -103,7 +103,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 "--features",
                 &features,
             ])?;
-            root.join("target/dist/sscsi")
+            crate::target_dir().join("dist/sscsi")
         }
     };
     let inputs = Inputs {

@@ -11,10 +11,8 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::*;
 
 fn inputs(epoch: i64) -> Inputs {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| crate::root().join("target"), PathBuf::from);
     Inputs {
-        binary: target.join("debug/sscsi"),
+        binary: crate::target_dir().join("debug/sscsi"),
         features: "aws,azure,gcp,vault".into(),
         version: "0.1.0".into(),
         revision: "0123456789abcdef0123456789abcdef01234567".into(),

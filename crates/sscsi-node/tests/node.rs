@@ -29,7 +29,7 @@ fn is_root() -> bool {
 }
 
 struct Harness {
-    dir: tempfile::TempDir,
+    dir: sscsi_testkit::MountDir,
     node: NodeClient<Channel>,
     identity: IdentityClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -56,7 +56,7 @@ impl Harness {
         rotation: Option<Duration>,
         extra: Vec<Arc<dyn Provider>>,
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = sscsi_testkit::MountDir::new();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("db")).unwrap();
         std::fs::write(store.join("db/password"), "s3cret-v1").unwrap();

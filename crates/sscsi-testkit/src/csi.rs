@@ -27,7 +27,7 @@ pub struct Class<'a> {
 
 #[derive(Debug)]
 pub struct TestNode {
-    pub dir: tempfile::TempDir,
+    pub dir: crate::MountDir,
     csi: NodeClient<Channel>,
 }
 
@@ -47,7 +47,7 @@ impl TestNode {
         classes: &[Class<'_>],
         rotation: Option<Duration>,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("a directory");
+        let dir = crate::MountDir::new();
         let spc_dir = dir.path().join("spc");
         std::fs::create_dir(&spc_dir).expect("the class directory");
         for class in classes {

@@ -10,6 +10,8 @@ pub mod grpc_go;
 pub mod jwt;
 pub mod kube_api;
 pub mod moto;
+mod mount_dir;
+pub use mount_dir::MountDir;
 pub mod pki;
 mod process;
 pub use process::{program, test_env};

@@ -178,8 +178,8 @@ async fn publish_once_the_class_is_cached(
     }
 }
 
-fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+fn setup() -> sscsi_testkit::MountDir {
+    let dir = sscsi_testkit::MountDir::new();
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
     std::fs::create_dir_all(dir.path().join("spc")).unwrap();
     std::fs::write(dir.path().join("store/password"), "very-secret-value-42").unwrap();

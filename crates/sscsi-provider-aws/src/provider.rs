@@ -253,12 +253,14 @@ impl AwsProvider {
     /// replace them). Entries whose credentials have expired go on the way.
     fn sdk_clients(&self, region: &str, creds: Credentials, identity: &str) -> SdkClients {
         let key = (identity.to_owned(), region.to_owned());
-        let mut clients = self.clients.lock().expect("AWS clients");
-        if let Some(cached) = clients.get(&key).filter(|c| c.credentials == creds) {
-            return cached.clone();
+        {
+            let clients = self.clients.lock().expect("AWS clients");
+            if let Some(cached) = clients.get(&key).filter(|c| c.credentials == creds) {
+                return cached.clone();
+            }
         }
-        let now = std::time::SystemTime::now();
-        clients.retain(|_, c| c.credentials.expiry().is_none_or(|at| at > now));
+        // Built outside the lock: a burst of first mounts of other
+        // identities does not wait on each other's construction.
         let endpoints = &self.endpoints;
         let mut sm = aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
@@ -285,6 +287,9 @@ impl AwsProvider {
             secrets_manager: aws_sdk_secretsmanager::Client::from_conf(sm.build()),
             ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
         };
+        let mut clients = self.clients.lock().expect("AWS clients");
+        let now = std::time::SystemTime::now();
+        clients.retain(|_, c| c.credentials.expiry().is_none_or(|at| at > now));
         clients.insert(key, sdk.clone());
         sdk
     }

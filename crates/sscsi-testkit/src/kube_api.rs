@@ -174,8 +174,15 @@ impl ApiServer {
             *state.requests.entry(key.clone()).or_default() += 1;
             if let Some((left, code)) = state.failures.get_mut(&key).filter(|(n, _)| *n > 0) {
                 *left -= 1;
-                let reason = code.canonical_reason().unwrap_or("Failure").replace(' ', "");
-                return status_error(*code, &reason, "injected by the test");
+                // The reasons the API server's Status carries for these codes.
+                let reason = match code.as_u16() {
+                    429 => "TooManyRequests",
+                    500 => "InternalError",
+                    503 => "ServiceUnavailable",
+                    504 => "Timeout",
+                    _ => "Failure",
+                };
+                return status_error(*code, reason, "injected by the test");
             }
         }
         let query = parse_query(uri.query().unwrap_or_default());

@@ -67,6 +67,14 @@ impl Inputs {
     }
 }
 
+/// One spelling per set, so `vault,aws` and `aws, vault` build one tag.
+fn feature_set(features: &str) -> String {
+    let mut set: Vec<&str> = features.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    set.sort_unstable();
+    set.dedup();
+    set.join(",")
+}
+
 pub fn tag(version: &str, features: &str) -> String {
     match features {
         "aws,azure,gcp,vault" => version.to_owned(),
@@ -88,7 +96,7 @@ pub struct Built {
 
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let root = crate::root();
-    let features = args.features.replace(' ', "");
+    let features = feature_set(&args.features);
     let binary = match args.binary {
         Some(binary) => binary,
         None => {
@@ -111,11 +119,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         features,
         version: env!("CARGO_PKG_VERSION").into(),
         revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|_| "unknown".into()),
-        epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .or_else(|| git(&["log", "-1", "--format=%ct"]).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0),
+        epoch: epoch()?,
     };
     let out =
         args.out.unwrap_or_else(|| root.join(format!("target/image/sscsi-{}.tar", inputs.tag())));
@@ -133,6 +137,17 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `SOURCE_DATE_EPOCH` when set (it must be whole seconds), else the
+/// commit's time, else 0 outside a git checkout.
+fn epoch() -> anyhow::Result<i64> {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        return value.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={value:?} is not seconds since 1970 (e.g. 1700000000)")
+        });
+    }
+    Ok(git(&["log", "-1", "--format=%ct"]).ok().and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
 fn git(args: &[&str]) -> anyhow::Result<String> {
     let output =
         std::process::Command::new("git").args(args).current_dir(crate::root()).output()?;
@@ -145,7 +160,8 @@ fn git(args: &[&str]) -> anyhow::Result<String> {
 /// Writes the archive to `out` and the SBOM beside it (`.spdx.json`).
 pub fn build(inputs: &Inputs, out: &Path) -> anyhow::Result<Built> {
     let root = crate::root();
-    let mtime = u64::try_from(inputs.epoch).context("a negative epoch")?;
+    let mtime = u64::try_from(inputs.epoch)
+        .with_context(|| format!("the image's time {} is before 1970", inputs.epoch))?;
     let created = jiff::Timestamp::from_second(inputs.epoch)?.to_string();
 
     let mut base = Tree::default();

@@ -221,3 +221,11 @@ fn the_sbom_names_the_crates_linked_and_the_debian_packages() {
     assert_eq!(libc["checksums"][0]["checksumValue"], pins[0].sha256);
     assert_eq!(libc["versionInfo"], pins[0].version);
 }
+
+#[test]
+fn a_feature_set_has_one_spelling_and_one_tag() {
+    assert_eq!(feature_set(" vault, aws,vault"), "aws,vault");
+    assert_eq!(tag("0.1.0", &feature_set("vault,gcp,azure,aws")), "0.1.0");
+    assert_eq!(tag("0.1.0", &feature_set("")), "0.1.0-local");
+    assert_eq!(tag("0.1.0", &feature_set("vault,aws")), "0.1.0-aws-vault");
+}

@@ -19,6 +19,9 @@ pub const VERSIONS: &[&str] = &["v1", "v1alpha1"];
 /// Label on every SecretProviderClassPodStatus: the node that mounted it.
 pub const NODE_NAME_LABEL: &str = "internal.secrets-store.csi.k8s.io/node-name";
 
+mod secretsync;
+
+pub use secretsync::*;
 pub use v1::{
     SecretObject, SecretObjectData, SecretProviderClass, SecretProviderClassObject,
     SecretProviderClassPodStatus, SecretProviderClassPodStatusStatus, SecretProviderClassSpec,
@@ -209,7 +212,8 @@ pub mod v1alpha1 {
     pub struct SecretProviderClassPodStatusFields {}
 }
 
-/// Both CRDs, every version merged, v1 stored.
+/// Every CRD: SecretProviderClass and its pod status (every version
+/// merged, v1 stored), then SecretSync.
 ///
 /// Like upstream's there is no status subresource: the status is written
 /// with the object, so objects written by either driver look the same.
@@ -228,6 +232,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             v1::SecretProviderClassPodStatus::crd(),
             v1alpha1::SecretProviderClassPodStatus::crd(),
         ]),
+        // The sync controller's CRD keeps its status subresource.
+        SecretSync::crd(),
     ]
 }
 
@@ -238,7 +244,7 @@ pub fn crd_documents() -> Vec<(String, String)> {
     crds()
         .iter()
         .map(|crd| {
-            let file = format!("{GROUP}_{}.yaml", crd.spec.names.plural);
+            let file = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
             let yaml = serde_saphyr::to_string(crd).expect("a CRD serializes");
             (file, yaml)
         })

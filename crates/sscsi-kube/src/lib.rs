@@ -1,10 +1,13 @@
-//! The node plugin's Kubernetes side: the client, a watch-backed cache of
-//! SecretProviderClasses, and the [`KubeObserver`] that writes
-//! SecretProviderClassPodStatus objects and Events on the pod.
+//! The Kubernetes side: the client, a watch-backed cache of
+//! SecretProviderClasses, the [`KubeObserver`] that writes
+//! SecretProviderClassPodStatus objects and Events on the pod, and the
+//! SecretSync controller ([`secretsync`]) with its leader election.
 
+mod lease;
 mod observer;
 mod outbox;
 mod refresh;
+pub mod secretsync;
 mod spc_cache;
 mod sync;
 pub mod tls;
@@ -12,6 +15,7 @@ pub mod tls;
 use std::path::Path;
 
 pub use kube::Client;
+pub use lease::{Elector, LeaseConfig, LeaseError};
 pub use observer::KubeObserver;
 pub use outbox::MAX_EVENTS;
 pub use refresh::{REFRESH_ANNOTATION, watch_refresh_requests};

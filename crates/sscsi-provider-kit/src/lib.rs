@@ -20,4 +20,4 @@ pub use identity::{IdentityCache, RefreshRule};
 pub use retry::{Calls, Classified, RetryPolicy, retry};
 pub use stats::{BackendStats, CallStats};
 pub use status::Failure;
-pub use token_request::request_pod_token;
+pub use token_request::{request_pod_token, request_token};

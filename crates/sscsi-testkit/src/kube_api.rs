@@ -7,9 +7,13 @@
 //! the status subresource, TokenRequest (signed JWTs) and TokenReview of the tokens it signed. Like the real server it refuses what is wrong: create of
 //! an existing object is 409 AlreadyExists, an update with a stale
 //! resourceVersion is 409 Conflict, a missing object is 404 NotFound, and
-//! errors come as `Status` objects. Not modelled: authentication, admission,
-//! schema validation, subresources other than `status` and `token`, strategic merge patch
-//! (415, as for custom resources), and garbage collection.
+//! errors come as `Status` objects; `metadata.generation` moves with the
+//! spec; a write that changes nothing is no write; deleting an object
+//! deletes what it alone owns (the garbage collector's background policy).
+//! Not modelled: authentication, admission, schema validation, subresources
+//! other than `status` and `token`, strategic merge patch (415, as for
+//! custom resources), and server-side apply's field ownership (an apply is
+//! a merge patch that creates).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -471,9 +475,41 @@ impl ApiServer {
                 };
                 state.history.push(change.clone());
                 let _ = self.changes.send(change);
+                self.collect_garbage(&mut state);
                 (StatusCode::OK, axum::Json(obj)).into_response()
             }
             None => not_found(path, &name),
+        }
+    }
+
+    /// The garbage collector's background deletion: an object whose every
+    /// owner is gone goes too (and what it owns, in turn).
+    fn collect_garbage(&self, state: &mut State) {
+        loop {
+            let uids: std::collections::BTreeSet<String> = state
+                .objects
+                .values()
+                .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+                .collect();
+            let orphan = state.objects.iter().find_map(|(key, obj)| {
+                let owners = obj["metadata"]["ownerReferences"].as_array()?;
+                let gone = !owners.is_empty()
+                    && owners.iter().all(|o| o["uid"].as_str().is_none_or(|u| !uids.contains(u)));
+                gone.then(|| key.clone())
+            });
+            let Some(key) = orphan else { return };
+            let mut obj = state.objects.remove(&key).expect("found above");
+            state.rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
+            let change = Change {
+                kind: "DELETED",
+                group: key.group,
+                resource: key.resource,
+                object: obj,
+                rv: state.rv,
+            };
+            state.history.push(change.clone());
+            let _ = self.changes.send(change);
         }
     }
 
@@ -552,7 +588,34 @@ impl ApiServer {
         (StatusCode::CREATED, axum::Json(review)).into_response()
     }
 
+    /// Stores a write as the API server does: `metadata.generation` starts
+    /// at 1 and moves when anything but metadata and status changes; a write
+    /// that changes nothing is no write (no new resourceVersion, no event).
     fn store(&self, state: &mut State, key: Key, mut obj: Value, kind: &'static str) {
+        let previous = state.objects.get(&key);
+        let spec_of = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(map) = v.as_object_mut() {
+                map.remove("metadata");
+                map.remove("status");
+            }
+            v
+        };
+        let generation = match previous {
+            None => 1,
+            Some(prev) => {
+                let old = prev["metadata"]["generation"].as_i64().unwrap_or(1);
+                if spec_of(prev) == spec_of(&obj) { old } else { old + 1 }
+            }
+        };
+        obj["metadata"]["generation"] = json!(generation);
+        if let Some(prev) = previous {
+            let mut same = obj.clone();
+            same["metadata"]["resourceVersion"] = prev["metadata"]["resourceVersion"].clone();
+            if same == *prev {
+                return;
+            }
+        }
         state.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
         let change = Change {
@@ -633,6 +696,8 @@ fn kind_of(resource: &str) -> String {
         "secrets" => "Secret",
         "serviceaccounts" => "ServiceAccount",
         "nodes" => "Node",
+        "secretsyncs" => "SecretSync",
+        "leases" => "Lease",
         _ => "",
     }
     .to_owned()

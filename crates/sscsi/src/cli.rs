@@ -29,8 +29,12 @@ pub struct LogArgs {
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs on every node).
     Node(Box<NodeArgs>),
+    /// Run the SecretSync controller: a Kubernetes Secret per SecretSync
+    /// (secret-sync.x-k8s.io/v1alpha1), without a pod, kept in rotation
+    /// (what the chart's `syncController` Deployment runs).
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions (SecretProviderClass,
-    /// SecretProviderClassPodStatus) as YAML, for `kubectl apply -f -`.
+    /// SecretProviderClassPodStatus, SecretSync) as YAML, for `kubectl apply -f -`.
     Crds,
     /// Publish a secret volume through the real CSI server, locally: no
     /// cluster and no cloud needed. Uses real tmpfs when run as root.
@@ -99,14 +103,74 @@ pub struct NodeArgs {
     /// service account, else the file KUBECONFIG names.
     #[arg(long, env = "SSCSI_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Enable the `local` provider, serving files under this directory.
-    #[arg(long, env = "SSCSI_LOCAL_PROVIDER_ROOT")]
-    pub local_provider_root: Option<PathBuf>,
     /// Development only: write volumes to plain directories on the node's
     /// disk instead of tmpfs, so the node plugin runs without root.
     #[arg(long, env = "SSCSI_NO_TMPFS")]
     pub no_tmpfs: bool,
 
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// How often every SecretSync is fetched again (version-aware: an
+    /// unchanged secret costs a cheap check and no write); 0s turns rotation off.
+    #[arg(long, env = "SSCSI_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub rotation_poll_interval: Duration,
+    /// Audiences of the service-account tokens requested for each
+    /// SecretSync's service account, comma-separated (one TokenRequest each,
+    /// 600 s, as upstream). Default: those the enabled providers take from
+    /// kubelet (AWS sts.amazonaws.com and pods.eks.amazonaws.com, Azure
+    /// api://AzureADTokenExchange, Vault vault).
+    #[arg(long, env = "SSCSI_TOKEN_REQUEST_AUDIENCE", value_delimiter = ',')]
+    pub token_request_audience: Option<Vec<String>>,
+    /// Namespaces SecretSyncs are served in (comma-separated); all when
+    /// unset. A SecretSync elsewhere gets a False condition.
+    #[arg(long, env = "SSCSI_SYNC_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub sync_allowed_namespaces: Option<Vec<String>>,
+    /// Run only while holding the Lease (for more than one replica).
+    #[arg(long, env = "SSCSI_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease. Default: this pod's namespace.
+    #[arg(long, env = "SSCSI_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease; upstream's, so sscsi and the upstream controller
+    /// never write at the same time during a migration.
+    #[arg(long, env = "SSCSI_LEADER_ELECTION_ID", default_value = "29f1d54e.secret-sync.x-k8s.io")]
+    pub leader_election_id: String,
+    /// SecretSyncs synced at once.
+    #[arg(long, env = "SSCSI_CONCURRENT_SYNCS", default_value_t = 16)]
+    pub concurrent_syncs: u16,
+    /// Listen address for Prometheus `/metrics`; empty disables it.
+    #[arg(long, env = "SSCSI_METRICS_BIND_ADDRESS", default_value = ":8085")]
+    pub metrics_bind_address: String,
+    /// Listen address for `/healthz` and `/readyz`; empty disables it.
+    #[arg(long, env = "SSCSI_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// This pod's name and uid (the chart sets them from the downward API);
+    /// passed to providers as upstream does, and the lease identity.
+    #[arg(long, env = "SYNC_CONTROLLER_POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "SYNC_CONTROLLER_POD_UID", default_value = "")]
+    pub pod_uid: String,
+    #[arg(long, env = "SYNC_CONTROLLER_POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+    /// Kubeconfig file for running outside a cluster. Default: the pod's
+    /// service account, else the file KUBECONFIG names.
+    #[arg(long, env = "SSCSI_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// Which providers serve, and their settings: the same for the node and the controller.
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// Enable the `local` provider, serving files under this directory.
+    #[arg(long, env = "SSCSI_LOCAL_PROVIDER_ROOT")]
+    pub local_provider_root: Option<PathBuf>,
     /// The cloud providers to serve, comma-separated (default: every one compiled in).
     #[arg(long, env = "SSCSI_PROVIDERS", value_delimiter = ',')]
     pub providers: Option<Vec<String>>,

@@ -2,9 +2,11 @@
 //! This file only composes: parse the command line, set up logs, dispatch.
 
 mod cli;
+mod controller;
 mod demo;
 mod logging;
 mod node;
+mod providers;
 
 use clap::Parser;
 
@@ -15,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Node(args) => {
             logging::init(&cli.log, "info");
             runtime.block_on(node::run(*args))
+        }
+        cli::Command::Controller(args) => {
+            logging::init(&cli.log, "info");
+            runtime.block_on(controller::run(*args))
         }
         cli::Command::Crds => {
             for (_, yaml) in sscsi_api::crd_documents() {
@@ -35,7 +41,7 @@ fn main() -> anyhow::Result<()> {
 
 fn version() {
     println!("sscsi {}", env!("CARGO_PKG_VERSION"));
-    let providers: Vec<&str> = node::COMPILED.iter().copied().chain(["local"]).collect();
+    let providers: Vec<&str> = providers::COMPILED.iter().copied().chain(["local"]).collect();
     println!("providers: {}", providers.join(" "));
     let native = rustls_native_certs::load_native_certs();
     match native.errors.first() {

@@ -1,0 +1,264 @@
+//! The providers a process serves, from `ProviderArgs`: the node and the
+//! controller build them the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sscsi_core::ProviderRegistry;
+use sscsi_kube::Client;
+use sscsi_provider_kit::BackendStats;
+use sscsi_provider_local::LocalProvider;
+
+#[cfg(feature = "aws")]
+use crate::cli::AwsArgs;
+#[cfg(feature = "azure")]
+use crate::cli::AzureArgs;
+#[cfg(feature = "gcp")]
+use crate::cli::GcpArgs;
+use crate::cli::ProviderArgs;
+#[cfg(feature = "vault")]
+use crate::cli::VaultArgs;
+
+/// Every provider `args` enables. `node_id`: the node whose region label
+/// is AWS's default region (none for the controller, which has no node).
+pub async fn build(
+    args: ProviderArgs,
+    client: Option<&Client>,
+    node_id: Option<&str>,
+    stats: &BackendStats,
+) -> anyhow::Result<ProviderRegistry> {
+    let ProviderArgs {
+        local_provider_root,
+        providers: cloud_providers,
+        #[cfg(feature = "vault")]
+        vault,
+        #[cfg(feature = "azure")]
+        azure,
+        #[cfg(feature = "gcp")]
+        gcp,
+        #[cfg(feature = "aws")]
+        aws,
+    } = args;
+    let enabled = Enabled::new(cloud_providers).context("--providers")?;
+    let mut providers = local(local_provider_root)?;
+    // AWS needs the cluster: the role is a service-account annotation.
+    #[cfg(feature = "aws")]
+    if let Some(client) = client.filter(|_| enabled.has("aws")) {
+        register_aws(&mut providers, client, node_id, aws, stats).await;
+    }
+    #[cfg(feature = "vault")]
+    if enabled.has("vault") {
+        register_vault(&mut providers, client, vault, stats);
+    }
+    #[cfg(feature = "azure")]
+    if enabled.has("azure") {
+        register_azure(&mut providers, client, azure)?;
+    }
+    #[cfg(feature = "gcp")]
+    if enabled.has("gcp") {
+        register_gcp(&mut providers, client, gcp);
+    }
+    let _ = (client, node_id, stats, &enabled);
+    tracing::info!(providers = ?providers.names(), "providers");
+    Ok(providers)
+}
+
+#[cfg(feature = "vault")]
+fn register_vault(
+    providers: &mut ProviderRegistry,
+    client: Option<&Client>,
+    args: VaultArgs,
+    stats: &BackendStats,
+) {
+    use sscsi_provider_vault::VaultProvider;
+    use sscsi_provider_vault::params::{TlsSettings, VaultDefaults};
+    use sscsi_provider_vault::version::KeySource;
+    let defaults = VaultDefaults {
+        address: args.addr,
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        auth_mount: args.mount,
+        tls: TlsSettings {
+            ca_cert: args.ca_cert,
+            ca_directory: args.ca_directory,
+            server_name: args.server_name.filter(|n| !n.is_empty()),
+            client_cert: args.client_cert,
+            client_key: args.client_key,
+            skip_verify: args.skip_verify,
+        },
+    };
+    let key = match (client, args.hmac_secret_namespace.filter(|n| !n.is_empty())) {
+        (Some(client), Some(namespace)) => {
+            KeySource::Secret { client: client.clone(), namespace, name: args.hmac_secret_name }
+        }
+        _ => KeySource::Process,
+    };
+    let provider = VaultProvider::new(defaults, client.cloned(), key).with_stats(stats);
+    providers.register(Arc::new(provider));
+}
+
+/// The azure provider needs no cluster: without one, workload identity
+/// needs `clientID` in the class.
+#[cfg(feature = "azure")]
+fn register_azure(
+    providers: &mut ProviderRegistry,
+    client: Option<&Client>,
+    args: AzureArgs,
+) -> anyhow::Result<()> {
+    use sscsi_provider_azure::{AzureOptions, AzureProvider};
+    let mut resolve = Vec::new();
+    for pair in args.resolve.as_deref().unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("--azure-resolve: {pair:?} is not host=ip:port");
+        let (host, addr) = pair.split_once('=').with_context(bad)?;
+        resolve.push((host.to_owned(), addr.parse().with_context(bad)?));
+    }
+    let options = AzureOptions {
+        default_cloud: args.cloud_name,
+        allow_node_identity: args.allow_node_identity,
+        separate_cert_and_key: args.separate_cert_and_key,
+        extra_ca: args.ca_file.filter(|p| !p.as_os_str().is_empty()),
+        resolve,
+        http_proxy: args.http_proxy.filter(|p| !p.is_empty()),
+        token_proxy_url: args.token_proxy_url,
+        sni_name: args.sni_name.filter(|n| !n.is_empty()),
+        cluster_ca: args
+            .cluster_ca
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| sscsi_provider_azure::binding::DEFAULT_CA_FILE.into()),
+    };
+    let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
+    providers.register(Arc::new(provider));
+    Ok(())
+}
+
+/// The gcp provider needs the cluster for service-account annotations and
+/// TokenRequest.
+#[cfg(feature = "gcp")]
+fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args: GcpArgs) {
+    use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
+    use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
+    // An empty value is no value, as the official provider reads its variables.
+    let set = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let defaults = GcpEndpoints::default();
+    let endpoints = GcpEndpoints {
+        secret_manager: set(args.secret_manager_endpoint).unwrap_or(defaults.secret_manager),
+        regional: set(args.regional_endpoint),
+        parameter_manager: set(args.parameter_manager_endpoint)
+            .unwrap_or(defaults.parameter_manager),
+        auth: AuthEndpoints {
+            metadata: set(args.metadata_host)
+                .map_or(defaults.auth.metadata, |host| format!("http://{host}")),
+            token_exchange: args.token_exchange_endpoint,
+            iam: set(args.iam_endpoint).unwrap_or(defaults.auth.iam),
+        },
+    };
+    let options = GcpOptions {
+        allow_node_identity: args.allow_node_identity,
+        allow_key_json: args.allow_node_publish_secret,
+        workload: WorkloadSettings {
+            project: args.project.filter(|v| !v.is_empty()),
+            cluster_location: args.cluster_location.filter(|v| !v.is_empty()),
+            cluster_name: args.cluster_name.filter(|v| !v.is_empty()),
+            provider_endpoint: args.workload_identity_endpoint,
+            credentials_file: args.credentials_file,
+        },
+        endpoints,
+    };
+    providers.register(Arc::new(GcpProvider::new(options, client.cloned())));
+}
+
+#[cfg(feature = "aws")]
+async fn register_aws(
+    providers: &mut ProviderRegistry,
+    client: &Client,
+    node_id: Option<&str>,
+    args: AwsArgs,
+    stats: &BackendStats,
+) {
+    use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let roles = Arc::new(KubeRoles::new(client.clone()));
+    // The SDK's standard variables, with our two options in their places.
+    let endpoints = AwsEndpoints::from_env(|name| match name {
+        "SSCSI_AWS_ENDPOINT_URL" => args.endpoint_url.clone(),
+        "SSCSI_AWS_POD_IDENTITY_AGENT_URL" => args.pod_identity_agent_url.clone(),
+        _ => std::env::var(name).ok(),
+    });
+    // A class without `region` uses AWS_REGION, else this node's region label.
+    let region = match env("AWS_REGION") {
+        Some(region) => Some(region),
+        None => match node_id {
+            Some(node_id) => sscsi_kube::node_region(client, node_id).await,
+            None => None,
+        },
+    };
+    let provider = AwsProvider::new(roles, endpoints, region).with_stats(stats);
+    providers.register(Arc::new(provider));
+}
+
+/// The audiences kubelet requests tokens for on behalf of the enabled
+/// providers (the chart's CSIDriver `tokenRequests`): what the controller
+/// requests when no `--token-request-audience` is given. GCP's audience is
+/// the cluster's workload identity pool; without it the provider requests
+/// its own token.
+pub fn kubelet_audiences(providers: &ProviderRegistry) -> Vec<String> {
+    let names = providers.names();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let mut audiences = Vec::new();
+    if has("aws") {
+        audiences.extend(["sts.amazonaws.com", "pods.eks.amazonaws.com"]);
+    }
+    if has("azure") {
+        audiences.push("api://AzureADTokenExchange");
+    }
+    if has("vault") {
+        audiences.push("vault");
+    }
+    audiences.into_iter().map(str::to_owned).collect()
+}
+
+/// The cloud providers compiled into this binary (`local` always is).
+pub const COMPILED: &[&str] = &[
+    #[cfg(feature = "aws")]
+    "aws",
+    #[cfg(feature = "azure")]
+    "azure",
+    #[cfg(feature = "gcp")]
+    "gcp",
+    #[cfg(feature = "vault")]
+    "vault",
+];
+
+/// Which compiled-in cloud providers `--providers` enables (all when unset).
+struct Enabled(Option<Vec<String>>);
+
+impl Enabled {
+    fn new(names: Option<Vec<String>>) -> anyhow::Result<Self> {
+        let names: Option<Vec<String>> = names.map(|n| {
+            n.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+        });
+        for name in names.iter().flatten() {
+            if !COMPILED.contains(&name.as_str()) {
+                anyhow::bail!(
+                    "unknown provider {name:?}; this binary has: {}",
+                    COMPILED.join(", ")
+                );
+            }
+        }
+        Ok(Self(names))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
+}
+
+fn local(local_provider_root: Option<PathBuf>) -> anyhow::Result<ProviderRegistry> {
+    let mut providers = ProviderRegistry::new();
+    if let Some(root) = local_provider_root {
+        let local = LocalProvider::new(&root)
+            .with_context(|| format!("--local-provider-root {}", root.display()))?;
+        providers.register(Arc::new(local));
+    }
+    Ok(providers)
+}

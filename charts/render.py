@@ -25,6 +25,18 @@ except ImportError as e:  # pragma: no cover - a clear message for a missing too
 CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sscsi")
 
 
+def render(chart, values, namespace, kube_version):
+    """Chart.render with `.Capabilities.KubeVersion` set: the native call takes
+    the option (helm-c-sdk's render options), the Python wrapper does not pass
+    it yet."""
+    from helm_python import _native
+
+    opts = {"name": "sscsi", "namespace": namespace, "is_install": True, "kube_version": kube_version}
+    return json.loads(
+        _native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts))
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--values", default="{}")
@@ -37,7 +49,7 @@ def main() -> int:
     chart = Chart.load(CHART)
     try:
         chart.validate_schema(values)
-        rendered = chart.render(values, name="sscsi", namespace=args.namespace, is_install=True)
+        rendered = render(chart, values, args.namespace, f"v{args.kube_version}.0")
     except helm_errors.HelmError as e:
         print(f"values rejected: {e}", file=sys.stderr)
         return 2

@@ -63,24 +63,7 @@ impl Rendered {
 
     /// The ClusterRole's rules as "group/resource: verbs".
     fn rules(&self) -> Vec<String> {
-        let Some(role) = self.kind("ClusterRole") else { return Vec::new() };
-        role["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| {
-                let group = r["apiGroups"][0].as_str().unwrap().to_owned();
-                let verbs: Vec<&str> =
-                    r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-                let verbs = verbs.join(",");
-                r["resources"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |res| format!("{group}/{}: {verbs}", res.as_str().unwrap()))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        self.kind("ClusterRole").map(rules_as_strings).unwrap_or_default()
     }
 }
 
@@ -290,4 +273,131 @@ fn the_chart_holds_from_its_kube_version_floor_to_the_newest() {
             assert_eq!(driver["apiVersion"], "storage.k8s.io/v1", "{version}");
         }
     }
+}
+
+impl Rendered {
+    fn named(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    /// The rules of one ClusterRole as "group/resource: verbs".
+    fn rules_of(&self, name: &str) -> Vec<String> {
+        let role = self.named("ClusterRole", name).unwrap_or_else(|| panic!("ClusterRole {name}"));
+        rules_as_strings(role)
+    }
+}
+
+fn rules_as_strings(role: &Value) -> Vec<String> {
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let group = r["apiGroups"][0].as_str().unwrap().to_owned();
+            let verbs: Vec<&str> =
+                r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let verbs = verbs.join(",");
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |res| format!("{group}/{}: {verbs}", res.as_str().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn sync_controller_is_opt_in_with_least_rbac_and_leader_election() {
+    let off = render(json!({})).unwrap();
+    assert!(off.named("Deployment", "sscsi-controller").is_none());
+    assert!(off.kind("ValidatingAdmissionPolicy").is_none());
+
+    let values = json!({
+        "syncController": {"enabled": true, "rotationPollInterval": "5m"},
+        "syncSecret": {"allowedNamespaces": ["shop", "web"]},
+        "providers": only("aws"),
+    });
+    let r = render(values).unwrap();
+    let deployment = r.named("Deployment", "sscsi-controller").expect("the controller");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "sscsi-controller");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    // Its pods are not the DaemonSet's.
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let node_selector = &r.kind("DaemonSet").unwrap()["spec"]["selector"]["matchLabels"];
+    assert_ne!(selector, node_selector);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let args: Vec<&str> =
+        container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for want in [
+        "controller",
+        "--rotation-poll-interval=5m",
+        "--token-request-audience=sts.amazonaws.com,pods.eks.amazonaws.com",
+        "--sync-allowed-namespaces=shop,web",
+        "--leader-elect",
+        "--providers=aws",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    let env: Vec<&str> =
+        container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(env.contains(&"SYNC_CONTROLLER_POD_NAME") && env.contains(&"SYNC_CONTROLLER_POD_UID"));
+
+    let rules = r.rules_of("sscsi-controller");
+    assert_eq!(
+        rules,
+        vec![
+            "secret-sync.x-k8s.io/secretsyncs: get,list,watch",
+            "secret-sync.x-k8s.io/secretsyncs/status: get,patch,update",
+            "secrets-store.csi.x-k8s.io/secretproviderclasses: get,list,watch",
+            "/secrets: create,patch",
+            "/serviceaccounts/token: create",
+            "/serviceaccounts: get",
+            "events.k8s.io/events: create,patch",
+        ]
+    );
+    let lease = r.named("Role", "sscsi-controller-leader-election").expect("the lease Role");
+    assert_eq!(lease["metadata"]["namespace"], "kube-system");
+    assert_eq!(rules_as_strings(lease), vec!["coordination.k8s.io/leases: get,create,update"]);
+
+    // One replica needs no election.
+    let single = render(json!({"syncController": {"enabled": true, "replicas": 1}})).unwrap();
+    let args = single.named("Deployment", "sscsi-controller").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["args"]
+        .to_string();
+    assert!(!args.contains("--leader-elect"), "{args}");
+}
+
+#[test]
+fn sync_controller_policies_need_1_30_and_bind_to_the_controller() {
+    let values = json!({"syncController": {"enabled": true, "validatingAdmissionPolicies": {"enabled": true}},
+                        "providers": only("vault")});
+    let err = render_for(values.clone(), "1.29").err().expect("refused before 1.30");
+    assert!(err.contains("needs Kubernetes 1.30 or later"), "{err}");
+    let r = render_for(values, "1.30").unwrap();
+    let policies: Vec<&Value> =
+        r.objects.iter().filter(|o| o["kind"] == "ValidatingAdmissionPolicy").collect();
+    let bindings: Vec<&Value> =
+        r.objects.iter().filter(|o| o["kind"] == "ValidatingAdmissionPolicyBinding").collect();
+    assert_eq!(policies.len(), 5);
+    assert_eq!(bindings.len(), 5);
+    for policy in &policies {
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        let condition = &policy["spec"]["matchConditions"][0]["expression"];
+        assert_eq!(
+            condition,
+            "request.userInfo.username == 'system:serviceaccount:kube-system:sscsi-controller'"
+        );
+        let binding = bindings.iter().find(|b| b["spec"]["policyName"] == name).expect("bound");
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    }
+    let token = policies
+        .iter()
+        .find(|p| p["metadata"]["name"] == "sscsi-controller-validate-token-policy")
+        .unwrap();
+    let rule = token["spec"]["validations"][0]["expression"].as_str().unwrap();
+    assert!(rule.contains("expirationSeconds == 600") && rule.contains(r#"["vault"]"#), "{rule}");
 }

@@ -61,3 +61,48 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $v := int .Values.logVerbosity -}}
 {{- if ge $v 6 -}}trace{{- else if ge $v 3 -}}debug{{- else -}}info{{- end -}}
 {{- end -}}
+
+{{/* The provider flags, the same for the node and the controller. */}}
+{{- define "sscsi.providerArgs" -}}
+{{- $p := .Values.providers -}}
+- --providers={{ include "sscsi.providers" . }}
+{{- if $p.azure.enabled }}
+- --azure-cloud-name={{ $p.azure.cloudName }}
+{{- if $p.azure.allowNodeIdentity }}
+- --azure-allow-node-identity
+{{- end }}
+{{- if $p.azure.writeCertAndKeyInSeparateFiles }}
+- --azure-write-cert-and-key-in-separate-files
+{{- end }}
+{{- end }}
+{{- if and $p.gcp.enabled $p.gcp.allowNodeIdentity }}
+- --gcp-allow-node-identity
+{{- end }}
+{{- if and $p.gcp.enabled $p.gcp.allowNodePublishSecret }}
+- --gcp-allow-node-publish-secret
+{{- end }}
+{{- if $p.local.enabled }}
+- --local-provider-root=/local
+{{- end }}
+{{- if $p.vault.enabled }}
+- --hmac-secret-name={{ $p.vault.hmacSecretName }}
+{{- with $p.vault.address }}
+- --vault-addr={{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The controller's names: its own, so the DaemonSet's selector never matches its pods. */}}
+{{- define "sscsi.controllerName" -}}
+{{- include "sscsi.name" . -}}-controller
+{{- end -}}
+
+{{- define "sscsi.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "sscsi.controllerName" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The controller's service account as a user name, for the admission policies. */}}
+{{- define "sscsi.controllerUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "sscsi.controllerName" . }}
+{{- end -}}

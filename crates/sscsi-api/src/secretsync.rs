@@ -27,8 +27,7 @@ pub const DATA_KEY_PATTERN: &str =
 /// `forceSynchronization`.
 pub const FORCE_SYNC_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9]+([-._a-zA-Z0-9]?[A-Za-z0-9])*)?$";
 
-/// A Secret the controller keeps in sync with a SecretProviderClass. The
-/// Secret has the SecretSync's name and namespace.
+/// A Secret, of the SecretSync's name and namespace, kept in sync with a SecretProviderClass.
 #[derive(
     CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
 )]
@@ -50,14 +49,13 @@ pub struct SecretSyncSpec {
     /// The SecretProviderClass, in the SecretSync's namespace.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub secret_provider_class_name: String,
-    /// The service account whose identity fetches the objects, in the
-    /// SecretSync's namespace.
+    /// The service account whose identity fetches the objects, in the SecretSync's namespace.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub service_account_name: String,
     pub secret_object: SecretSyncObject,
     /// Change it to sync again at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253), regex(pattern = FORCE_SYNC_PATTERN))]
+    #[schemars(with = "String", length(max = 253), regex(pattern = FORCE_SYNC_PATTERN))]
     pub force_synchronization: Option<String>,
 }
 
@@ -87,6 +85,7 @@ pub struct SecretSyncObject {
         validation = Rule::new("(self.all(x, x.size() <= 317 && self[x].size() <= 63) == true)").message("Label keys must not exceed 317 characters (254 for prefix+separator, 63 for name), label values must not exceed 63 characters."),
         validation = Rule::new("(self.all(x, x.startsWith('secrets-store.sync.x-k8s.io') == false))").message("Labels should not contain secrets-store.sync.x-k8s.io. This key is reserved for the controller.")
     )]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Annotations of the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +93,7 @@ pub struct SecretSyncObject {
         validation = Rule::new("(self.all(x, x.size() < 317 && self[x].size() <= 262144) == true)").message("Annotations keys must not exceed 317 characters (254 for prefix+separator, 63 for name), annotation values must not exceed 256 kB."),
         validation = Rule::new("(self.all(x, x.startsWith('secrets-store.sync.x-k8s.io') == false))").message("Annotations should not contain secrets-store.sync.x-k8s.io. This key is reserved for the controller.")
     )]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -119,14 +119,13 @@ pub struct SecretSyncData {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretSyncStatus {
-    /// Digest of what was written (the data, the class and this object's
-    /// identity and generation, `forceSynchronization`), as upstream
-    /// computes it; never the data itself.
+    /// Digest of what was written (data, class and SecretSync identity and generation, forceSynchronization), as upstream computes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub sync_hash: Option<String>,
     /// When the Secret was last written from the provider (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub last_successful_sync_time: Option<String>,
     /// `Create` and `Update`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,7 +150,7 @@ pub struct Condition {
     #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(with = "i64", range(min = 0))]
     pub observed_generation: Option<i64>,
     /// RFC 3339.
     #[schemars(extend("format" = "date-time"))]

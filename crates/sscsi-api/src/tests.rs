@@ -47,15 +47,17 @@ fn parses_upstream_objects() {
 
 #[test]
 fn crds_serve_v1_and_deprecated_v1alpha1_with_printer_columns() {
-    let crds = crds();
+    let mut crds = crds();
     let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
     assert_eq!(
         names,
         vec![
             "secretproviderclasses.secrets-store.csi.x-k8s.io",
-            "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"
+            "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io",
+            "secretsyncs.secret-sync.x-k8s.io",
         ]
     );
+    crds.truncate(2);
     for crd in &crds {
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.scope, "Namespaced");
@@ -99,4 +101,76 @@ fn status_name_and_served_versions() {
         "SecretProviderClass"
     ));
     assert!(!SecretProviderClass::is_served("v1", "Secret"));
+}
+
+/// A SecretSync as the sync controller's README writes one.
+#[test]
+fn secretsync_parses_upstream_objects_and_defaults_the_type() {
+    let sync: SecretSync = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+        "kind": "SecretSync",
+        "metadata": {"name": "sse2esecret", "namespace": "default"},
+        "spec": {
+            "serviceAccountName": "default",
+            "secretProviderClassName": "e2e-providerspc",
+            "secretObject": {"data": [{"sourcePath": "foo", "targetKey": "bar"}]}
+        }
+    }))
+    .unwrap();
+    assert_eq!(sync.spec.secret_object.type_, "Opaque");
+    assert_eq!(sync.spec.secret_object.data[0].target_key, "bar");
+    assert_eq!(sync.spec.force_synchronization, None);
+    assert_eq!(sync.qualified_name(), "default/sse2esecret");
+    let back = serde_json::to_value(&sync).unwrap();
+    assert_eq!(back["spec"]["secretObject"]["data"][0]["sourcePath"], "foo");
+    assert_eq!(back["spec"]["secretObject"]["type"], "Opaque");
+}
+
+/// The schema of secretsync_types.go: patterns, lengths, defaults, CEL rules, list types.
+#[test]
+fn secretsync_crd_has_the_upstream_validation() {
+    let crd = crds().pop().unwrap();
+    assert_eq!(crd.spec.group, SYNC_GROUP);
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.plural, "secretsyncs");
+    let version = &crd.spec.versions[0];
+    assert_eq!((version.name.as_str(), version.served, version.storage), ("v1alpha1", true, true));
+    assert!(version.subresources.as_ref().unwrap().status.is_some());
+    let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
+    let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+    let required: Vec<&str> =
+        spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(required, ["secretObject", "secretProviderClassName", "serviceAccountName"]);
+    let fields = &spec["properties"];
+    for name in ["secretProviderClassName", "serviceAccountName"] {
+        assert_eq!(fields[name]["pattern"], DNS_SUBDOMAIN_PATTERN);
+        assert_eq!(
+            (fields[name]["minLength"].as_u64(), fields[name]["maxLength"].as_u64()),
+            (Some(1), Some(253))
+        );
+    }
+    assert_eq!(fields["secretSyncControllerName"]["default"], "");
+    assert_eq!(fields["forceSynchronization"]["pattern"], FORCE_SYNC_PATTERN);
+    let object = &fields["secretObject"];
+    assert_eq!(object["required"], serde_json::json!(["data"]));
+    assert_eq!(object["properties"]["type"]["default"], "Opaque");
+    let data = &object["properties"]["data"];
+    assert_eq!(data["minItems"], 1);
+    assert_eq!(data["x-kubernetes-list-type"], "map");
+    assert_eq!(data["x-kubernetes-list-map-keys"], serde_json::json!(["targetKey"]));
+    for key in ["sourcePath", "targetKey"] {
+        assert_eq!(data["items"]["properties"][key]["pattern"], DATA_KEY_PATTERN);
+    }
+    for map in ["labels", "annotations"] {
+        let rules = object["properties"][map]["x-kubernetes-validations"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[1]["rule"],
+            "(self.all(x, x.startsWith('secrets-store.sync.x-k8s.io') == false))"
+        );
+        assert!(object["properties"][map].get("nullable").is_none());
+    }
+    let conditions = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["maxItems"], 16);
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
 }

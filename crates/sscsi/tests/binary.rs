@@ -138,6 +138,91 @@ impl Node {
     }
 }
 
+/// `sscsi controller` against an API server, as a child process.
+struct SyncController {
+    child: Child,
+    log: PathBuf,
+}
+
+impl SyncController {
+    fn start(dir: &Path, kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = dir.join("controller.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .envs(env.iter().copied())
+            .arg("controller")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--metrics-bind-address=", "--health-probe-bind-address=", "--log-level=trace"])
+            .args(["--rotation-poll-interval=0s"])
+            .args(extra)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the log.
+    fn stop(mut self) -> String {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        assert!(status.success(), "exit status {status:?}\n{log}");
+        log
+    }
+}
+
+/// A SecretSync of class `class` for service account `app` in `team`,
+/// syncing `source` into key `value`: the Secret must hold the bytes of the
+/// file a mount of the same class wrote. Returns the controller's log.
+async fn synced_like_the_mount(
+    api: &sscsi_testkit::kube_api::ApiServer,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    class: &str,
+    source: &str,
+    mounted: &Path,
+) -> String {
+    use base64::Engine as _;
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let gvk = GroupVersionKind::gvk("secret-sync.x-k8s.io", "v1alpha1", "SecretSync");
+    let sync: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync",
+        "metadata": {"name": format!("{class}-synced"), "namespace": "team"},
+        "spec": {"serviceAccountName": "app", "secretProviderClassName": class,
+                 "secretObject": {"type": "Opaque", "data": [{"sourcePath": source, "targetKey": "value"}]}}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(client, "team", &ApiResource::from_gvk(&gvk))
+        .create(&PostParams::default(), &sync)
+        .await
+        .unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let controller = SyncController::start(dir, &kubeconfig, extra, env);
+    let name = format!("{class}-synced");
+    let secrets = api
+        .wait_for("", "secrets", Some("team"), |all| {
+            all.iter().any(|s| s["metadata"]["name"] == name)
+        })
+        .await;
+    let secret = secrets.iter().find(|s| s["metadata"]["name"] == name).unwrap();
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["value"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(value, std::fs::read(mounted).unwrap(), "the Secret holds the mounted bytes");
+    api.wait_for("secret-sync.x-k8s.io", "secretsyncs", Some("team"), |all| {
+        all.iter().any(|s| {
+            s["metadata"]["name"] == name
+                && s["status"]["conditions"][0]["reason"] == "CreateSucceeded"
+        })
+    })
+    .await;
+    tokio::task::spawn_blocking(move || controller.stop()).await.unwrap()
+}
+
 /// Creates SecretProviderClass `name` in namespace `team` through the API.
 async fn create_class(
     client: kube::Client,
@@ -529,8 +614,22 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
+    // The same class through a SecretSync: the controller's own token for the role.
+    let env = [("SSCSI_AWS_ENDPOINT_URL", moto.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let synced = synced_like_the_mount(
+        &api,
+        dir.path(),
+        &["--providers=aws"],
+        &env,
+        "aws-db",
+        "prod_db",
+        &file,
+    )
+    .await;
+
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced;
     for secret in ["aws-secret-value-77", "irsa-token-value-55"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
@@ -599,8 +698,23 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     let version = status[0]["status"]["objects"][0]["version"].as_str().unwrap_or_default();
     assert_eq!(version.len(), 44, "an HMAC version: {version:?}");
 
+    // The same class through a SecretSync, with the controller's `vault` token.
+    let env = [("VAULT_ADDR", bao.url()), ("POD_NAMESPACE", "sscsi-system".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mounted = target.join("password");
+    let synced = synced_like_the_mount(
+        &api,
+        dir.path(),
+        &["--providers=vault"],
+        &env,
+        "vault-db",
+        "password",
+        &mounted,
+    )
+    .await;
+
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced;
     assert!(!logs.contains("vault-secret-value-91"), "the secret leaked into the logs");
     assert!(
         !logs.contains("hvs.") && !logs.contains("s.root"),
@@ -751,8 +865,29 @@ async fn node_in_a_cluster_mounts_a_gcp_secret_with_workload_identity() {
     assert_eq!(std::fs::read_to_string(target.join("db")).unwrap(), "gcp-secret-value-48");
     assert_eq!(gcp.exchanges(), 1);
 
+    // The same class through a SecretSync: the provider asks for its own
+    // (unbound) token of the pool's audience, as no kubelet passes one.
+    let env = [
+        ("SSCSI_GCP_SECRET_MANAGER_ENDPOINT", drongo.url()),
+        ("GCE_METADATA_HOST", metadata_host.clone()),
+        ("GAIA_TOKEN_EXCHANGE_ENDPOINT", exchange.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mounted = target.join("db");
+    let synced = synced_like_the_mount(
+        &api,
+        dir.path(),
+        &["--providers=gcp"],
+        &env,
+        "gcp-db",
+        "db",
+        &mounted,
+    )
+    .await;
+    assert_eq!(gcp.exchanges(), 2, "the controller's identity exchanged once");
+
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced;
     assert!(!logs.contains("gcp-secret-value-48"), "the secret leaked into the logs");
     assert!(!logs.contains(&jwt), "the pod's token leaked into the logs");
     assert!(!logs.contains("federated-"), "the federated token leaked into the logs");

@@ -73,7 +73,7 @@ impl ApiServer {
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the API double");
         let addr = listener.local_addr().expect("local address");
-        let (changes, _) = broadcast::channel(1024);
+        let (changes, _) = broadcast::channel(16384);
         let signer = Arc::new(crate::jwt::JwtSigner::new());
         let server = Self { addr, state: Arc::default(), changes, signer };
         let handler = server.clone();
@@ -326,7 +326,12 @@ impl ApiServer {
             }
         };
         let replay = futures::stream::iter(history.into_iter().filter(relevant.clone()));
+        // A watcher that fell behind the broadcast has missed changes: end
+        // its watch, as the API server ends one it cannot serve, so the
+        // client watches again from its last resourceVersion and the
+        // history replays what it missed. Never skip silently.
         let live = tokio_stream::wrappers::BroadcastStream::new(live)
+            .take_while(|c| std::future::ready(c.is_ok()))
             .filter_map(|c| async move { c.ok() })
             .filter(move |c| std::future::ready(c.rv > last_replayed))
             .filter(move |c| std::future::ready(relevant(c)));
@@ -475,30 +480,33 @@ impl ApiServer {
                 };
                 state.history.push(change.clone());
                 let _ = self.changes.send(change);
-                self.collect_garbage(&mut state);
+                if let Some(uid) = obj["metadata"]["uid"].as_str() {
+                    self.collect_garbage(&mut state, uid);
+                }
                 (StatusCode::OK, axum::Json(obj)).into_response()
             }
             None => not_found(path, &name),
         }
     }
 
-    /// The garbage collector's background deletion: an object whose every
-    /// owner is gone goes too (and what it owns, in turn).
-    fn collect_garbage(&self, state: &mut State) {
+    /// The garbage collector's background deletion after `uid` went: an
+    /// object whose every owner is gone in this cascade goes too, and what
+    /// it owns in turn. Owners the double never held (tests name pods'
+    /// ReplicaSets without creating them) keep their dependents.
+    fn collect_garbage(&self, state: &mut State, uid: &str) {
+        let mut gone = std::collections::BTreeSet::from([uid.to_owned()]);
         loop {
-            let uids: std::collections::BTreeSet<String> = state
-                .objects
-                .values()
-                .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
-                .collect();
             let orphan = state.objects.iter().find_map(|(key, obj)| {
                 let owners = obj["metadata"]["ownerReferences"].as_array()?;
-                let gone = !owners.is_empty()
-                    && owners.iter().all(|o| o["uid"].as_str().is_none_or(|u| !uids.contains(u)));
-                gone.then(|| key.clone())
+                let orphaned = !owners.is_empty()
+                    && owners.iter().all(|o| o["uid"].as_str().is_some_and(|u| gone.contains(u)));
+                orphaned.then(|| key.clone())
             });
             let Some(key) = orphan else { return };
             let mut obj = state.objects.remove(&key).expect("found above");
+            if let Some(uid) = obj["metadata"]["uid"].as_str() {
+                gone.insert(uid.to_owned());
+            }
             state.rv += 1;
             obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
             let change = Change {

@@ -70,7 +70,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         rotation = ?config.rotation_poll_interval, audiences = ?config.audiences,
         allowed_namespaces = ?config.allowed_namespaces, leader_elect, "starting sscsi controller"
     );
-    let engine = Engine::new(providers, rotation_poll_interval);
+    // A rotation pass takes answers up to half an interval old: SecretSyncs
+    // of one identity share each check within a pass, and no pass reuses
+    // what the previous one read.
+    let engine = Engine::new(providers, rotation_poll_interval / 2);
     let controller = SecretSyncController::new(client.clone(), engine, config);
 
     let shutdown = CancellationToken::new();

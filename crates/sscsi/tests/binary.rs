@@ -144,6 +144,14 @@ struct SyncController {
     log: PathBuf,
 }
 
+/// A failed test must not leave the process running.
+impl Drop for SyncController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl SyncController {
     fn start(dir: &Path, kubeconfig: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let log = dir.join("controller.log");

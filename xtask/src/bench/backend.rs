@@ -34,6 +34,14 @@ impl Kind {
         }
     }
 
+    /// The audience of the tokens this backend's provider logs in with.
+    pub fn audience(self) -> &'static str {
+        match self {
+            Self::Local | Self::Aws => "sts.amazonaws.com",
+            Self::Vault => "vault",
+        }
+    }
+
     /// The calls the upstream driver and provider make to publish `volumes`
     /// volumes of `objects` objects each on a node where nothing is cached
     /// (reference/providers.md §1.4 and §4.4): AWS builds credentials per

@@ -139,6 +139,9 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The SecretSync API group.
+const SYNC_GROUP: &str = "secret-sync.x-k8s.io";
+
 async fn harness(args: BenchArgs) -> anyhow::Result<()> {
     let binary = args.binary.context("--binary is required with --harness")?;
     let plan = Plan::new(args.quick);
@@ -159,12 +162,14 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         step(&format!("publish latency: {}", kind.name()));
         latency.extend(scenario::latency(kind, &plan, &binary).await?);
     }
-    let (mut burst, mut rotation) = (Vec::new(), Vec::new());
+    let (mut burst, mut rotation, mut sync) = (Vec::new(), Vec::new(), Vec::new());
     for &kind in kinds.iter().filter(|k| **k != Kind::Local) {
         step(&format!("burst of {} volumes: {}", plan.burst_volumes, kind.name()));
         burst.push(scenario::burst(kind, &plan, &binary).await?);
         step(&format!("rotation pass over {} volumes: {}", plan.rotation_volumes, kind.name()));
         rotation.push(scenario::rotation(kind, &plan, &binary).await?);
+        step(&format!("{} SecretSyncs and a rotation pass: {}", plan.syncs, kind.name()));
+        sync.push(scenario::secret_sync(kind, &plan, &binary).await?);
     }
     let baseline = match &args.baseline {
         None => None,
@@ -216,6 +221,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         latency,
         burst,
         rotation,
+        sync,
         startup,
         binary_mib,
         baseline,

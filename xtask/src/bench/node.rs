@@ -92,33 +92,108 @@ impl NodeProcess {
     }
 
     pub fn memory(&self) -> anyhow::Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .with_context(|| format!("no {name} in /proc status"))?;
-            Ok(line.trim().trim_end_matches("kB").trim().parse()?)
-        };
-        Ok(Memory { rss_kib: field("VmRSS:")?, peak_kib: field("VmHWM:")? })
+        memory_of(&self.child)
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.log)
     }
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        use nix::sys::signal::{Signal, kill};
-        kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("sscsi node exited with {status}:\n{}", self.log_tail());
+        stop(&mut self.child, "node", &self.log)
+    }
+}
+
+/// `sscsi controller` as a child process, as the chart's Deployment runs it.
+pub struct ControllerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ControllerProcess {
+    pub fn spawn(
+        binary: &Path,
+        dir: &Path,
+        api: &ApiServer,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig())?;
+        let log = dir.join("controller.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .arg("controller")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--metrics-bind-address=", "--health-probe-bind-address="])
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        memory_of(&self.child)
+    }
+
+    /// Fails with the log's tail if the process has exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("sscsi controller exited with {status}:\n{}", log_tail(&self.log));
         }
         Ok(())
     }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        stop(&mut self.child, "controller", &self.log)
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS and VmHWM of a child, from `/proc/<pid>/status`.
+fn memory_of(child: &Child) -> anyhow::Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .with_context(|| format!("no {name} in /proc status"))?;
+        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    };
+    Ok(Memory { rss_kib: field("VmRSS:")?, peak_kib: field("VmHWM:")? })
+}
+
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// SIGTERM, then wait for a clean exit.
+fn stop(child: &mut Child, what: &str, log: &Path) -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("sscsi {what} exited with {status}:\n{}", log_tail(log));
+    }
+    Ok(())
 }
 
 impl Drop for NodeProcess {

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use sscsi_testkit::kube_api::ApiServer;
 
 use super::backend::{Backend, Kind, NAMESPACE};
-use super::node::{NodeProcess, Volume, publish, unpublish};
+use super::node::{ControllerProcess, NodeProcess, Volume, publish, unpublish};
 use super::report::{
-    BurstResult, CallCount, LatencyResult, Rotation, Spread, StartupResult, percentile,
+    BurstResult, CallCount, LatencyResult, Rotation, Spread, StartupResult, SyncResult, percentile,
 };
 
 /// How much each scenario does.
@@ -36,6 +36,12 @@ pub struct Plan {
     /// pass, so every volume is due once during it.
     pub rotation_interval: Duration,
     pub startup_runs: usize,
+    /// The SecretSync scenario: SecretSyncs, their service accounts, the
+    /// secrets they share, and the controller's rotation interval.
+    pub syncs: usize,
+    pub sync_accounts: usize,
+    pub sync_secrets: usize,
+    pub sync_interval: Duration,
 }
 
 impl Plan {
@@ -51,6 +57,10 @@ impl Plan {
             rotation_changed: 0.01,
             rotation_interval: Duration::from_secs(if quick { 3 } else { 10 }),
             startup_runs: if quick { 3 } else { 5 },
+            syncs: if quick { 100 } else { 500 },
+            sync_accounts: if quick { 10 } else { 50 },
+            sync_secrets: 20,
+            sync_interval: Duration::from_secs(if quick { 15 } else { 30 }),
         }
     }
 }
@@ -485,4 +495,154 @@ pub async fn startup(plan: &Plan, binary: &Path) -> anyhow::Result<StartupResult
         node.stop()?;
     }
     Ok(StartupResult { ready_ms: Spread::of(&ready), idle_rss_mib: Spread::of(&idle) })
+}
+
+/// TokenRequests, as the API double counts them (POST on serviceaccounts/<name>/token).
+const TOKEN_REQUESTS: &str = "TokenRequest";
+
+/// SecretSyncs without pods: `plan.syncs` of them over `plan.sync_accounts`
+/// service accounts, each syncing one of `plan.sync_secrets` shared secrets
+/// through its own class; then one rotation pass with 1 % of the secrets
+/// changed.
+pub async fn secret_sync(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<SyncResult> {
+    let (syncs, accounts, secrets) = (plan.syncs, plan.sync_accounts, plan.sync_secrets);
+    let changed_count = ((secrets as f64 * plan.rotation_changed).ceil() as usize).max(1);
+    let (mut create_seconds, mut create_calls, mut pass_calls, mut written, mut rss) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut affected = 0;
+    for _ in 0..plan.runs {
+        let world = World::start(kind).await?;
+        let names: Vec<String> = (0..secrets).map(|s| format!("sync-s{s:02}")).collect();
+        for (s, name) in names.iter().enumerate() {
+            world.backend.put(name, &value(name, 1)).await?;
+            world.class(&format!("sync-c{s:02}"), std::slice::from_ref(name)).await?;
+        }
+        for a in 0..accounts {
+            world.service_account(&format!("sa{a:02}")).await?;
+        }
+        let (mut args, env) = world.backend.node_config(true);
+        args.push(format!("--rotation-poll-interval={}s", plan.sync_interval.as_secs()));
+        args.push(format!("--token-request-audience={}", kind.audience()));
+        let mut controller =
+            ControllerProcess::spawn(binary, world.dir.path(), &world.api, &args, &env)?;
+        let before = sync_calls(&world);
+        let start = Instant::now();
+        futures::stream::iter(0..syncs)
+            .map(|k| {
+                let world = &world;
+                let (secret, class) = (&names[k % secrets], format!("sync-c{:02}", k % secrets));
+                world.create(json!({
+                    "apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync",
+                    "metadata": {"name": format!("sync-{k:03}"), "namespace": NAMESPACE},
+                    "spec": {"serviceAccountName": format!("sa{:02}", k % accounts),
+                             "secretProviderClassName": class,
+                             "secretObject": {"data": [{"sourcePath": secret, "targetKey": "value"}]}}
+                }))
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await?;
+        until(&mut controller, "every Secret written", || {
+            world.api.objects("", "secrets", Some(NAMESPACE)).len() == syncs
+        })
+        .await?;
+        create_seconds.push(start.elapsed().as_secs_f64());
+        create_calls.push(calls_since(&before, sync_calls(&world)));
+        check_synced(&world, &names, &[], secrets)?;
+
+        // One pass, after a change: every SecretSync gets an Update condition.
+        let changed: Vec<String> =
+            (0..changed_count).map(|i| names[i * secrets / changed_count].clone()).collect();
+        for name in &changed {
+            world.backend.put(name, &value(name, 2)).await?;
+        }
+        affected = (0..syncs).filter(|k| changed.contains(&names[k % secrets])).count();
+        let before = sync_calls(&world);
+        let patches = world.api.requests("PATCH", "secrets");
+        until(&mut controller, "a rotation pass over every SecretSync", || {
+            world.api.objects(super::SYNC_GROUP, "secretsyncs", Some(NAMESPACE)).iter().all(|s| {
+                s["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Update"))
+            })
+        })
+        .await?;
+        pass_calls.push(calls_since(&before, sync_calls(&world)));
+        written.push(f64::from(world.api.requests("PATCH", "secrets") - patches));
+        check_synced(&world, &names, &changed, secrets)?;
+        rss.push(mib(controller.memory()?.rss_kib));
+        controller.stop()?;
+    }
+    // The per-SecretSync algorithm: one token and one provider Mount per
+    // SecretSync and pass, each Mount building its credentials and reading
+    // its object.
+    let per_sync = kind.upstream_publish_calls(syncs, 1);
+    let mut upstream = per_sync.clone();
+    upstream.insert(TOKEN_REQUESTS.to_owned(), syncs);
+    let mut upstream_pass = per_sync;
+    upstream_pass.insert(TOKEN_REQUESTS.to_owned(), syncs);
+    Ok(SyncResult {
+        backend: kind.name().into(),
+        syncs,
+        service_accounts: accounts,
+        secrets,
+        changed_secrets: changed_count,
+        affected_syncs: affected,
+        interval_seconds: plan.sync_interval.as_secs(),
+        create_seconds: Spread::of(&create_seconds),
+        create_calls: call_counts(&create_calls, &upstream),
+        pass_calls: call_counts(&pass_calls, &upstream_pass),
+        secrets_written: CallCount { sscsi: Spread::of(&written), upstream: affected },
+        rss_mib: Spread::of(&rss),
+    })
+}
+
+/// Backend calls and TokenRequests so far.
+fn sync_calls(world: &World) -> BTreeMap<String, usize> {
+    let mut calls = world.backend.calls();
+    calls.insert(TOKEN_REQUESTS.to_owned(), world.api.requests("POST", "serviceaccounts") as usize);
+    calls
+}
+
+/// Polls `done` (the API double's objects) until it holds, for at most two
+/// minutes, failing early if the controller exits.
+async fn until(
+    controller: &mut ControllerProcess,
+    what: &str,
+    done: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        controller.check()?;
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not within two minutes; the controller's log:\n{}",
+                controller.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Every synced Secret holds its secret's bytes: version 2 for `changed`.
+fn check_synced(
+    world: &World,
+    names: &[String],
+    changed: &[String],
+    secrets: usize,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    for secret in world.api.objects("", "secrets", Some(NAMESPACE)) {
+        let name = secret["metadata"]["name"].as_str().unwrap_or_default();
+        let k: usize = name.trim_start_matches("sync-").parse().context("a SecretSync's Secret")?;
+        let source = &names[k % secrets];
+        let version = if changed.contains(source) { 2 } else { 1 };
+        let data = secret["data"]["value"].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+        if bytes != value(source, version).as_bytes() {
+            bail!("Secret {name} does not hold version {version} of {source}");
+        }
+    }
+    Ok(())
 }

@@ -399,6 +399,9 @@ async fn reconcile(ss: Arc<SecretSync>, inner: Arc<Inner>) -> Result<Action, Fai
         Ok(_) => Ok(Action::await_change()),
         Err(failure) => {
             counters.failures.fetch_add(1, Ordering::Relaxed);
+            // The retry waits longer after each failure in a row; a success resets it.
+            let key = ObjectRef::from_obj(ss.as_ref());
+            inner.held.lock().expect("lock").entry(key).or_default().failures += 1;
             Err(Failed(failure.clone()))
         }
     };
@@ -528,7 +531,7 @@ impl Inner {
         let mut labels = object.labels.clone().unwrap_or_default();
         labels.insert(SYNC_RESERVED_KEY.to_owned(), String::new());
         let mut secret = Secret {
-            data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             type_: Some(object.type_.trim().to_owned()).filter(|t| !t.is_empty()),
             ..Default::default()
         };
@@ -546,14 +549,28 @@ impl Inner {
             let h = all.entry(key.clone()).or_default();
             std::mem::take(h)
         };
-        let sync_hash = held.memo.hash(&HashInput {
-            data: &data,
-            spc_uid: &spc_key.0,
-            spc_generation: spc_key.1,
-            ss_uid: &uid,
-            ss_generation: generation,
-            force: &force,
-        });
+        // The key derivation is tens of milliseconds of CPU: off the runtime's workers.
+        let (memo, sync_hash) = {
+            let mut memo = std::mem::take(&mut held.memo);
+            let (spc_key, uid, force) = (spc_key.clone(), uid.clone(), force.clone());
+            let data = secret.data.clone().unwrap_or_default();
+            tokio::task::spawn_blocking(move || {
+                let data: BTreeMap<String, Vec<u8>> =
+                    data.into_iter().map(|(k, v)| (k, v.0)).collect();
+                let hash = memo.hash(&HashInput {
+                    data: &data,
+                    spc_uid: &spc_key.0,
+                    spc_generation: spc_key.1,
+                    ss_uid: &uid,
+                    ss_generation: generation,
+                    force: &force,
+                });
+                (memo, hash)
+            })
+            .await
+            .expect("hashing does not panic")
+        };
+        held.memo = memo;
         let changed = sync_hash != recorded;
         let wrote = if !changed && !failed {
             false
@@ -583,9 +600,8 @@ impl Inner {
         Ok(Synced { sync_hash, changed, wrote })
     }
 
-    /// Puts back what a failed sync took out, counting the failure.
-    fn restore(&self, key: ObjectRef<SecretSync>, mut held: Held) {
-        held.failures += 1;
+    /// Puts back what a failed sync took out.
+    fn restore(&self, key: ObjectRef<SecretSync>, held: Held) {
         self.held.lock().expect("lock").insert(key, held);
     }
 

@@ -401,3 +401,49 @@ async fn one_leader_writes_and_a_standby_takes_over() {
     stop_b.cancel();
     run_b.await.unwrap().unwrap();
 }
+
+/// A holder that stops renewing without releasing (a crashed pod): a standby
+/// takes the Lease once its record has not changed for the lease duration.
+#[tokio::test]
+async fn a_standby_takes_a_lease_its_holder_stopped_renewing() {
+    let world = World::start().await;
+    let lease = |identity: &str| LeaseConfig {
+        lease_duration: Duration::from_millis(300),
+        renew_deadline: Duration::from_millis(200),
+        retry_period: Duration::from_millis(20),
+        ..LeaseConfig::new("sscsi-secretsync".into(), "kube-system".into(), identity.into())
+    };
+    let never = CancellationToken::new();
+    let mut a = Elector::new(world.client.clone(), lease("a"));
+    assert!(a.acquire(&never).await);
+    drop(a); // no release: as if its pod died
+
+    let mut b = Elector::new(world.client.clone(), lease("b"));
+    assert!(b.acquire(&never).await);
+    let leases = world.api.objects("coordination.k8s.io", "leases", Some("kube-system"));
+    assert_eq!(leases[0]["spec"]["holderIdentity"], "b");
+    assert_eq!(leases[0]["spec"]["leaseTransitions"], 1);
+    // The first candidate cannot take it back while b renews: b renews 20
+    // times (longer than the lease duration) while a keeps trying.
+    let mut again = Elector::new(world.client.clone(), lease("a"));
+    let stop = CancellationToken::new();
+    let holding = tokio::spawn(async move { b.hold(&stop).await });
+    let gave_up = CancellationToken::new();
+    let waiter = gave_up.clone();
+    let attempt = tokio::spawn(async move { again.acquire(&waiter).await });
+    let mut seen = leases[0]["spec"]["renewTime"].clone();
+    for _ in 0..20 {
+        let now = world
+            .api
+            .wait_for("coordination.k8s.io", "leases", Some("kube-system"), |l| {
+                l[0]["spec"]["renewTime"] != seen
+            })
+            .await;
+        assert_eq!(now[0]["spec"]["holderIdentity"], "b");
+        seen = now[0]["spec"]["renewTime"].clone();
+    }
+    assert!(!attempt.is_finished(), "a took the lease b renews");
+    gave_up.cancel();
+    assert!(!attempt.await.unwrap());
+    holding.abort();
+}

@@ -75,6 +75,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     // what the previous one read.
     let engine = Engine::new(providers, rotation_poll_interval / 2);
     let controller = SecretSyncController::new(client.clone(), engine, config);
+    controller.register(&mut registry);
 
     let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone())?;

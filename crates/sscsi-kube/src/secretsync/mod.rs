@@ -25,7 +25,6 @@
 mod hash;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +39,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use sscsi_api::{Condition, SYNC_RESERVED_KEY, SecretProviderClass, SecretSync, SecretSyncStatus};
 use sscsi_core::{ObjectVersion, PodInfo, SecretBytes, ServiceAccountToken};
 use sscsi_engine::{Engine, Fetch, FetchError, Identity, MountedFiles, Purpose};
@@ -203,14 +204,43 @@ pub struct SyncStats {
     pub fetches: u64,
 }
 
+/// The counters behind [`SyncStats`], exported as Prometheus counters too.
 #[derive(Debug, Default)]
 struct Counters {
-    reconciles: AtomicU64,
-    failures: AtomicU64,
-    secret_writes: AtomicU64,
-    status_writes: AtomicU64,
-    token_requests: AtomicU64,
-    fetches: AtomicU64,
+    reconciles: Counter,
+    failures: Counter,
+    secret_writes: Counter,
+    status_writes: Counter,
+    token_requests: Counter,
+    fetches: Counter,
+}
+
+impl Counters {
+    fn register(&self, registry: &mut Registry) {
+        let all = [
+            (
+                "sscsi_secretsync_syncs",
+                "SecretSync syncs finished, failed or not",
+                &self.reconciles,
+            ),
+            ("sscsi_secretsync_sync_failures", "SecretSync syncs that failed", &self.failures),
+            (
+                "sscsi_secretsync_secret_writes",
+                "Secrets applied by the controller",
+                &self.secret_writes,
+            ),
+            ("sscsi_secretsync_status_writes", "SecretSync status writes", &self.status_writes),
+            (
+                "sscsi_secretsync_token_requests",
+                "TokenRequests made for SecretSyncs",
+                &self.token_requests,
+            ),
+            ("sscsi_secretsync_fetches", "Provider fetches for SecretSyncs", &self.fetches),
+        ];
+        for (name, help, counter) in all {
+            registry.register(name, help, counter.clone());
+        }
+    }
 }
 
 /// What is held of one SecretSync between syncs (memory only).
@@ -280,6 +310,11 @@ impl SecretSyncController {
             spc_writer: Arc::new(Mutex::new(Some(writer))),
             rotate: Arc::new(Notify::new()),
         }
+    }
+
+    /// Adds the controller's counters (`sscsi_secretsync_*`) to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.inner.counters.register(registry);
     }
 
     pub fn stats(&self) -> SyncStats {
@@ -394,11 +429,11 @@ struct Failed(SyncFailure);
 async fn reconcile(ss: Arc<SecretSync>, inner: Arc<Inner>) -> Result<Action, Failed> {
     let result = inner.sync(&ss).await;
     let counters = &inner.counters;
-    counters.reconciles.fetch_add(1, Ordering::Relaxed);
+    counters.reconciles.inc();
     let action = match &result {
         Ok(_) => Ok(Action::await_change()),
         Err(failure) => {
-            counters.failures.fetch_add(1, Ordering::Relaxed);
+            counters.failures.inc();
             // The retry waits longer after each failure in a row; a success resets it.
             let key = ObjectRef::from_obj(ss.as_ref());
             inner.held.lock().expect("lock").entry(key).or_default().failures += 1;
@@ -508,7 +543,7 @@ impl Inner {
             mounted: Some(&mounted),
             purpose,
         };
-        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters.fetches.inc();
         let (fetched, _) = self.engine.fetch(fetch).await;
         let fetched = fetched.map_err(|e| match e {
             FetchError::UnknownProvider { .. } => {
@@ -586,7 +621,7 @@ impl Inner {
                     format!("failed to patch secret {namespace}/{name}: {e}"),
                 ));
             }
-            self.counters.secret_writes.fetch_add(1, Ordering::Relaxed);
+            self.counters.secret_writes.inc();
             true
         };
         held.uid = uid;
@@ -616,7 +651,7 @@ impl Inner {
         for audience in &self.config.audiences {
             let key = format!("{namespace}/{service_account}/{audience}");
             let exchange = || async {
-                self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+                self.counters.token_requests.inc();
                 let token = request_token(
                     &self.client,
                     namespace,
@@ -703,7 +738,7 @@ impl Inner {
         match api.patch_status(ss.name_str(), &PatchParams::default(), &Patch::Merge(&patch)).await
         {
             Ok(_) => {
-                self.counters.status_writes.fetch_add(1, Ordering::Relaxed);
+                self.counters.status_writes.inc();
             }
             Err(e) => {
                 tracing::warn!(secretsync = %ss.qualified_name(), error = %e, "status write failed")
@@ -713,7 +748,7 @@ impl Inner {
 
     fn publish_stats(&self) {
         let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let load = |a: &Counter| a.get();
         self.stats.send_replace(SyncStats {
             reconciles: load(&c.reconciles),
             failures: load(&c.failures),

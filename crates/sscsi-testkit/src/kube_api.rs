@@ -468,18 +468,8 @@ impl ApiServer {
         let mut state = self.state.lock().expect("state");
         let key = Self::key(path, &name);
         match state.objects.remove(&key) {
-            Some(mut obj) => {
-                state.rv += 1;
-                obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-                let change = Change {
-                    kind: "DELETED",
-                    group: key.group,
-                    resource: key.resource,
-                    object: obj.clone(),
-                    rv: state.rv,
-                };
-                state.history.push(change.clone());
-                let _ = self.changes.send(change);
+            Some(obj) => {
+                let obj = self.deleted(&mut state, key, obj);
                 if let Some(uid) = obj["metadata"]["uid"].as_str() {
                     self.collect_garbage(&mut state, uid);
                 }
@@ -503,22 +493,29 @@ impl ApiServer {
                 orphaned.then(|| key.clone())
             });
             let Some(key) = orphan else { return };
-            let mut obj = state.objects.remove(&key).expect("found above");
+            let obj = state.objects.remove(&key).expect("found above");
             if let Some(uid) = obj["metadata"]["uid"].as_str() {
                 gone.insert(uid.to_owned());
             }
-            state.rv += 1;
-            obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-            let change = Change {
-                kind: "DELETED",
-                group: key.group,
-                resource: key.resource,
-                object: obj,
-                rv: state.rv,
-            };
-            state.history.push(change.clone());
-            let _ = self.changes.send(change);
+            self.deleted(state, key, obj);
         }
+    }
+
+    /// Records and announces the deletion of `obj` (removed from `state`):
+    /// a new resourceVersion and a DELETED change. Returns it as deleted.
+    fn deleted(&self, state: &mut State, key: Key, mut obj: Value) -> Value {
+        state.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(state.rv.to_string());
+        let change = Change {
+            kind: "DELETED",
+            group: key.group,
+            resource: key.resource,
+            object: obj.clone(),
+            rv: state.rv,
+        };
+        state.history.push(change);
+        let _ = self.changes.send(state.history.last().expect("just pushed").clone());
+        obj
     }
 
     /// The status subresource: only `.status` changes, whatever else the

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ControllerArgs;
-use crate::node::{http_listeners, listen_addr, shutdown_on_signal, wait_all};
+use crate::node::{listen_addr, serve_http, shutdown_on_signal, wait_all};
 
 /// How long the last event writes may take after SIGTERM.
 const OUTBOX_GRACE: Duration = Duration::from_secs(5);
@@ -89,17 +89,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let health = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }));
-    let listeners =
-        http_listeners([(health_addr, health), (metrics_addr, http::metrics_routes(state))]);
-    for (addr, router) in listeners {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
-        tracing::info!(%addr, "serving HTTP");
-        let stop = shutdown.clone().cancelled_owned();
-        tasks
-            .spawn(async move { http::serve(listener, router, stop).await.context("HTTP server") });
-    }
+    let routes = [(health_addr, health), (metrics_addr, http::metrics_routes(state))];
+    serve_http(&mut tasks, routes, &shutdown).await?;
 
     let work = controller.clone();
     let stop = shutdown.clone();

@@ -120,15 +120,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         (health_addr, http::health_routes(state.clone())),
         (metrics_addr, http::metrics_routes(state)),
     ];
-    for (addr, router) in http_listeners(routes) {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
-        tracing::info!(%addr, "serving HTTP");
-        let stop = shutdown.clone().cancelled_owned();
-        tasks
-            .spawn(async move { http::serve(listener, router, stop).await.context("HTTP server") });
-    }
+    serve_http(&mut tasks, routes, &shutdown).await?;
     let server = plugin
         .serve(&endpoint.path, shutdown.clone().cancelled_owned(), SHUTDOWN_GRACE)
         .with_context(|| format!("listen on {}", endpoint.path.display()))?;
@@ -220,9 +212,28 @@ pub(crate) fn listen_addr(flag: &str, addr: &str) -> anyhow::Result<Option<Socke
     http::parse_listen_addr(addr).map(Some).map_err(anyhow::Error::msg).context(flag.to_owned())
 }
 
+/// Binds each listener (health and metrics share one address when their
+/// flags name the same) and serves it in `tasks` until `shutdown`.
+pub(crate) async fn serve_http(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    routes: [(Option<SocketAddr>, axum::Router); 2],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    for (addr, router) in http_listeners(routes) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, "serving HTTP");
+        let stop = shutdown.clone().cancelled_owned();
+        tasks
+            .spawn(async move { http::serve(listener, router, stop).await.context("HTTP server") });
+    }
+    Ok(())
+}
+
 /// One listener per distinct address: health and metrics share one when
 /// their flags name the same address.
-pub(crate) fn http_listeners(
+fn http_listeners(
     routes: [(Option<SocketAddr>, axum::Router); 2],
 ) -> Vec<(SocketAddr, axum::Router)> {
     let mut listeners: Vec<(SocketAddr, axum::Router)> = Vec::new();

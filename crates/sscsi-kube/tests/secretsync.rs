@@ -227,6 +227,12 @@ async fn creates_the_secret_then_writes_only_what_changed() {
         reasons.contains("CreateSucceeded") && reasons.contains("ValueChangeOrForceUpdateDetected"),
         "{reasons:?}"
     );
+    // Neither a secret byte nor a token (a JWT: `eyJ...`) in events or status.
+    let said = serde_json::to_string(&(events, world.api.objects(SYNC_GROUP, "secretsyncs", None)))
+        .unwrap();
+    for leak in ["hunter", "admin", "eyJ"] {
+        assert!(!said.contains(leak), "{leak} in {said}");
+    }
 }
 
 #[tokio::test]

@@ -148,12 +148,15 @@ pub struct ControllerArgs {
     /// Listen address for `/healthz` and `/readyz`; empty disables it.
     #[arg(long, env = "SSCSI_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
     pub health_probe_bind_address: String,
-    /// This pod's name and uid (the chart sets them from the downward API);
-    /// passed to providers as upstream does, and the lease identity.
+    /// This pod's name (the chart sets it from the downward API): passed to
+    /// providers as `csi.storage.k8s.io/pod.name`, as upstream does, and the
+    /// start of the Lease identity.
     #[arg(long, env = "SYNC_CONTROLLER_POD_NAME", default_value = "")]
     pub pod_name: String,
+    /// This pod's uid: passed to providers as `csi.storage.k8s.io/pod.uid`.
     #[arg(long, env = "SYNC_CONTROLLER_POD_UID", default_value = "")]
     pub pod_uid: String,
+    /// This pod's namespace: the Lease's, unless --leader-election-namespace says otherwise.
     #[arg(long, env = "SYNC_CONTROLLER_POD_NAMESPACE", default_value = "")]
     pub pod_namespace: String,
     /// Kubeconfig file for running outside a cluster. Default: the pod's

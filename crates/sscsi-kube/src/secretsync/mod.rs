@@ -482,7 +482,6 @@ impl Inner {
                 format!("SecretSync {namespace}/{name}: namespace {namespace} is not allowed"),
             ));
         }
-        let object = &ss.spec.secret_object;
         reserved_keys(ss)?;
         let class_name = ss.spec.secret_provider_class_name.trim();
         // The class watch runs beside the SecretSync watch: its first list first.
@@ -556,26 +555,7 @@ impl Inner {
         })?;
 
         let data = secret_data(ss, &fetched.files)?;
-        let owner = OwnerReference {
-            api_version: SecretSync::api_version(&()).into_owned(),
-            kind: SecretSync::kind(&()).into_owned(),
-            name: name.clone(),
-            uid: uid.clone(),
-            ..Default::default()
-        };
-        let mut labels = object.labels.clone().unwrap_or_default();
-        labels.insert(SYNC_RESERVED_KEY.to_owned(), String::new());
-        let mut secret = Secret {
-            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
-            type_: Some(object.type_.trim().to_owned()).filter(|t| !t.is_empty()),
-            ..Default::default()
-        };
-        secret.metadata.name = Some(name.clone());
-        secret.metadata.namespace = Some(namespace.clone());
-        secret.metadata.labels = Some(labels);
-        secret.metadata.annotations = object.annotations.clone().filter(|a| !a.is_empty());
-        secret.metadata.owner_references = Some(vec![owner]);
-
+        let secret = desired_secret(ss, data);
         let recorded = ss.status.as_ref().and_then(|s| s.sync_hash.clone()).unwrap_or_default();
         let failed =
             ss.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.status == "False"));
@@ -830,6 +810,33 @@ fn secret_data(
         data.insert(target.to_owned(), value);
     }
     Ok(data)
+}
+
+/// The Secret a SecretSync asks for: its name and namespace, its labels
+/// plus the reserved one, its annotations, the SecretSync as sole owner
+/// (no `controller` flag, as upstream), and `data`.
+fn desired_secret(ss: &SecretSync, data: BTreeMap<String, Vec<u8>>) -> Secret {
+    let object = &ss.spec.secret_object;
+    let owner = OwnerReference {
+        api_version: SecretSync::api_version(&()).into_owned(),
+        kind: SecretSync::kind(&()).into_owned(),
+        name: ss.name_str().to_owned(),
+        uid: ss.uid().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut labels = object.labels.clone().unwrap_or_default();
+    labels.insert(SYNC_RESERVED_KEY.to_owned(), String::new());
+    let mut secret = Secret {
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        type_: Some(object.type_.trim().to_owned()).filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some(ss.name_str().to_owned());
+    secret.metadata.namespace = Some(ss.namespace_str().to_owned());
+    secret.metadata.labels = Some(labels);
+    secret.metadata.annotations = object.annotations.clone().filter(|a| !a.is_empty());
+    secret.metadata.owner_references = Some(vec![owner]);
+    secret
 }
 
 /// `meta.SetStatusCondition`: the transition time moves only when the

@@ -327,7 +327,7 @@ pub fn markdown(r: &Results) -> String {
             md,
             "**{}**: {} SecretSyncs over {} service accounts sharing {} secrets (one per \
              SecretSync), created at once: every Secret written {} s after the first \
-             SecretSync. Then one rotation pass (`--rotation-poll-interval={}s`) with {} of \
+             SecretSync. After a first pass, one rotation pass (`--rotation-poll-interval={}s`) with {} of \
              the {} secrets changed ({} SecretSyncs affected). Controller RSS with {} \
              SecretSyncs: {} MiB.\n",
             y.backend,

@@ -550,7 +550,17 @@ pub async fn secret_sync(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Resu
         create_calls.push(calls_since(&before, sync_calls(&world)));
         check_synced(&world, &names, &[], secrets)?;
 
-        // One pass, after a change: every SecretSync gets an Update condition.
+        // The first pass may take answers of the last creations (a pass reuses
+        // answers up to half an interval old): let it finish, then change a
+        // secret and measure the next pass, which reuses nothing.
+        until(&mut controller, "a first rotation pass over every SecretSync", || {
+            world.api.objects(super::SYNC_GROUP, "secretsyncs", Some(NAMESPACE)).iter().all(|s| {
+                s["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Update"))
+            })
+        })
+        .await?;
         let changed: Vec<String> =
             (0..changed_count).map(|i| names[i * secrets / changed_count].clone()).collect();
         for name in &changed {
@@ -559,15 +569,21 @@ pub async fn secret_sync(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Resu
         affected = (0..syncs).filter(|k| changed.contains(&names[k % secrets])).count();
         let before = sync_calls(&world);
         let patches = world.api.requests("PATCH", "secrets");
-        until(&mut controller, "a rotation pass over every SecretSync", || {
-            world.api.objects(super::SYNC_GROUP, "secretsyncs", Some(NAMESPACE)).iter().all(|s| {
-                s["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Update"))
-            })
+        until(&mut controller, "the affected Secrets written", || {
+            check_synced(&world, &names, &changed, secrets).is_ok()
         })
         .await?;
-        pass_calls.push(calls_since(&before, sync_calls(&world)));
+        // The pass ends when the backend has seen no call for two seconds.
+        let mut last = sync_calls(&world);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = sync_calls(&world);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        pass_calls.push(calls_since(&before, last));
         written.push(f64::from(world.api.requests("PATCH", "secrets") - patches));
         check_synced(&world, &names, &changed, secrets)?;
         rss.push(mib(controller.memory()?.rss_kib));

@@ -170,6 +170,21 @@ pub fn go_json(value: &GoJson, out: &mut Vec<u8>) {
     }
 }
 
+/// A non-nil `map[string]string` as `json.Marshal` writes it: keys sorted.
+pub fn go_string_map<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
+    let sorted: std::collections::BTreeMap<&str, &str> = entries.into_iter().collect();
+    out.push(b'{');
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        go_string(key, out);
+        out.push(b':');
+        go_string(value, out);
+    }
+    out.push(b'}');
+}
+
 /// A float64 as `encoding/json` writes it: the shortest digits, without an
 /// exponent for 1e-6 <= |f| < 1e21 (`1e3` is `1000`), else `1e-7`, `1e+21`.
 pub fn go_float(f: f64) -> String {
@@ -184,7 +199,8 @@ pub fn go_float(f: f64) -> String {
     }
 }
 
-fn go_string(s: &str, out: &mut Vec<u8>) {
+/// A string as `json.Marshal` writes it.
+pub fn go_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for c in s.chars() {

@@ -10,12 +10,13 @@ pub mod path;
 mod provider;
 mod registry;
 mod secret;
+pub mod tokens;
 
 pub use provider::{
     BURST_WINDOW, ErrorCode, MountRequest, MountResponse, ObjectVersion, PodInfo, Provider,
     ProviderError, ProviderFailure, SecretFile, ServiceAccountToken,
 };
-pub use registry::{ProviderRegistry, UnknownProvider};
+pub use registry::{ExternalProviders, ProviderRegistry, UnknownProvider};
 pub use secret::SecretBytes;
 
 /// The file mode upstream sends to every provider as its default: 0644.

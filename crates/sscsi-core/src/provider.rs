@@ -30,6 +30,15 @@ pub trait Provider: Send + Sync + fmt::Debug {
         let _ = request;
         false
     }
+
+    /// Whether this provider may write files into
+    /// [`MountRequest::target_path`] itself (an external provider of the
+    /// legacy kind): the volume is then mounted before the call, as
+    /// upstream mounts it, and its files are left as the provider wrote them
+    /// when the answer carries none ([`MountResponse::written_by_provider`]).
+    fn writes_target(&self) -> bool {
+        false
+    }
 }
 
 /// How long a finished backend read answers identical reads of a first
@@ -63,6 +72,10 @@ pub struct MountRequest {
     /// object and identity per interval, however many volumes hold it),
     /// zero on a forced refresh. A read in flight is always joined.
     pub reuse: Duration,
+    /// The volume's directory, for providers that write files themselves
+    /// ([`Provider::writes_target`]); `None` without a volume (a sync, a
+    /// render). Compiled-in providers never read it.
+    pub target_path: Option<std::path::PathBuf>,
 }
 
 impl Default for MountRequest {
@@ -76,6 +89,7 @@ impl Default for MountRequest {
             current_versions: Vec::new(),
             current_files: BTreeMap::new(),
             reuse: BURST_WINDOW,
+            target_path: None,
         }
     }
 }
@@ -102,6 +116,16 @@ pub struct ServiceAccountToken {
 pub struct MountResponse {
     pub files: Vec<SecretFile>,
     pub versions: Vec<ObjectVersion>,
+    /// The provider wrote the volume's files into the target path itself and
+    /// returned none (upstream's legacy mode): nothing is to be written.
+    pub written_by_provider: bool,
+}
+
+impl MountResponse {
+    /// The files to write and the versions of the objects they came from.
+    pub fn new(files: Vec<SecretFile>, versions: Vec<ObjectVersion>) -> Self {
+        Self { files, versions, written_by_provider: false }
+    }
 }
 
 /// One file to write, relative to the volume root.

@@ -72,6 +72,9 @@ pub struct Fetch<'a> {
     pub held: &'a [ObjectVersion],
     pub mounted: Option<&'a dyn MountedFiles>,
     pub purpose: Purpose,
+    /// The volume's directory, for a provider that writes there itself;
+    /// `None` without a volume.
+    pub target_path: Option<&'a std::path::Path>,
 }
 
 impl std::fmt::Debug for Fetch<'_> {
@@ -91,6 +94,8 @@ pub struct Fetched {
     pub files: Vec<SecretFile>,
     /// Sorted, so two fetches of the same content compare equal.
     pub versions: Vec<ObjectVersion>,
+    /// The provider wrote the files into the target path itself.
+    pub written_by_provider: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +154,11 @@ impl Engine {
             .map(|response| {
                 let mut versions = response.versions;
                 versions.sort();
-                Fetched { files: response.files, versions }
+                Fetched {
+                    files: response.files,
+                    versions,
+                    written_by_provider: response.written_by_provider,
+                }
             })
             .map_err(|source| FetchError::Provider {
                 provider: fetch.class.spec.provider.clone(),
@@ -175,6 +184,7 @@ impl Engine {
             current_versions: fetch.held.to_vec(),
             current_files: BTreeMap::new(),
             reuse,
+            target_path: fetch.target_path.map(ToOwned::to_owned),
         }
     }
 }

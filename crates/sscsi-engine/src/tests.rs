@@ -42,7 +42,7 @@ impl Provider for Echo {
             mode: request.default_file_mode,
             contents: "x".into(),
         }];
-        Ok(MountResponse { files, versions })
+        Ok(MountResponse::new(files, versions))
     }
 
     fn reads_mounted_files(&self, request: &MountRequest) -> bool {
@@ -88,7 +88,15 @@ impl Pod {
         purpose: Purpose,
     ) -> Fetch<'a> {
         let identity = Identity { pod: &self.info, tokens: &self.tokens, secrets: &self.secrets };
-        Fetch { class, attributes: &self.attributes, identity, held, mounted, purpose }
+        Fetch {
+            class,
+            attributes: &self.attributes,
+            identity,
+            held,
+            mounted,
+            purpose,
+            target_path: None,
+        }
     }
 }
 

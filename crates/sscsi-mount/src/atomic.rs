@@ -108,6 +108,39 @@ impl AtomicWriter {
         }
     }
 
+    /// What a reader of the volume sees at its top level, as upstream reads a
+    /// volume back for sync: every entry not starting with `..`, symlinks
+    /// followed, regular files only. For volumes a provider wrote itself; a
+    /// link that leads outside the volume is skipped, so such a provider
+    /// cannot have a file of the node read into a Secret.
+    pub fn read_visible(&self) -> Result<BTreeMap<String, (u32, SecretBytes)>, WriteError> {
+        let io_err = |op, path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Io { op, path, source }
+        };
+        let root = fs::canonicalize(&self.target).map_err(io_err("canonicalize", &self.target))?;
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(&root).map_err(io_err("read_dir", &root))? {
+            let entry = entry.map_err(io_err("read_dir", &root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("..") {
+                continue;
+            }
+            let Ok(real) = fs::canonicalize(entry.path()) else { continue };
+            if !real.starts_with(&root) {
+                tracing::warn!(target = %self.target.display(), name, "a link out of the volume is not read");
+                continue;
+            }
+            let meta = fs::metadata(&real).map_err(io_err("stat", &real))?;
+            if !meta.is_file() {
+                continue;
+            }
+            let bytes = fs::read(&real).map_err(io_err("read", &real))?;
+            files.insert(name, (meta.permissions().mode() & 0o7777, SecretBytes::new(bytes)));
+        }
+        Ok(files)
+    }
+
     /// Removes everything this writer created: user links, `..data` and the
     /// version directories. Foreign files are left alone, so a caller that
     /// then removes the target directory fails instead of deleting them.

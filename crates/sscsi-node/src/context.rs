@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde::de::value::{Error as ValueError, MapDeserializer};
+use sscsi_core::tokens::parse_tokens;
 use sscsi_core::{PodInfo, SecretBytes, ServiceAccountToken};
 use sscsi_proto::TOKENS_KEY;
 use sscsi_proto::csi::v1::NodePublishVolumeRequest;
@@ -42,14 +43,6 @@ pub(crate) struct PublishRequest {
     pub tokens: BTreeMap<String, ServiceAccountToken>,
     /// nodePublishSecretRef data, without the tokens key.
     pub secrets: BTreeMap<String, SecretBytes>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenJson {
-    token: String,
-    #[serde(default)]
-    expiration_timestamp: String,
 }
 
 impl PublishRequest {
@@ -99,10 +92,12 @@ impl PublishRequest {
         volume_context.remove(TOKENS_KEY);
         let tokens = match tokens_json {
             Some(mut json) => {
-                let parsed =
-                    if json.is_empty() { Ok(BTreeMap::new()) } else { parse_tokens(&json) };
+                let parsed = parse_tokens(&json);
                 json.zeroize();
-                parsed?
+                parsed.map_err(|e| PublishError::BadAttribute {
+                    key: TOKENS_KEY.into(),
+                    message: e.to_string(),
+                })?
             }
             None => BTreeMap::new(),
         };
@@ -125,30 +120,6 @@ impl PublishRequest {
 
 fn secrets_map(secrets: HashMap<String, String>) -> BTreeMap<String, SecretBytes> {
     secrets.into_iter().map(|(k, v)| (k, SecretBytes::from(v))).collect()
-}
-
-/// Parses kubelet's `{"<audience>":{"token":"…","expirationTimestamp":"…"}}`.
-/// The error says where the JSON broke but never quotes it: it holds tokens.
-fn parse_tokens(json: &str) -> Result<BTreeMap<String, ServiceAccountToken>, PublishError> {
-    let parsed: BTreeMap<String, TokenJson> =
-        serde_json::from_str(json).map_err(|e| PublishError::BadAttribute {
-            key: TOKENS_KEY.into(),
-            message: format!(
-                "not a map of audience to token at line {} column {}",
-                e.line(),
-                e.column()
-            ),
-        })?;
-    Ok(parsed
-        .into_iter()
-        .map(|(audience, t)| {
-            let token = ServiceAccountToken {
-                token: SecretBytes::from(t.token),
-                expiration_timestamp: t.expiration_timestamp,
-            };
-            (audience, token)
-        })
-        .collect())
 }
 
 #[cfg(test)]

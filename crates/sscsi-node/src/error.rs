@@ -252,7 +252,7 @@ mod tests {
             (
                 PublishError::UnknownProvider {
                     spc: "ns/n".into(),
-                    source: UnknownProvider { name: "aws".into(), available: vec![] },
+                    source: UnknownProvider { name: "aws".into(), available: vec![], external: None },
                 },
                 Code::InvalidArgument,
                 "FailedToLookupProviderGRPCClient",

@@ -287,9 +287,23 @@ impl Publisher {
     ) -> Result<PublishOutcome, PublishError> {
         let spc = self.resolve(req).await?;
         provider_name.clone_from(&spc.spec.provider);
-        let fetched = self.fetch(req, &spc, &held, mounted, purpose).await?;
-        let written = self.materialize(req, mounted, fetched.files).await?;
-        self.record(req, &spc, mounted, held, fetched.versions, written).await
+        // A provider that may write into the volume itself finds it mounted,
+        // as upstream mounts before every provider call.
+        let premounted =
+            !mounted && self.engine.provider(&spc).is_ok_and(|provider| provider.writes_target());
+        if premounted {
+            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
+        }
+        let fetched = match self.fetch(req, &spc, &held, mounted, purpose).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.abandon_first_mount(req, !premounted);
+                return Err(e);
+            }
+        };
+        let versions = fetched.versions.clone();
+        let written = self.materialize(req, mounted, premounted, fetched).await?;
+        self.record(req, &spc, mounted, held, versions, written).await
     }
 
     /// The volume's SecretProviderClass, checked.
@@ -315,6 +329,7 @@ impl Publisher {
             held,
             mounted: mounted.then_some(&files as &dyn MountedFiles),
             purpose,
+            target_path: Some(&req.target_path),
         };
         let (result, call) = self.engine.fetch(fetch).await;
         if let Some(call) = call {
@@ -330,27 +345,56 @@ impl Publisher {
         })
     }
 
-    /// Mounts the tmpfs on a first mount and writes the files atomically.
-    /// A failed first mount leaves nothing mounted.
+    /// Mounts the tmpfs on a first mount (unless `premounted` for the
+    /// provider) and writes the files atomically; files a provider wrote
+    /// itself are read back instead (for sync). A failed first mount leaves
+    /// nothing mounted.
     async fn materialize(
         &self,
         req: &PublishRequest,
         mounted: bool,
-        files: Vec<SecretFile>,
+        premounted: bool,
+        fetched: Fetched,
     ) -> Result<Written, PublishError> {
-        if !mounted {
+        if !mounted && !premounted {
             self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
         }
-        let files = Arc::new(files);
-        match self.write(req, files.clone()).await {
-            Ok(outcome) => {
-                Ok(Written { files, changed: !mounted || outcome != WriteOutcome::Unchanged })
-            }
-            Err(e) => {
-                self.abandon_first_mount(req, mounted);
-                Err(e)
-            }
+        let result = if fetched.written_by_provider {
+            // Upstream cannot tell whether such a provider changed anything;
+            // neither can we, so every such fetch counts as a change.
+            self.read_provider_files(req).await.map(|files| Written { files, changed: true })
+        } else {
+            let files = Arc::new(fetched.files);
+            self.write(req, files.clone()).await.map(|outcome| Written {
+                files,
+                changed: !mounted || outcome != WriteOutcome::Unchanged,
+            })
+        };
+        if result.is_err() {
+            self.abandon_first_mount(req, mounted);
         }
+        result
+    }
+
+    /// The files a legacy provider left in the volume, as upstream reads them.
+    async fn read_provider_files(
+        &self,
+        req: &PublishRequest,
+    ) -> Result<Arc<Vec<SecretFile>>, PublishError> {
+        let writer = AtomicWriter::new(&req.target_path);
+        let files = tokio::task::spawn_blocking(move || writer.read_visible())
+            .await
+            .map_err(|e| PublishError::Internal(format!("read task: {e}")))?
+            .map_err(|source| PublishError::Write {
+                pod: pod_ref(req),
+                path: req.target_path.clone(),
+                source,
+            })?;
+        let files = files
+            .into_iter()
+            .map(|(path, (mode, contents))| SecretFile { path, mode, contents })
+            .collect();
+        Ok(Arc::new(files))
     }
 
     /// The pod status object (and synced Secrets), then the volume table.

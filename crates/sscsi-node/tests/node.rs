@@ -541,10 +541,7 @@ impl Provider for Evil {
             .iter()
             .map(|p| SecretFile { path: (*p).to_owned(), mode: 0o644, contents: "pwned".into() })
             .collect();
-        Ok(MountResponse {
-            files,
-            versions: vec![ObjectVersion { id: "x".into(), version: "1".into() }],
-        })
+        Ok(MountResponse::new(files, vec![ObjectVersion { id: "x".into(), version: "1".into() }]))
     }
 }
 
@@ -583,7 +580,7 @@ impl Provider for Slow {
         self.entered.notify_one();
         self.release.notified().await;
         let file = SecretFile { path: "f".into(), mode: 0o644, contents: "v".into() };
-        Ok(MountResponse { files: vec![file], versions: vec![] })
+        Ok(MountResponse::new(vec![file], vec![]))
     }
 }
 

@@ -209,7 +209,7 @@ impl AwsProvider {
         }
         let (files, versions) =
             fetch_all(&clients, &descriptors, request.default_file_mode, &current).await?;
-        Ok(MountResponse { files, versions })
+        Ok(MountResponse::new(files, versions))
     }
 
     /// STS needs no credentials for AssumeRoleWithWebIdentity.

@@ -225,7 +225,7 @@ impl AzureProvider {
                 }
             }
         }
-        Ok(MountResponse { files, versions: versions.into_iter().collect() })
+        Ok(MountResponse::new(files, versions.into_iter().collect()))
     }
 
     /// Client options that send AAD requests through the AKS token proxy.

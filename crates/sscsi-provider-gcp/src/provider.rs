@@ -214,7 +214,7 @@ impl GcpProvider {
         if !failures.is_empty() {
             return Err(GcpError::Fetch(failures));
         }
-        Ok(MountResponse { files, versions })
+        Ok(MountResponse::new(files, versions))
     }
 
     /// One object: on a refresh of a Secret Manager version that holds its

@@ -289,7 +289,7 @@ impl VaultProvider {
             files.push(SecretFile { path: object.object_name.clone(), mode, contents });
         }
         self.remember_kv(&identity, &reads, &responses, &versions);
-        Ok(MountResponse { files, versions })
+        Ok(MountResponse::new(files, versions))
     }
 }
 

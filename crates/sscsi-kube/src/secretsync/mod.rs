@@ -541,6 +541,8 @@ impl Inner {
             held: &held_versions,
             mounted: Some(&mounted),
             purpose,
+            // No volume: an external provider gets upstream's placeholder.
+            target_path: None,
         };
         self.counters.fetches.inc();
         let (fetched, _) = self.engine.fetch(fetch).await;

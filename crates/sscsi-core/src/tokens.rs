@@ -47,7 +47,8 @@ pub fn parse_tokens(json: &str) -> Result<BTreeMap<String, ServiceAccountToken>,
 /// The attribute as kubelet writes it (`json.Marshal` of
 /// `map[string]TokenRequestStatus`: audiences sorted, `token` first).
 pub fn tokens_json(tokens: &BTreeMap<String, ServiceAccountToken>) -> SecretBytes {
-    let mut out = Vec::with_capacity(64 + tokens.values().map(|t| t.token.len() + 48).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(64 + tokens.values().map(|t| t.token.len() + 48).sum::<usize>());
     out.push(b'{');
     for (i, (audience, token)) in tokens.iter().enumerate() {
         if i > 0 {
@@ -75,10 +76,7 @@ mod tests {
         assert_eq!(tokens["sts.amazonaws.com"].token.expose(), b"a<b");
         let written = tokens_json(&tokens);
         // Go escapes `<` in strings; parsing that gives the same map back.
-        assert_eq!(
-            written.expose_str().unwrap(),
-            json.replace("a<b", "a\\u003cb"),
-        );
+        assert_eq!(written.expose_str().unwrap(), json.replace("a<b", "a\\u003cb"),);
         assert_eq!(parse_tokens(written.expose_str().unwrap()).unwrap(), tokens);
         assert_eq!(tokens_json(&BTreeMap::new()).expose(), b"{}");
     }

@@ -252,7 +252,11 @@ mod tests {
             (
                 PublishError::UnknownProvider {
                     spc: "ns/n".into(),
-                    source: UnknownProvider { name: "aws".into(), available: vec![], external: None },
+                    source: UnknownProvider {
+                        name: "aws".into(),
+                        available: vec![],
+                        external: None,
+                    },
                 },
                 Code::InvalidArgument,
                 "FailedToLookupProviderGRPCClient",

@@ -81,12 +81,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
+    let routes = tonic::service::Routes::new(IdentityServer::new(identity))
+        .add_service(NodeServer::new(node))
+        .add_service(ControllerServer::new(ControllerService));
+    serve_routes(listener, routes, shutdown, grace).await
+}
+
+/// Serves `routes` on `listener` (any gRPC server of ours on a unix
+/// socket) until `shutdown` resolves, then lets the calls in flight finish
+/// for at most `grace`, and removes the socket file.
+pub async fn serve_routes(
+    listener: UnixListener,
+    routes: tonic::service::Routes,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
     let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_owned));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(identity))
-        .add_service(NodeServer::new(node))
-        .add_service(ControllerServer::new(ControllerService))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(crate::authority::incoming(listener), async {
             let _ = stopped.await;
         });

@@ -74,6 +74,8 @@ impl Harness {
         all += &spc("unknown-provider", "aws", objects);
         all += &spc("evil", "evil", objects);
         all += &spc("slow", "slow", objects);
+        all += &spc("external", "ext", objects);
+        all += &spc("legacy", "legacy", objects);
         all += &spc("bad-object", "local", "      - objectName: ../outside\n");
         all += "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: no-params, namespace: shop}\nspec: {provider: local}\n";
         std::fs::write(spcs.join("spcs.yaml"), all).unwrap();
@@ -665,5 +667,78 @@ async fn a_failing_backend_during_rotation_keeps_the_files_and_backs_off() {
     h.publish("vol", "app").await.unwrap();
     assert_eq!(read(&target.join("api-key")), "key-v2");
     h.unpublish("vol").await.unwrap();
+    h.stop().await;
+}
+
+/// External providers over v1alpha1, as the node calls them: the real
+/// client against a provider server on a real socket.
+#[tokio::test]
+async fn external_providers_are_written_checked_and_left_alone_in_legacy_mode() {
+    use sscsi_core::ExternalProviders;
+    use sscsi_provider_grpc::{ExternalSockets, SocketOptions};
+    use sscsi_testkit::provider::{Answer, FakeProvider};
+
+    let sockets_dir = tempfile::tempdir().unwrap();
+    let version = || vec![("token".to_owned(), "7".to_owned())];
+    let file = |path: &str, mode: i32| (path.to_owned(), mode, b"tok-bytes".to_vec());
+    let ext = FakeProvider::start(
+        sockets_dir.path(),
+        "ext",
+        Answer::Files(vec![file("token", 0o640), file("../../escape", 0o644)], version()),
+    );
+    let legacy = FakeProvider::start(
+        sockets_dir.path(),
+        "legacy",
+        Answer::WritesItself(
+            vec![("written-by-provider".into(), b"legacy-bytes".to_vec())],
+            version(),
+        ),
+    );
+    let options =
+        SocketOptions { dirs: vec![sockets_dir.path().into()], ..SocketOptions::default() };
+    let sockets = ExternalSockets::new(options, &Default::default());
+    let providers = vec![sockets.find("ext").unwrap(), sockets.find("legacy").unwrap()];
+    let h = Harness::start(None, providers).await;
+
+    // A path out of the volume: refused, nothing written, nothing mounted.
+    let before = snapshot(h.dir.path());
+    let status = h.publish("vol", "external").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("invalid path"), "{}", status.message());
+    let target = h.target("vol");
+    assert!(!h.mounter.is_mounted(&target).unwrap(), "unmounted after the failure");
+    let mut after = snapshot(h.dir.path());
+    after.retain(|p| !target.starts_with(p));
+    assert_eq!(after, before, "nothing written anywhere");
+    assert!(!h.metrics("node_publish_error_total").is_empty());
+
+    // A good answer: written by the atomic writer, with the provider's mode.
+    ext.answer(Answer::Files(vec![file("token", 0o640)], version()));
+    h.publish("vol", "external").await.unwrap();
+    assert_eq!(std::fs::read(target.join("token")).unwrap(), b"tok-bytes");
+    let mode = std::fs::metadata(target.join("token")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o640);
+    assert!(target.join("..data").exists(), "the atomic writer's layout");
+    let sent = ext.requests().pop().unwrap();
+    assert_eq!(sent.target_path, target.display().to_string());
+    assert_eq!(sent.permission, "420");
+    let attributes: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&sent.attributes).unwrap();
+    assert_eq!(attributes["secretProviderClass"], "external");
+    assert!(attributes["objects"].contains("db/password"), "the class's parameters");
+    let published = h.metrics("node_publish_total");
+    assert!(published.iter().any(|l| l.contains("provider=\"ext\"")), "{published:?}");
+
+    // Legacy: the provider writes into the mounted volume itself and returns
+    // no files; they are left as it wrote them.
+    h.publish("old", "legacy").await.unwrap();
+    let target = h.target("old");
+    assert_eq!(std::fs::read(target.join("written-by-provider")).unwrap(), b"legacy-bytes");
+    assert!(!target.join("..data").exists(), "nothing written by sscsi");
+    assert_eq!(legacy.requests().len(), 1);
+    // On tmpfs the unmount takes them; on disk they are not ours to delete.
+    if is_root() {
+        h.unpublish("old").await.unwrap();
+    }
     h.stop().await;
 }

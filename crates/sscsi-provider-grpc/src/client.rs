@@ -17,9 +17,9 @@ use sscsi_core::{
     ErrorCode, ExternalProviders, MountRequest, MountResponse, Provider, ProviderError,
     ProviderFailure,
 };
-use sscsi_provider_kit::{BackendStats, CallStats};
 use sscsi_proto::provider::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 use sscsi_proto::provider::v1alpha1::{self as pb, VersionRequest};
+use sscsi_provider_kit::{BackendStats, CallStats};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
@@ -108,8 +108,7 @@ impl ExternalSockets {
     /// `--provider-health-check`); logs the answer and sets
     /// `sscsi_external_provider_up`. Returns (name, healthy).
     pub async fn check_health(&self) -> Vec<(String, bool)> {
-        let clients: Vec<Arc<GrpcProvider>> =
-            self.lock().values().cloned().collect();
+        let clients: Vec<Arc<GrpcProvider>> = self.lock().values().cloned().collect();
         let mut results = Vec::with_capacity(clients.len());
         for client in clients {
             let healthy = match client.version(HEALTH_CHECK_TIMEOUT).await {
@@ -394,7 +393,11 @@ mod tests {
         let sockets = ExternalSockets::new(options, &BackendStats::default());
         assert_eq!(sockets.socket("akeyless"), Some(b.path().join("akeyless.sock")));
         std::fs::write(a.path().join("akeyless.sock"), "").unwrap();
-        assert_eq!(sockets.socket("akeyless"), Some(a.path().join("akeyless.sock")), "first dir wins");
+        assert_eq!(
+            sockets.socket("akeyless"),
+            Some(a.path().join("akeyless.sock")),
+            "first dir wins"
+        );
         let err = sockets.find("conjur").unwrap_err();
         assert_eq!(
             err,
@@ -404,6 +407,8 @@ mod tests {
                 b.path().display()
             )
         );
-        assert!(sockets.find("../../etc/passwd").unwrap_err().contains("not a valid provider name"));
+        assert!(
+            sockets.find("../../etc/passwd").unwrap_err().contains("not a valid provider name")
+        );
     }
 }

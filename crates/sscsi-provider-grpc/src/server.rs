@@ -34,8 +34,9 @@ impl ProviderService {
         Self { provider, runtime }
     }
 
-    pub fn into_server(self) -> CsiDriverProviderServer<Self> {
-        CsiDriverProviderServer::new(self)
+    /// The service, to serve on a socket.
+    pub fn into_routes(self) -> tonic::service::Routes {
+        tonic::service::Routes::new(CsiDriverProviderServer::new(self))
     }
 }
 
@@ -62,7 +63,9 @@ impl CsiDriverProvider for ProviderService {
         match self.provider.mount(&request).await {
             Ok(response) => {
                 tracing::info!(
-                    pod, provider = self.provider.name(), files = response.files.len(),
+                    pod,
+                    provider = self.provider.name(),
+                    files = response.files.len(),
                     "mount request served"
                 );
                 Ok(Response::new(wire::encode_response(response)))

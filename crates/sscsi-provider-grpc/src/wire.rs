@@ -26,7 +26,9 @@ pub const NO_VOLUME_TARGET: &str = "/mnt/secrets-store";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// As the official providers word it.
-    #[error("failed to unmarshal {field}: not a JSON object of strings at line {line} column {column}")]
+    #[error(
+        "failed to unmarshal {field}: not a JSON object of strings at line {line} column {column}"
+    )]
     Map { field: &'static str, line: usize, column: usize },
     #[error("failed to unmarshal file permission {0:?}: not a JSON number from 0 to 4294967295")]
     Permission(String),
@@ -103,9 +105,8 @@ pub fn decode_request(mut req: pb::MountRequest) -> Result<MountRequest, WireErr
     req.secrets.zeroize();
     let secrets = secrets?.into_iter().map(|(k, v)| (k, SecretBytes::from(v))).collect();
     let permission = req.permission.trim();
-    let default_file_mode = permission
-        .parse::<u32>()
-        .map_err(|_| WireError::Permission(req.permission.clone()))?;
+    let default_file_mode =
+        permission.parse::<u32>().map_err(|_| WireError::Permission(req.permission.clone()))?;
     let attribute = |key: &str| parameters.get(key).cloned().unwrap_or_default();
     let pod = PodInfo {
         name: attribute("csi.storage.k8s.io/pod.name"),
@@ -268,10 +269,7 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let mut wire = encode_request(&request());
         wire.permission = "\"0644\"".into();
-        assert_eq!(
-            decode_request(wire).unwrap_err(),
-            WireError::Permission("\"0644\"".into())
-        );
+        assert_eq!(decode_request(wire).unwrap_err(), WireError::Permission("\"0644\"".into()));
         let mut wire = encode_request(&request());
         wire.secrets = "null".into();
         assert!(decode_request(wire).unwrap().secrets.is_empty());
@@ -295,7 +293,10 @@ mod tests {
                 .unwrap();
         assert!(legacy.written_by_provider);
         assert_eq!(
-            decode_response(pb::MountResponse { files: vec![file("a", 0o644)], ..Default::default() }),
+            decode_response(pb::MountResponse {
+                files: vec![file("a", 0o644)],
+                ..Default::default()
+            }),
             Err(ResponseError::NoVersions)
         );
         let coded = pb::MountResponse {
@@ -303,7 +304,10 @@ mod tests {
             ..Default::default()
         };
         let code = decode_response(coded).unwrap_err();
-        assert_eq!(code.to_string(), "mount request failed with provider error code ThrottledByBackend");
+        assert_eq!(
+            code.to_string(),
+            "mount request failed with provider error code ThrottledByBackend"
+        );
         // An empty code is no error.
         let mut empty = pb::MountResponse { object_version: v(), ..Default::default() };
         empty.error = Some(pb::Error { code: String::new() });

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sscsi_core::{
-    ErrorCode, ExternalProviders, MountRequest, ObjectVersion, ServiceAccountToken,
-};
+use sscsi_core::{ErrorCode, ExternalProviders, MountRequest, ObjectVersion, ServiceAccountToken};
 use sscsi_provider_grpc::{ExternalSockets, SocketOptions};
 use sscsi_provider_kit::BackendStats;
 use sscsi_testkit::provider::{Answer, FakeProvider};
@@ -32,7 +30,10 @@ fn request(target: PathBuf) -> MountRequest {
         ]),
         tokens: BTreeMap::from([(
             "akeyless".into(),
-            ServiceAccountToken { token: "tok-9".into(), expiration_timestamp: "2030-01-01T00:00:00Z".into() },
+            ServiceAccountToken {
+                token: "tok-9".into(),
+                expiration_timestamp: "2030-01-01T00:00:00Z".into(),
+            },
         )]),
         secrets: BTreeMap::from([("client-secret".into(), "cs-1".into())]),
         current_versions: vec![ObjectVersion { id: "db".into(), version: "1".into() }],
@@ -88,12 +89,16 @@ async fn mounts_through_the_socket_as_the_driver_does() {
 #[tokio::test]
 async fn provider_errors_keep_their_code_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeProvider::start(&dir.path().join("etc"), "conjur", Answer::Code("BadAuth".into()));
+    let fake =
+        FakeProvider::start(&dir.path().join("etc"), "conjur", Answer::Code("BadAuth".into()));
     let sockets = ExternalSockets::new(options(dir.path()), &BackendStats::default());
     let provider = sockets.find("conjur").unwrap();
     let err = provider.mount(&request(dir.path().into())).await.unwrap_err();
     assert_eq!(err.reason(), "BadAuth", "the provider's code is the reason, as upstream");
-    assert!(err.to_string().contains("mount request failed with provider error code BadAuth"), "{err}");
+    assert!(
+        err.to_string().contains("mount request failed with provider error code BadAuth"),
+        "{err}"
+    );
     assert!(err.to_string().contains("conjur.sock"), "{err}");
 
     fake.answer(Answer::Status(tonic::Code::PermissionDenied, "role app may not read db".into()));

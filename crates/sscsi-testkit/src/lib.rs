@@ -13,6 +13,6 @@ pub mod moto;
 mod mount_dir;
 pub use mount_dir::MountDir;
 pub mod pki;
-pub mod provider;
 mod process;
+pub mod provider;
 pub use process::{program, test_env};

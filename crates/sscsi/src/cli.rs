@@ -39,6 +39,10 @@ pub enum Command {
     /// Publish a secret volume through the real CSI server, locally: no
     /// cluster and no cloud needed. Uses real tmpfs when run as root.
     Demo(DemoArgs),
+    /// Serve one compiled-in provider over the upstream provider API
+    /// (v1alpha1) on a unix socket, in place of its official provider
+    /// DaemonSet, for a cluster that still runs the upstream driver.
+    ProviderServer(Box<ProviderServerArgs>),
     /// Print the version, the providers built in and how many CA certificates
     /// the system store holds (what TLS to the clouds trusts).
     Version,
@@ -108,6 +112,69 @@ pub struct NodeArgs {
     #[arg(long, env = "SSCSI_NO_TMPFS")]
     pub no_tmpfs: bool,
 
+    #[command(flatten, next_help_heading = "External providers (the upstream provider API)")]
+    pub external: ExternalArgs,
+
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// Where providers that are not compiled in listen, with upstream's flag
+/// names and defaults: a class naming one is served by `<dir>/<name>.sock`.
+#[derive(Debug, Clone, Args)]
+pub struct ExternalArgs {
+    /// Directory of provider sockets, searched after
+    /// --additional-provider-volume-paths.
+    #[arg(long, env = "SSCSI_PROVIDER_VOLUME", default_value = sscsi_provider_grpc::DEFAULT_PROVIDER_DIR)]
+    pub provider_volume: PathBuf,
+    /// More directories of provider sockets, comma-separated, searched
+    /// first; empty for none.
+    #[arg(
+        long,
+        env = "SSCSI_ADDITIONAL_PROVIDER_VOLUME_PATHS",
+        value_delimiter = ',',
+        default_value = sscsi_provider_grpc::DEFAULT_ADDITIONAL_DIR
+    )]
+    pub additional_provider_volume_paths: Vec<String>,
+    /// The largest answer taken from a provider, in bytes.
+    #[arg(long, env = "SSCSI_MAX_CALL_RECV_MSG_SIZE", default_value_t = sscsi_provider_grpc::DEFAULT_MAX_RECV_MSG_SIZE)]
+    pub max_call_recv_msg_size: usize,
+    /// How long one call to a provider may take, its retries included
+    /// (upstream has none of its own; this ends before kubelet's 2 min).
+    #[arg(long, env = "SSCSI_PROVIDER_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
+    pub provider_timeout: Duration,
+    /// Ask every provider in use for its Version periodically; failures are
+    /// logged and `sscsi_external_provider_up` says 0.
+    #[arg(long, env = "SSCSI_PROVIDER_HEALTH_CHECK")]
+    pub provider_health_check: bool,
+    /// How often --provider-health-check asks.
+    #[arg(long, env = "SSCSI_PROVIDER_HEALTH_CHECK_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub provider_health_check_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProviderServerArgs {
+    /// The compiled-in provider to serve: aws, azure, gcp, vault (or local
+    /// with --local-provider-root).
+    #[arg(long = "provider", env = "SSCSI_PROVIDER")]
+    pub name: String,
+    /// The socket to listen on; the upstream driver dials
+    /// `<its provider dir>/<name>.sock`. Default:
+    /// /var/run/secrets-store-csi-providers/<provider>.sock.
+    #[arg(long, env = "SSCSI_PROVIDER_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Listen address for Prometheus `/metrics`; empty disables it.
+    #[arg(long, env = "SSCSI_METRICS_ADDR", default_value = ":8098")]
+    pub metrics_addr: String,
+    /// Listen address for `/healthz` and `/readyz`; empty disables it.
+    #[arg(long, env = "SSCSI_HEALTH_ADDR", default_value = ":8099")]
+    pub health_addr: String,
+    /// Kubeconfig file for running outside a cluster. Default: the pod's
+    /// service account, else the file KUBECONFIG names; without either,
+    /// providers that read service accounts (aws roles) are not available.
+    #[arg(long, env = "SSCSI_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     #[command(flatten)]
     pub provider: ProviderArgs,
 }
@@ -163,6 +230,9 @@ pub struct ControllerArgs {
     /// service account, else the file KUBECONFIG names.
     #[arg(long, env = "SSCSI_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "External providers (the upstream provider API)")]
+    pub external: ExternalArgs,
 
     #[command(flatten)]
     pub provider: ProviderArgs,

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use sscsi_engine::Engine;
 use sscsi_kube::secretsync::{self, ControllerConfig, SecretSyncController};
@@ -39,6 +37,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         pod_uid,
         pod_namespace,
         kubeconfig,
+        external,
         provider,
     } = args;
     let metrics_addr = listen_addr("--metrics-bind-address", &metrics_bind_address)?;
@@ -48,7 +47,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let backend_stats = BackendStats::default();
     backend_stats.register(&mut registry);
-    let providers = crate::providers::build(provider, Some(&client), None, &backend_stats).await?;
+    let shutdown = CancellationToken::new();
+    let mut providers =
+        crate::providers::build(provider, Some(&client), None, &backend_stats).await?;
+    crate::providers::attach_external(
+        &mut providers,
+        external,
+        &backend_stats,
+        &mut registry,
+        &shutdown,
+    );
     let audiences = match token_request_audience {
         Some(list) => {
             list.into_iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect()
@@ -77,7 +85,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let controller = SecretSyncController::new(client.clone(), engine, config);
     controller.register(&mut registry);
 
-    let shutdown = CancellationToken::new();
     let signals = shutdown_on_signal(shutdown.clone())?;
     let mut tasks = JoinSet::new();
     let state = Arc::new(HttpState {
@@ -86,10 +93,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         csi_socket: Default::default(),
     });
     // A standby replica is healthy and ready too: it only waits for the Lease.
-    let health = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }));
-    let routes = [(health_addr, health), (metrics_addr, http::metrics_routes(state))];
+    let routes =
+        [(health_addr, http::answer_routes()), (metrics_addr, http::metrics_routes(state))];
     serve_http(&mut tasks, routes, &shutdown).await?;
 
     let work = controller.clone();

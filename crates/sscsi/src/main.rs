@@ -6,6 +6,7 @@ mod controller;
 mod demo;
 mod logging;
 mod node;
+mod provider_server;
 mod providers;
 
 use clap::Parser;
@@ -21,6 +22,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Controller(args) => {
             logging::init(&cli.log, "info");
             runtime.block_on(controller::run(*args))
+        }
+        cli::Command::ProviderServer(args) => {
+            logging::init(&cli.log, "info");
+            runtime.block_on(provider_server::run(*args))
         }
         cli::Command::Crds => {
             for (_, yaml) in sscsi_api::crd_documents() {

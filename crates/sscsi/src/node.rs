@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::NodeArgs;
-use crate::providers::build;
+use crate::providers::{attach_external, build};
 
 /// How long in-flight calls may run after SIGTERM: within the pod's default
 /// 30 s termination grace period.
@@ -45,6 +45,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         spc_dir,
         kubeconfig,
         no_tmpfs,
+        external,
         provider,
     } = args;
     let endpoint: Endpoint = endpoint.parse().map_err(anyhow::Error::msg).context("--endpoint")?;
@@ -91,8 +92,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
-    let providers =
+    let mut providers =
         build(provider, cluster.client.as_ref(), Some(&config.node_id), &backend_stats).await?;
+    attach_external(&mut providers, external, &backend_stats, &mut registry, &shutdown);
     let outbox = cluster.kube_observer.clone();
     let parts = Parts {
         mounter: mounter(no_tmpfs, tmpfs_size),
@@ -201,9 +203,6 @@ pub(crate) fn mounter(no_tmpfs: bool, tmpfs_size: u64) -> Arc<dyn Mounter> {
     }
 }
 
-/// The providers that need the Kubernetes API (service accounts, tokens).
-/// The vault provider needs no cluster: without one it cannot request pod
-/// tokens, and its version key lasts as long as the process.
 /// An HTTP listen address flag; empty disables that listener.
 pub(crate) fn listen_addr(flag: &str, addr: &str) -> anyhow::Result<Option<SocketAddr>> {
     if addr.is_empty() {

@@ -16,9 +16,9 @@ use crate::cli::AwsArgs;
 use crate::cli::AzureArgs;
 #[cfg(feature = "gcp")]
 use crate::cli::GcpArgs;
-use crate::cli::ProviderArgs;
 #[cfg(feature = "vault")]
 use crate::cli::VaultArgs;
+use crate::cli::{ExternalArgs, ProviderArgs};
 
 /// Every provider `args` enables. `node_id`: the node whose region label
 /// is AWS's default region (none for the controller, which has no node).
@@ -194,6 +194,48 @@ async fn register_aws(
     };
     let provider = AwsProvider::new(roles, endpoints, region).with_stats(stats);
     providers.register(Arc::new(provider));
+}
+
+/// Classes naming a provider `providers` does not serve go to
+/// `<dir>/<provider>.sock`, as upstream: a compiled-in provider that is
+/// enabled wins over a socket of the same name.
+pub fn attach_external(
+    providers: &mut ProviderRegistry,
+    args: ExternalArgs,
+    stats: &BackendStats,
+    metrics: &mut prometheus_client::registry::Registry,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    use sscsi_provider_grpc::{ExternalSockets, SocketOptions};
+    let mut dirs: Vec<PathBuf> = args
+        .additional_provider_volume_paths
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    dirs.push(args.provider_volume);
+    let served = providers.names();
+    let by_socket: Vec<&str> =
+        COMPILED.iter().copied().filter(|name| !served.iter().any(|s| s == name)).collect();
+    tracing::info!(
+        ?dirs, in_process = ?served,
+        "classes naming any other provider are served by <dir>/<provider>.sock; an enabled compiled-in provider wins over a socket of its name"
+    );
+    if !by_socket.is_empty() {
+        tracing::info!(providers = ?by_socket, "compiled in but not enabled by --providers: classes naming them go to their sockets");
+    }
+    let options = SocketOptions {
+        dirs,
+        max_recv_msg_size: args.max_call_recv_msg_size,
+        timeout: args.provider_timeout,
+        ..SocketOptions::default()
+    };
+    let sockets = Arc::new(ExternalSockets::new(options, stats));
+    sockets.register(metrics);
+    if args.provider_health_check {
+        sockets.clone().spawn_health_checks(args.provider_health_check_interval, shutdown.clone());
+    }
+    providers.set_external(sockets);
 }
 
 /// The audiences kubelet requests tokens for on behalf of the enabled

@@ -234,6 +234,113 @@ async fn synced_like_the_mount(
     log
 }
 
+/// `sscsi provider-server` as a child process, on `<dir>/providers/<name>.sock`.
+struct ProviderServer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for ProviderServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ProviderServer {
+    fn start(dir: &Path, provider: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let socket = dir.join(format!("providers/{provider}.sock"));
+        let log = dir.join(format!("provider-server-{provider}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
+            .args(["provider-server", "--provider", provider, "--log-level=trace"])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["--metrics-addr=", "--health-addr="])
+            .args(extra)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "provider-server exited with {status}:\n{}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+            }
+            assert!(Instant::now() < deadline, "provider-server did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, log }
+    }
+
+    fn stop(mut self) -> String {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        assert!(status.success(), "exit status {status:?}\n{log}");
+        log
+    }
+}
+
+/// What a pod sees in a volume: every visible name, its bytes and its mode.
+fn volume_listing(target: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files: Vec<_> = std::fs::read_dir(target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with(".."))
+        .map(|name| {
+            let path = target.join(&name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            (name, std::fs::read(&path).unwrap(), mode)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The class of `request` mounted again, by a second node that does not
+/// serve `provider` itself, through `sscsi provider-server --provider
+/// <provider>` on its socket: the volume must hold the same files, bytes
+/// and modes as the in-process mount at `first`. Returns both logs.
+async fn same_through_the_provider_server(
+    dir: &Path,
+    provider: &str,
+    env: &[(&str, &str)],
+    mut request: sscsi_proto::csi::v1::NodePublishVolumeRequest,
+    first: &Path,
+) -> String {
+    let kubeconfig = format!("--kubeconfig={}", dir.join("kubeconfig").display());
+    let server = ProviderServer::start(dir, provider, &[&kubeconfig], env);
+    let second = dir.join("second");
+    std::fs::create_dir_all(second.join("store")).unwrap();
+    let node = Node::start_with_env(
+        &second,
+        &[
+            &kubeconfig,
+            "--providers=",
+            &format!("--provider-volume={}", dir.join("providers").display()),
+            "--additional-provider-volume-paths=",
+        ],
+        env,
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let target = second.join("pods/u2/volumes/kubernetes.io~csi/v/mount");
+    request.target_path = target.display().to_string();
+    request.volume_id = format!("{}-through-socket", request.volume_id);
+    publish_once_the_class_is_cached(&mut csi, request).await;
+    assert_eq!(volume_listing(&target), volume_listing(first), "the same files through the socket");
+    drop(csi);
+    let node_log = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    assert!(node_log.contains("using external provider"), "{node_log}");
+    let server_log = server.stop();
+    assert!(server_log.contains("mount request served"), "{server_log}");
+    node_log + &server_log
+}
+
 /// Creates SecretProviderClass `name` in namespace `team` through the API.
 async fn create_class(
     client: kube::Client,
@@ -619,11 +726,15 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
         TOKENS_KEY.into(),
         r#"{"sts.amazonaws.com":{"token":"irsa-token-value-55","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
     );
-    publish_once_the_class_is_cached(&mut csi, request).await;
+    publish_once_the_class_is_cached(&mut csi, request.clone()).await;
     let file = target.join("prod_db");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "aws-secret-value-77");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let moto_env = [("SSCSI_AWS_ENDPOINT_URL", moto.url())];
+    let moto_env: Vec<(&str, &str)> = moto_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let through_socket =
+        same_through_the_provider_server(dir.path(), "aws", &moto_env, request, &target).await;
 
     // The same class through a SecretSync: the controller's own token for the role.
     let env = [("SSCSI_AWS_ENDPOINT_URL", moto.url())];
@@ -640,7 +751,8 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     .await;
 
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced;
+    let logs =
+        tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced + &through_socket;
     for secret in ["aws-secret-value-77", "irsa-token-value-55"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
@@ -699,8 +811,12 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     // No token for audience `vault`: the provider requests one for the pod.
     let request =
         sscsi_node::client::inline_volume_publish_request("csi-vault", &target, "vault-db", &pod);
-    publish_once_the_class_is_cached(&mut csi, request).await;
+    publish_once_the_class_is_cached(&mut csi, request.clone()).await;
     assert_eq!(std::fs::read_to_string(target.join("password")).unwrap(), "vault-secret-value-91");
+    let vault_env = [("VAULT_ADDR", bao.url()), ("POD_NAMESPACE", "sscsi-system".to_owned())];
+    let vault_env: Vec<(&str, &str)> = vault_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let through_socket =
+        same_through_the_provider_server(dir.path(), "vault", &vault_env, request, &target).await;
     let keys = api.objects("", "secrets", Some("sscsi-system"));
     assert_eq!(keys.len(), 1, "the version key's Secret");
     assert_eq!(keys[0]["metadata"]["name"], "sscsi-vault-hmac-key");
@@ -725,7 +841,8 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     .await;
 
     drop(csi);
-    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced;
+    let logs =
+        tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced + &through_socket;
     assert!(!logs.contains("vault-secret-value-91"), "the secret leaked into the logs");
     assert!(
         !logs.contains("hvs.") && !logs.contains("s.root"),

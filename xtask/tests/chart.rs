@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+#[derive(Debug)]
 struct Rendered {
     objects: Vec<Value>,
 }
@@ -400,4 +401,104 @@ fn sync_controller_policies_need_1_30_and_bind_to_the_controller() {
         .unwrap();
     let rule = token["spec"]["validations"][0]["expression"].as_str().unwrap();
     assert!(rule.contains("expirationSeconds == 600") && rule.contains(r#"["vault"]"#), "{rule}");
+}
+
+fn mount<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == name)
+}
+
+#[test]
+fn other_providers_sockets_are_mounted_read_only_and_searched_as_upstream() {
+    let r = render(json!({})).unwrap();
+    let args = r.args();
+    for arg in [
+        "--provider-volume=/var/run/secrets-store-csi-providers",
+        "--additional-provider-volume-paths=/etc/kubernetes/secrets-store-csi-providers",
+        "--max-call-recv-msg-size=4194304",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{arg} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--provider-health-check")), "{args:?}");
+    let container = r.container();
+    for (name, path) in [
+        ("providers-dir", "/var/run/secrets-store-csi-providers"),
+        ("providers-dir-0", "/etc/kubernetes/secrets-store-csi-providers"),
+    ] {
+        let m = mount(container, name).unwrap_or_else(|| panic!("{name} mounted"));
+        assert_eq!((m["mountPath"].as_str(), m["readOnly"].as_bool()), (Some(path), Some(true)));
+    }
+    let volumes = &r.kind("DaemonSet").unwrap()["spec"]["template"]["spec"]["volumes"];
+    let host = |name: &str| {
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["hostPath"].clone())
+    };
+    assert_eq!(
+        host("providers-dir"),
+        Some(json!({"path": "/var/run/secrets-store-csi-providers", "type": "DirectoryOrCreate"}))
+    );
+
+    let r = render(json!({
+        "linux": {"providersDir": "/opt/providers", "additionalProvidersDirs": []},
+        "maxCallRecvMsgSize": 8388608,
+        "providerHealthCheck": true,
+        "providerHealthCheckInterval": "30s",
+    }))
+    .unwrap();
+    let args = r.args();
+    for arg in [
+        "--provider-volume=/opt/providers",
+        "--additional-provider-volume-paths=",
+        "--max-call-recv-msg-size=8388608",
+        "--provider-health-check",
+        "--provider-health-check-interval=30s",
+    ] {
+        assert!(args.contains(&arg.to_owned()), "{arg} in {args:?}");
+    }
+    assert!(mount(r.container(), "providers-dir-0").is_none());
+}
+
+#[test]
+fn a_provider_server_alone_beside_the_upstream_driver() {
+    let alone = |provider: &str| json!({"linux": {"enabled": false}, "providerServer": {"enabled": true, "provider": provider}});
+    let r = render(alone("aws")).unwrap();
+    let kinds: Vec<&str> = r.objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert!(!kinds.contains(&"CSIDriver"), "the upstream chart's CSIDriver stays: {kinds:?}");
+    let daemonsets: Vec<&Value> = r.objects.iter().filter(|o| o["kind"] == "DaemonSet").collect();
+    assert_eq!(daemonsets.len(), 1, "only the provider server");
+    assert_eq!(daemonsets[0]["metadata"]["name"], "sscsi-provider-server");
+    let spec = &daemonsets[0]["spec"]["template"]["spec"];
+    assert_eq!(spec["serviceAccountName"], "sscsi-provider-server");
+    let container = &spec["containers"][0];
+    let args: Vec<&str> =
+        container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(&args[..3], ["provider-server", "--provider=aws", "--socket=/provider/aws.sock"]);
+    assert!(!args.iter().any(|a| a.starts_with("--providers")), "{args:?}");
+    assert_eq!(
+        spec["volumes"][0]["hostPath"],
+        json!({"path": "/var/run/secrets-store-csi-providers", "type": "DirectoryOrCreate"})
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["privileged"], Value::Null, "not privileged");
+    assert_eq!(r.rules(), ["/serviceaccounts: get"], "only what aws needs");
+    assert_eq!(r.objects.iter().filter(|o| o["kind"] == "ClusterRole").count(), 1);
+
+    let vault = render(alone("vault")).unwrap();
+    assert_eq!(vault.rules(), ["/serviceaccounts/token: create"]);
+    let role = vault.kind("Role").expect("the version key's Role");
+    assert_eq!(role["metadata"]["name"], "sscsi-provider-server-vault");
+
+    let err = render(json!({"providerServer": {"enabled": true}})).unwrap_err();
+    assert!(err.contains("providerServer.provider"), "{err}");
+    let err = render(
+        json!({"providerServer": {"enabled": true, "provider": "gcp"}, "providers": only("aws")}),
+    )
+    .unwrap_err();
+    assert!(err.contains("providers.gcp.enabled"), "{err}");
+    let err =
+        render(json!({"providerServer": {"enabled": true, "provider": "akeyless"}})).unwrap_err();
+    assert!(err.contains("providerServer"), "{err}");
 }

@@ -64,8 +64,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The provider flags, the same for the node and the controller. */}}
 {{- define "sscsi.providerArgs" -}}
-{{- $p := .Values.providers -}}
 - --providers={{ include "sscsi.providers" . }}
+{{- include "sscsi.providerSettings" . }}
+{{- end -}}
+
+{{/* The enabled providers' settings, for any process that serves them. */}}
+{{- define "sscsi.providerSettings" -}}
+{{- $p := .Values.providers -}}
 {{- if $p.azure.enabled }}
 - --azure-cloud-name={{ $p.azure.cloudName }}
 {{- if $p.azure.allowNodeIdentity }}
@@ -105,4 +110,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The controller's service account as a user name, for the admission policies. */}}
 {{- define "sscsi.controllerUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:{{ include "sscsi.controllerName" . }}
+{{- end -}}
+
+{{- define "sscsi.providerServerName" -}}
+{{- include "sscsi.name" . -}}-provider-server
+{{- end -}}
+
+{{- define "sscsi.providerServerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "sscsi.providerServerName" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}

@@ -376,7 +376,7 @@ fn sync_controller_is_opt_in_with_least_rbac_and_leader_election() {
 fn sync_controller_policies_need_1_30_and_bind_to_the_controller() {
     let values = json!({"syncController": {"enabled": true, "validatingAdmissionPolicies": {"enabled": true}},
                         "providers": only("vault")});
-    let err = render_for(values.clone(), "1.29").err().expect("refused before 1.30");
+    let err = render_for(values.clone(), "1.29").expect_err("refused before 1.30");
     assert!(err.contains("needs Kubernetes 1.30 or later"), "{err}");
     let r = render_for(values, "1.30").unwrap();
     let policies: Vec<&Value> =

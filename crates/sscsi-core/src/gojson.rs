@@ -156,16 +156,7 @@ pub fn go_json(value: &GoJson, out: &mut Vec<u8>) {
             out.push(b']');
         }
         GoJson::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                go_string(key, out);
-                out.push(b':');
-                go_json(item, out);
-            }
-            out.push(b'}');
+            go_object(map.iter().map(|(k, v)| (k.as_str(), v)), out, go_json);
         }
     }
 }
@@ -173,14 +164,23 @@ pub fn go_json(value: &GoJson, out: &mut Vec<u8>) {
 /// A non-nil `map[string]string` as `json.Marshal` writes it: keys sorted.
 pub fn go_string_map<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
     let sorted: std::collections::BTreeMap<&str, &str> = entries.into_iter().collect();
+    go_object(sorted.into_iter(), out, go_string);
+}
+
+/// `{"key":value,...}` of entries already in key order.
+fn go_object<'a, V>(
+    entries: impl Iterator<Item = (&'a str, V)>,
+    out: &mut Vec<u8>,
+    value: impl Fn(V, &mut Vec<u8>),
+) {
     out.push(b'{');
-    for (i, (key, value)) in sorted.into_iter().enumerate() {
+    for (i, (key, item)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         go_string(key, out);
         out.push(b':');
-        go_string(value, out);
+        value(item, out);
     }
     out.push(b'}');
 }

@@ -74,11 +74,12 @@ pub async fn run(args: ProviderServerArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         csi_socket: PathBuf::new(),
     });
+    // Bound first, so `/readyz` answering means the socket takes calls.
+    let listener = sscsi_node::server::bind_private(&socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
     let routes =
         [(health_addr, http::answer_routes()), (metrics_addr, http::metrics_routes(state))];
     serve_http(&mut tasks, routes, &shutdown).await?;
-    let listener = sscsi_node::server::bind_private(&socket)
-        .with_context(|| format!("listen on {}", socket.display()))?;
     let routes = service.into_routes();
     let stop = shutdown.clone().cancelled_owned();
     tasks.spawn(async move {

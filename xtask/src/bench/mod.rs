@@ -162,6 +162,11 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         step(&format!("publish latency: {}", kind.name()));
         latency.extend(scenario::latency(kind, &plan, &binary).await?);
     }
+    let mut socket = Vec::new();
+    for &kind in &kinds {
+        step(&format!("publish latency through the provider socket: {}", kind.name()));
+        socket.push(scenario::socket_latency(kind, &plan, &binary).await?);
+    }
     let (mut burst, mut rotation, mut sync) = (Vec::new(), Vec::new(), Vec::new());
     for &kind in kinds.iter().filter(|k| **k != Kind::Local) {
         step(&format!("burst of {} volumes: {}", plan.burst_volumes, kind.name()));
@@ -219,6 +224,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         run_seconds: started.elapsed().as_secs_f64(),
         build_seconds: args.build_seconds,
         latency,
+        socket,
         burst,
         rotation,
         sync,

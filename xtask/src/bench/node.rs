@@ -43,24 +43,14 @@ impl NodeProcess {
         extra: &[String],
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, api.kubeconfig())?;
         let socket = dir.join("csi.sock");
-        let health_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let health_port = free_port()?;
         let log = dir.join("node.log");
-        let out = std::fs::File::create(&log)?;
-        let mut command = Command::new(binary);
+        let mut command = sscsi_command(binary, "node", dir, api, &log, extra, env)?;
         command
-            .arg("node")
             .arg(format!("--endpoint=unix://{}", socket.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--health-addr=127.0.0.1:{health_port}"))
-            .args(["--metrics-addr=", "--nodeid=bench-node"])
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+            .args(["--metrics-addr=", "--nodeid=bench-node"]);
         if !super::is_root() {
             command.arg("--no-tmpfs");
         }
@@ -72,19 +62,7 @@ impl NodeProcess {
     /// Waits for `/readyz` to answer 200 (the CSI socket serves and every
     /// class is cached); the time since the process was started.
     pub async fn ready(&mut self) -> anyhow::Result<Duration> {
-        let deadline = self.spawned + Duration::from_secs(60);
-        loop {
-            if readyz(self.health_port).await {
-                return Ok(self.spawned.elapsed());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("sscsi node exited with {status}:\n{}", self.log_tail());
-            }
-            if Instant::now() > deadline {
-                bail!("sscsi node not ready after 60 s:\n{}", self.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_ready(&mut self.child, self.spawned, self.health_port, "node", &self.log).await
     }
 
     pub async fn csi(&self) -> anyhow::Result<NodeClient<Channel>> {
@@ -93,10 +71,6 @@ impl NodeProcess {
 
     pub fn memory(&self) -> anyhow::Result<Memory> {
         memory_of(&self.child)
-    }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.log)
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -119,19 +93,9 @@ impl ControllerProcess {
         extra: &[String],
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, api.kubeconfig())?;
         let log = dir.join("controller.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
-            .arg("controller")
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        let child = sscsi_command(binary, "controller", dir, api, &log, extra, env)?
             .args(["--metrics-bind-address=", "--health-probe-bind-address="])
-            .args(extra)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
             .spawn()
             .with_context(|| format!("start {}", binary.display()))?;
         Ok(Self { child, log })
@@ -159,11 +123,116 @@ impl ControllerProcess {
     }
 }
 
+/// `sscsi provider-server` as a child process, as the chart's
+/// `providerServer` DaemonSet runs it beside the upstream driver.
+pub struct ProviderServerProcess {
+    child: Child,
+    spawned: Instant,
+    health_port: u16,
+    log: PathBuf,
+}
+
+impl ProviderServerProcess {
+    /// Serves `provider` on `socket`; `extra` and `env` are the provider's
+    /// settings, as the node takes them.
+    pub fn spawn(
+        binary: &Path,
+        dir: &Path,
+        api: &ApiServer,
+        provider: &str,
+        socket: &Path,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let health_port = free_port()?;
+        let log = dir.join(format!("provider-server-{provider}.log"));
+        let spawned = Instant::now();
+        let child = sscsi_command(binary, "provider-server", dir, api, &log, extra, env)?
+            .args(["--provider", provider, "--metrics-addr="])
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--health-addr=127.0.0.1:{health_port}"))
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self { child, spawned, health_port, log })
+    }
+
+    /// Waits for `/readyz`, which answers once the socket is bound.
+    pub async fn ready(&mut self) -> anyhow::Result<Duration> {
+        wait_ready(&mut self.child, self.spawned, self.health_port, "provider-server", &self.log)
+            .await
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        stop(&mut self.child, "provider-server", &self.log)
+    }
+}
+
+impl Drop for ProviderServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `/readyz` on `port` until 200, for at most 60 s from `spawned`,
+/// failing early with the log's tail if the process exits.
+async fn wait_ready(
+    child: &mut Child,
+    spawned: Instant,
+    port: u16,
+    what: &str,
+    log: &Path,
+) -> anyhow::Result<Duration> {
+    let deadline = spawned + Duration::from_secs(60);
+    loop {
+        if readyz(port).await {
+            return Ok(spawned.elapsed());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("sscsi {what} exited with {status}:\n{}", log_tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("sscsi {what} not ready after 60 s:\n{}", log_tail(log));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `binary <subcommand>` against `api` (a kubeconfig in `dir`), with
+/// `extra` arguments and `env`, its output into `log`.
+fn sscsi_command(
+    binary: &Path,
+    subcommand: &str,
+    dir: &Path,
+    api: &ApiServer,
+    log: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> anyhow::Result<Command> {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig())?;
+    let out = std::fs::File::create(log)?;
+    let mut command = Command::new(binary);
+    command
+        .arg(subcommand)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(command)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// VmRSS and VmHWM of a child, from `/proc/<pid>/status`.

@@ -56,6 +56,19 @@ pub struct LatencyResult {
     pub ratio_p50: Spread,
 }
 
+/// One class's publish p50 in-process and through `sscsi provider-server`.
+#[derive(Debug, Serialize)]
+pub struct SocketLatency {
+    pub backend: String,
+    pub objects: usize,
+    pub runs: usize,
+    pub samples_per_run: usize,
+    pub in_process_p50_ms: Spread,
+    pub socket_p50_ms: Spread,
+    /// The socket's p50 over the in-process p50, per run.
+    pub ratio_p50: Spread,
+}
+
 #[derive(Debug, Serialize)]
 pub struct CallCount {
     pub sscsi: Spread,
@@ -138,6 +151,7 @@ pub struct Results {
     pub run_seconds: f64,
     pub build_seconds: Option<f64>,
     pub latency: Vec<LatencyResult>,
+    pub socket: Vec<SocketLatency>,
     pub burst: Vec<BurstResult>,
     pub rotation: Vec<Rotation>,
     pub sync: Vec<SyncResult>,
@@ -182,6 +196,15 @@ fn ratio(sscsi: f64, upstream: usize) -> String {
     match upstream {
         0 => "–".into(),
         n => format!("{:.2}×", sscsi / n as f64),
+    }
+}
+
+/// A ratio's spread, as `1.05× (1.01–1.09)`.
+fn ratio_spread(s: Spread) -> String {
+    if s.min == s.max {
+        format!("{:.2}×", s.median)
+    } else {
+        format!("{:.2}× ({:.2}–{:.2})", s.median, s.min, s.max)
     }
 }
 
@@ -256,6 +279,29 @@ pub fn markdown(r: &Results) -> String {
          object. Against a network backend that cost is a small share.\n"
     );
     let _ = writeln!(md, "![publish latency](latency.svg)\n");
+    if !r.socket.is_empty() {
+        let _ = writeln!(
+            md,
+            "Through the provider API: the same class of {} objects published by the same node \
+             with its provider in-process, and with `spec.provider` naming a socket served by \
+             `sscsi provider-server` (upstream's `v1alpha1` API, as the upstream driver and any \
+             third-party provider speak it). p50 in ms over {} publishes per run, alternating.\n",
+            r.socket[0].objects, r.socket[0].samples_per_run
+        );
+        let _ = writeln!(md, "| backend | in-process p50 | socket p50 | socket / in-process |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        for l in &r.socket {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                l.backend,
+                spread(l.in_process_p50_ms),
+                spread(l.socket_p50_ms),
+                ratio_spread(l.ratio_p50)
+            );
+        }
+        let _ = writeln!(md);
+    }
 
     let _ = writeln!(md, "## 2. Burst of pods\n");
     for b in &r.burst {

@@ -13,9 +13,12 @@ use serde_json::{Value, json};
 use sscsi_testkit::kube_api::ApiServer;
 
 use super::backend::{Backend, Kind, NAMESPACE};
-use super::node::{ControllerProcess, NodeProcess, Volume, publish, unpublish};
+use super::node::{
+    ControllerProcess, NodeProcess, ProviderServerProcess, Volume, publish, unpublish,
+};
 use super::report::{
-    BurstResult, CallCount, LatencyResult, Rotation, Spread, StartupResult, SyncResult, percentile,
+    BurstResult, CallCount, LatencyResult, Rotation, SocketLatency, Spread, StartupResult,
+    SyncResult, percentile,
 };
 
 /// How much each scenario does.
@@ -123,11 +126,15 @@ impl World {
     }
 
     async fn class(&self, name: &str, objects: &[String]) -> anyhow::Result<()> {
+        self.class_of(name, self.backend.kind().name(), objects).await
+    }
+
+    /// A class of this backend's parameters naming `provider`.
+    async fn class_of(&self, name: &str, provider: &str, objects: &[String]) -> anyhow::Result<()> {
         self.create(json!({
             "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
             "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"provider": self.backend.kind().name(),
-                     "parameters": self.backend.class_parameters(objects)}
+            "spec": {"provider": provider, "parameters": self.backend.class_parameters(objects)}
         }))
         .await
     }
@@ -301,6 +308,98 @@ pub async fn latency(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<V
             }
         })
         .collect())
+}
+
+/// Publish latency of one class served in-process beside the same class
+/// served by `sscsi provider-server` through upstream's provider API socket:
+/// the cost of the socket, the JSON and the second process.
+pub async fn socket_latency(
+    kind: Kind,
+    plan: &Plan,
+    binary: &Path,
+) -> anyhow::Result<SocketLatency> {
+    const OBJECTS: usize = 10;
+    // The socket's name is the class's provider; any name the node does not
+    // serve itself goes to the socket.
+    let external = format!("bench-{}", kind.name());
+    // Per run: (in-process p50, socket p50).
+    let mut runs = Vec::new();
+    for _ in 0..plan.runs {
+        let world = World::start(kind).await?;
+        let names: Vec<String> = (0..OBJECTS).map(|i| format!("sock-{i:02}")).collect();
+        for name in &names {
+            world.backend.put(name, &value(name, 1)).await?;
+        }
+        world.class("in-process", &names).await?;
+        world.class_of("socket", &external, &names).await?;
+        world.service_account("app").await?;
+        let sockets = world.dir.path().join("providers");
+        std::fs::create_dir_all(&sockets)?;
+        let (args, env) = world.backend.node_config(false);
+        let provider_args: Vec<String> =
+            args.iter().filter(|a| !a.starts_with("--providers=")).cloned().collect();
+        let mut server = ProviderServerProcess::spawn(
+            binary,
+            world.dir.path(),
+            &world.api,
+            kind.name(),
+            &sockets.join(format!("{external}.sock")),
+            &provider_args,
+            &env,
+        )?;
+        server.ready().await?;
+        let volume_dir = format!("--provider-volume={}", sockets.display());
+        let mut node =
+            world.node(binary, false, &[&volume_dir, "--additional-provider-volume-paths="])?;
+        node.ready().await?;
+        let csi = node.csi().await?;
+        let (mut in_process, mut socket) = (Vec::new(), Vec::new());
+        let mut last: Option<Instant> = None;
+        let mut pod = 0;
+        // Iteration 0 warms up both paths; then they alternate which goes first.
+        for iteration in 0..=plan.iterations {
+            let order = if iteration % 2 == 0 {
+                ["in-process", "socket"]
+            } else {
+                ["socket", "in-process"]
+            };
+            for class in order {
+                if let Some(at) = last {
+                    tokio::time::sleep_until((at + coalesce_window(kind)).into()).await;
+                }
+                pod += 1;
+                let volume = Volume::new(&world.pods, class, "app", &format!("app-{pod}"));
+                let request = volume.publish_request(&world.backend, &world.api);
+                let start = Instant::now();
+                publish(&csi, request).await?;
+                let took = millis(start.elapsed());
+                last = Some(Instant::now());
+                check_files(&volume, &names, 1)?;
+                unpublish(&csi, &volume).await?;
+                if iteration > 0 {
+                    match class {
+                        "socket" => socket.push(took),
+                        _ => in_process.push(took),
+                    }
+                }
+            }
+        }
+        drop(csi);
+        node.stop()?;
+        server.stop()?;
+        runs.push([percentile(&in_process, 50.0), percentile(&socket, 50.0)]);
+    }
+    let column = |i: usize| Spread::of(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+    let ratios: Vec<f64> = runs.iter().map(|r| r[1] / r[0]).collect();
+    Ok(SocketLatency {
+        backend: kind.name().into(),
+        objects: OBJECTS,
+        runs: runs.len(),
+        samples_per_run: plan.iterations,
+        in_process_p50_ms: column(0),
+        socket_p50_ms: column(1),
+        ratio_p50: Spread::of(&ratios),
+    })
 }
 
 /// Calls made between two readings of the backend's counters.

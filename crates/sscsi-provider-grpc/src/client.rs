@@ -275,8 +275,21 @@ impl Provider for GrpcProvider {
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, ProviderError> {
         let wire = wire::encode_request(request);
         let timeout = self.options.timeout;
+        let started = std::time::Instant::now();
         let response = match tokio::time::timeout(timeout, self.call(wire)).await {
             Ok(Ok(response)) => response,
+            // The provider got our deadline as `grpc-timeout` and may give up
+            // first (grpc-go: DEADLINE_EXCEEDED, tonic: CANCELLED); its clock
+            // started after ours, so it never ends before our timeout.
+            Ok(Err(Failure::Status(status)))
+                if started.elapsed() >= timeout
+                    && matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ) =>
+            {
+                return Err(self.error(Failure::Timeout(timeout)).into());
+            }
             Ok(Err(failure)) => return Err(self.error(failure).into()),
             Err(_) => return Err(self.error(Failure::Timeout(timeout)).into()),
         };

@@ -94,6 +94,8 @@ fn defaults_one_container_real_probes_and_the_union_of_audiences() {
     assert_eq!(driver["attachRequired"], false);
     assert_eq!(driver["volumeLifecycleModes"], json!(["Ephemeral"]));
     assert_eq!(driver["requiresRepublish"], false);
+    // The node applies the fsGroup itself (VOLUME_MOUNT_GROUP).
+    assert_eq!(driver["fsGroupPolicy"], "File");
     assert_eq!(
         r.audiences(),
         [
@@ -191,11 +193,13 @@ fn options_users_set() {
         "logVerbosity": 6,
         "logFormatJSON": true,
         "metricsAddr": "",
+        "fsGroupPolicy": "",
         "linux": {"hostNetwork": true, "tmpfsSize": "16Mi", "podAnnotations": {"x": "y"}},
         "providers": {"azure": {"allowNodeIdentity": true}, "gcp": {"allowNodeIdentity": true, "allowNodePublishSecret": true}},
     }))
     .unwrap();
     assert_eq!(r.kind("CSIDriver").unwrap()["spec"]["requiresRepublish"], true);
+    assert!(r.kind("CSIDriver").unwrap()["spec"].get("fsGroupPolicy").is_none(), "left out");
     assert_eq!(r.audiences(), ["custom"], "tokenRequests overrides the default");
     let args = r.args();
     for arg in [

@@ -11,14 +11,16 @@
 //! leaves the previous version in place; nothing is created outside the
 //! target, whatever paths the provider returned; file modes are exactly the
 //! requested ones, whatever the umask. When every file's bytes and mode are
-//! unchanged and none was removed, nothing is written at all.
+//! unchanged and none was removed, nothing is written at all. With a group
+//! (the pod's fsGroup), the target, every directory, file and link belong to
+//! it, in every version; a version of another group is written again.
 //!
 //! Assumption: one writer per target at a time (the node's per-volume guard).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use sscsi_core::path::{PathError, validate_relative_path};
@@ -66,11 +68,18 @@ pub enum WriteOutcome {
 #[derive(Debug, Clone)]
 pub struct AtomicWriter {
     target: PathBuf,
+    group: Option<u32>,
 }
 
 impl AtomicWriter {
     pub fn new(target: impl Into<PathBuf>) -> Self {
-        Self { target: target.into() }
+        Self { target: target.into(), group: None }
+    }
+
+    /// Everything written belongs to `group` (the owner stays this process's).
+    pub fn with_group(mut self, group: Option<u32>) -> Self {
+        self.group = group;
+        self
     }
 
     /// Replaces the whole content of the volume with `files`.
@@ -81,15 +90,20 @@ impl AtomicWriter {
             return Err(WriteError::NotADirectory(self.target.clone()));
         }
 
+        if let Some(gid) = self.group.filter(|gid| meta.gid() != *gid) {
+            chgrp(&self.target, gid)?;
+        }
+
         let unchanged = self.current_version_dir().is_some_and(|current| {
-            self.read_version(&current).is_ok_and(|files| same_content(&files, &wanted))
+            self.has_group(&current)
+                && self.read_version(&current).is_ok_and(|files| same_content(&files, &wanted))
         });
         if unchanged {
             return Ok(WriteOutcome::Unchanged);
         }
 
         let (name, dir) = self.create_version_dir()?;
-        if let Err(e) = write_tree(&dir, files) {
+        if let Err(e) = write_tree(&dir, files, self.group) {
             // Leave the previous version untouched and no half-written one behind.
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
@@ -164,6 +178,14 @@ impl AtomicWriter {
         Ok(())
     }
 
+    /// Whether version `name` was written for this writer's group: files
+    /// and directories share their version directory's group.
+    fn has_group(&self, name: &str) -> bool {
+        self.group.is_none_or(|gid| {
+            fs::symlink_metadata(self.target.join(name)).is_ok_and(|m| m.gid() == gid)
+        })
+    }
+
     fn current_version_dir(&self) -> Option<String> {
         let link = fs::read_link(self.target.join(DATA_DIR)).ok()?;
         let name = link.to_str()?;
@@ -199,6 +221,9 @@ impl AtomicWriter {
             match fs::create_dir(&dir) {
                 Ok(()) => {
                     set_mode(&dir, 0o755)?;
+                    if let Some(gid) = self.group {
+                        chgrp(&dir, gid)?;
+                    }
                     return Ok((name, dir));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -215,6 +240,7 @@ impl AtomicWriter {
             Err(e) => return Err(io_err("remove", &tmp)(e)),
         }
         symlink(name, &tmp).map_err(io_err("symlink", &tmp))?;
+        self.chgrp_link(&tmp)?;
         let data = self.target.join(DATA_DIR);
         fs::rename(&tmp, &data).map_err(io_err("rename", &data))?;
         sync_dir(&self.target)
@@ -230,6 +256,9 @@ impl AtomicWriter {
                     if m.file_type().is_symlink()
                         && fs::read_link(&link).is_ok_and(|t| t == Path::new(&want)) =>
                 {
+                    if self.group.is_some_and(|gid| m.gid() != gid) {
+                        self.chgrp_link(&link)?;
+                    }
                     continue;
                 }
                 // Something else squats on the name (e.g. a file an old
@@ -242,6 +271,7 @@ impl AtomicWriter {
                 Err(e) => return Err(io_err("stat", &link)(e)),
             }
             symlink(&want, &link).map_err(io_err("symlink", &link))?;
+            self.chgrp_link(&link)?;
         }
         for entry in fs::read_dir(&self.target).map_err(io_err("read dir", &self.target))? {
             let entry = entry.map_err(io_err("read dir", &self.target))?;
@@ -269,6 +299,17 @@ impl AtomicWriter {
             }
         }
         Ok(())
+    }
+
+    /// Links are never checked for access; owned by the group all the same,
+    /// so nothing in the volume belongs to root's group.
+    fn chgrp_link(&self, link: &Path) -> Result<(), WriteError> {
+        match self.group {
+            Some(gid) => {
+                std::os::unix::fs::lchown(link, None, Some(gid)).map_err(io_err("chown", link))
+            }
+            None => Ok(()),
+        }
     }
 
     /// A top-level entry that is our link `name -> ..data/name`.
@@ -321,7 +362,7 @@ fn validate(files: &[SecretFile]) -> Result<Wanted<'_>, WriteError> {
     Ok(wanted)
 }
 
-fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
+fn write_tree(root: &Path, files: &[SecretFile], group: Option<u32>) -> Result<(), WriteError> {
     let mut dirs = BTreeSet::new();
     for f in files {
         let mut dir = root.to_owned();
@@ -331,6 +372,9 @@ fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
             if dirs.insert(dir.clone()) {
                 fs::create_dir(&dir).map_err(io_err("create dir", &dir))?;
                 set_mode(&dir, 0o755)?;
+                if let Some(gid) = group {
+                    chgrp(&dir, gid)?;
+                }
             }
         }
         let path = root.join(&f.path);
@@ -341,6 +385,10 @@ fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("create", &path))?;
+        // Owned by the group before it holds any bytes.
+        if let Some(gid) = group {
+            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_err("chown", &path))?;
+        }
         file.write_all(f.contents.expose()).map_err(io_err("write", &path))?;
         // The open mode went through the umask; set the exact one.
         file.set_permissions(fs::Permissions::from_mode(f.mode)).map_err(io_err("chmod", &path))?;
@@ -350,6 +398,10 @@ fn write_tree(root: &Path, files: &[SecretFile]) -> Result<(), WriteError> {
         sync_dir(dir)?;
     }
     sync_dir(root)
+}
+
+fn chgrp(path: &Path, gid: u32) -> Result<(), WriteError> {
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err("chown", path))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), WriteError> {

@@ -26,7 +26,8 @@ pub trait Mounter: Send + Sync + fmt::Debug {
     /// Whether `target` is already a tmpfs mount point. Any tmpfs counts, so
     /// volumes mounted by the upstream driver before a migration are kept.
     fn is_mounted(&self, target: &Path) -> Result<bool, MountError>;
-    fn mount(&self, target: &Path) -> Result<(), MountError>;
+    /// With `group`, the volume's root belongs to that group (`gid=`).
+    fn mount(&self, target: &Path, group: Option<u32>) -> Result<(), MountError>;
     fn unmount(&self, target: &Path) -> Result<(), MountError>;
     /// False when files land on the node's disk instead of in memory.
     fn in_memory(&self) -> bool;
@@ -77,9 +78,12 @@ impl Mounter for TmpfsMounter {
         Ok(top_fstype(&info, &target).as_deref() == Some("tmpfs"))
     }
 
-    fn mount(&self, target: &Path) -> Result<(), MountError> {
+    fn mount(&self, target: &Path, group: Option<u32>) -> Result<(), MountError> {
         // mode=0755: the kernel default 1777 would let any pod user create files.
-        let data = format!("size={},mode=0755", self.size_bytes);
+        let mut data = format!("size={},mode=0755", self.size_bytes);
+        if let Some(gid) = group {
+            data.push_str(&format!(",gid={gid}"));
+        }
         nix::mount::mount(
             Some("tmpfs"),
             target,
@@ -177,7 +181,7 @@ impl Mounter for FakeMounter {
         Ok(self.mounted.lock().expect("lock").contains(target))
     }
 
-    fn mount(&self, target: &Path) -> Result<(), MountError> {
+    fn mount(&self, target: &Path, _group: Option<u32>) -> Result<(), MountError> {
         if *self.fail_mounts.lock().expect("lock") {
             return Err(MountError::Mount {
                 path: target.to_owned(),
@@ -272,7 +276,7 @@ mod tests {
         let m = TmpfsMounter::new(1 << 20);
         assert!(!m.is_mounted(&target).unwrap());
         assert!(!m.is_mounted(&dir.path().join("missing")).unwrap());
-        m.mount(&target).unwrap();
+        m.mount(&target, None).unwrap();
         assert!(m.is_mounted(&target).unwrap());
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert_eq!(top_fstype(&info, &target.canonicalize().unwrap()).as_deref(), Some("tmpfs"));
@@ -288,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = FakeMounter::new();
         assert!(!m.is_mounted(dir.path()).unwrap());
-        m.mount(dir.path()).unwrap();
+        m.mount(dir.path(), None).unwrap();
         assert!(m.is_mounted(dir.path()).unwrap());
         m.unmount(dir.path()).unwrap();
         m.unmount(dir.path()).unwrap();

@@ -43,6 +43,9 @@ pub(crate) struct PublishRequest {
     pub tokens: BTreeMap<String, ServiceAccountToken>,
     /// nodePublishSecretRef data, without the tokens key.
     pub secrets: BTreeMap<String, SecretBytes>,
+    /// The pod's fsGroup (`volume_mount_group`, sent by kubelet because the
+    /// node has VOLUME_MOUNT_GROUP): the group of every file and directory.
+    pub group: Option<u32>,
 }
 
 impl PublishRequest {
@@ -60,6 +63,7 @@ impl PublishRequest {
         if req.volume_context.is_empty() {
             return Err(PublishError::MissingVolumeContext);
         }
+        let group = mount_group(&req)?;
         let NodePublishVolumeRequest {
             volume_id,
             target_path,
@@ -114,7 +118,26 @@ impl PublishRequest {
             attributes: volume_context.into_iter().collect(),
             tokens,
             secrets: secrets_map(secrets),
+            group,
         })
+    }
+}
+
+/// `volume_mount_group` of a mount capability: kubelet's decimal fsGroup,
+/// empty for none (csi-sanity sends an empty `MountVolume`).
+fn mount_group(req: &NodePublishVolumeRequest) -> Result<Option<u32>, PublishError> {
+    use sscsi_proto::csi::v1::volume_capability::AccessType;
+    let group = match req.volume_capability.as_ref().and_then(|c| c.access_type.as_ref()) {
+        Some(AccessType::Mount(mount)) => mount.volume_mount_group.as_str(),
+        _ => "",
+    };
+    if group.is_empty() {
+        return Ok(None);
+    }
+    // Digits only: `u32::from_str` would also take a leading `+`.
+    match group.bytes().all(|b| b.is_ascii_digit()).then(|| group.parse::<u32>()) {
+        Some(Ok(gid)) => Ok(Some(gid)),
+        _ => Err(PublishError::BadMountGroup(group.to_owned())),
     }
 }
 

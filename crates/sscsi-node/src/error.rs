@@ -39,6 +39,10 @@ pub enum PublishError {
     NotReadOnly,
     #[error("volume attribute {key} {message}")]
     BadAttribute { key: String, message: String },
+    #[error(
+        "volume_mount_group {0:?} is not a group id (the pod's fsGroup, a number from 0 to 4294967295)"
+    )]
+    BadMountGroup(String),
     #[error("target path {0:?} is not an absolute path")]
     TargetNotAbsolute(String),
     #[error(transparent)]
@@ -101,6 +105,7 @@ impl PublishError {
             | Self::MissingSecretProviderClass
             | Self::NotReadOnly
             | Self::BadAttribute { .. }
+            | Self::BadMountGroup(_)
             | Self::TargetNotAbsolute(_)
             | Self::UnknownProvider { .. } => Code::InvalidArgument,
             Self::Busy(_) => Code::Aborted,
@@ -131,6 +136,7 @@ impl PublishError {
             | Self::MissingSecretProviderClass
             | Self::NotReadOnly
             | Self::BadAttribute { .. }
+            | Self::BadMountGroup(_)
             | Self::Busy(_)
             | Self::Status(_)
             | Self::Internal(_) => reason::NONE,
@@ -247,6 +253,7 @@ mod tests {
         let write_io = WriteError::Io { op: "write", path: "/t/a".into(), source: io() };
         let cases = [
             (PublishError::MissingVolumeId, Code::InvalidArgument, ""),
+            (PublishError::BadMountGroup("web".into()), Code::InvalidArgument, ""),
             (PublishError::Busy(crate::guard::Busy("v".into())), Code::Aborted, ""),
             (PublishError::Spc(spc_missing), Code::NotFound, "SecretProviderClassNotFound"),
             (

@@ -166,10 +166,15 @@ impl Node for NodeService {
         &self,
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        let stage = NodeServiceCapability {
-            r#type: Some(CapabilityType::Rpc(Rpc { r#type: RpcType::StageUnstageVolume as i32 })),
-        };
-        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities: vec![stage] }))
+        // VOLUME_MOUNT_GROUP: kubelet then passes the pod's fsGroup, which it
+        // never applies itself to a read-only inline volume.
+        let capabilities = [RpcType::StageUnstageVolume, RpcType::VolumeMountGroup]
+            .into_iter()
+            .map(|rpc| NodeServiceCapability {
+                r#type: Some(CapabilityType::Rpc(Rpc { r#type: rpc as i32 })),
+            })
+            .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
     }
 
     async fn node_get_info(

@@ -292,7 +292,7 @@ impl Publisher {
         let premounted =
             !mounted && self.engine.provider(&spc).is_ok_and(|provider| provider.writes_target());
         if premounted {
-            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
+            self.mounter.mount(&req.target_path, req.group).map_err(PublishError::Mount)?;
         }
         let fetched = match self.fetch(req, &spc, &held, mounted, purpose).await {
             Ok(fetched) => fetched,
@@ -357,7 +357,7 @@ impl Publisher {
         fetched: Fetched,
     ) -> Result<Written, PublishError> {
         if !mounted && !premounted {
-            self.mounter.mount(&req.target_path).map_err(PublishError::Mount)?;
+            self.mounter.mount(&req.target_path, req.group).map_err(PublishError::Mount)?;
         }
         let result = if fetched.written_by_provider {
             // Upstream cannot tell whether such a provider changed anything;
@@ -478,7 +478,7 @@ impl Publisher {
         req: &PublishRequest,
         files: Arc<Vec<SecretFile>>,
     ) -> Result<WriteOutcome, PublishError> {
-        let writer = AtomicWriter::new(&req.target_path);
+        let writer = AtomicWriter::new(&req.target_path).with_group(req.group);
         let write_err = |source| PublishError::Write {
             pod: pod_ref(req),
             path: req.target_path.clone(),

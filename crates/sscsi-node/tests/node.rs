@@ -77,6 +77,11 @@ impl Harness {
         all += &spc("external", "ext", objects);
         all += &spc("legacy", "legacy", objects);
         all += &spc("bad-object", "local", "      - objectName: ../outside\n");
+        all += &spc(
+            "group-read",
+            "local",
+            "      - objectName: db/password\n        objectAlias: db/password\n        filePermission: \"0640\"\n",
+        );
         all += "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: no-params, namespace: shop}\nspec: {provider: local}\n";
         std::fs::write(spcs.join("spcs.yaml"), all).unwrap();
 
@@ -251,7 +256,8 @@ async fn identity_reports_name_capabilities_and_readiness() {
             None => -1,
         })
         .collect();
-    assert_eq!(types, vec![node_service_capability::rpc::Type::StageUnstageVolume as i32]);
+    use node_service_capability::rpc::Type as Rpc;
+    assert_eq!(types, vec![Rpc::StageUnstageVolume as i32, Rpc::VolumeMountGroup as i32]);
     let stats = node
         .node_get_volume_stats(NodeGetVolumeStatsRequest {
             volume_id: "v".into(),
@@ -740,5 +746,67 @@ async fn external_providers_are_written_checked_and_left_alone_in_legacy_mode() 
     if is_root() {
         h.unpublish("old").await.unwrap();
     }
+    h.stop().await;
+}
+
+/// Reads `path` as user 1000 with primary group `gid`, as a pod's container
+/// process runs: true when the read succeeds.
+fn readable_as(gid: u32, path: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("cat")
+        .arg(path)
+        .uid(1000)
+        .gid(gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// kubelet sends the pod's fsGroup as `volume_mount_group` (the node has
+/// VOLUME_MOUNT_GROUP): a 0640 file is readable by the group, not by others,
+/// before and after a rotation; a group that is not a number is refused.
+#[tokio::test]
+async fn the_pods_fs_group_owns_the_volume_across_rotations() {
+    let h = Harness::start(Some(Duration::ZERO), vec![]).await;
+    let with_group = |group: &str| {
+        let mut req = h.publish_request("vol", "group-read");
+        let capability = req.volume_capability.as_mut().unwrap();
+        capability.access_type =
+            Some(volume_capability::AccessType::Mount(volume_capability::MountVolume {
+                volume_mount_group: group.into(),
+                ..Default::default()
+            }));
+        req
+    };
+    for bad in ["web", "-1", "+2000", "4294967296", " 2000"] {
+        let err = h.node.clone().node_publish_volume(with_group(bad)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
+        assert!(err.message().contains("volume_mount_group"), "{}", err.message());
+        assert!(!h.target("vol").join("db").exists(), "nothing written for {bad:?}");
+    }
+    // The ownership half needs root (tmpfs, another user); CI runs as root.
+    if !is_root() {
+        h.stop().await;
+        return;
+    }
+    let target = h.target("vol");
+    h.node.clone().node_publish_volume(with_group("2000")).await.unwrap();
+    let file = target.join("db/password");
+    assert_eq!(read(&file), "s3cret-v1");
+    assert!(readable_as(2000, &file), "the fsGroup reads a 0640 file");
+    assert!(!readable_as(3000, &file), "another group does not");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&target).unwrap().gid(), 2000, "the tmpfs root too");
+
+    std::fs::write(h.store().join("db/password"), "s3cret-v2").unwrap();
+    let v1 = data_link(&target);
+    h.node.clone().node_publish_volume(with_group("2000")).await.unwrap();
+    assert_ne!(data_link(&target), v1, "rotated");
+    assert_eq!(read(&file), "s3cret-v2");
+    assert!(readable_as(2000, &file) && !readable_as(3000, &file), "kept across the rotation");
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o640, "the mode is kept");
+    h.unpublish("vol").await.unwrap();
     h.stop().await;
 }

@@ -64,7 +64,7 @@ mod tests {
         let target = dir.path().join("pods/u/volumes/kubernetes.io~csi/v/mount");
         std::fs::create_dir_all(&target).unwrap();
         let mounter = TmpfsMounter::new(1 << 20);
-        mounter.mount(&target).unwrap();
+        mounter.mount(&target, None).unwrap();
         std::fs::write(target.join("f"), "x").unwrap();
         assert_eq!(mounts_under(dir.path()), [target.canonicalize().unwrap()]);
         let path = dir.path().to_owned();

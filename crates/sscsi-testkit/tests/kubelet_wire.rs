@@ -155,13 +155,14 @@ async fn the_csi_socket_answers_every_call_kubelet_and_the_sidecars_make_with_an
             .unary("/csi.v1.Node/NodeGetCapabilities", &NodeGetCapabilitiesRequest {}, 2 * minute)
             .await
             .unwrap_or_else(|e| panic!("{}", what("NodeGetCapabilities", e)));
-        // As upstream: STAGE_UNSTAGE_VOLUME (kubelet never stages an inline volume).
+        // As upstream: STAGE_UNSTAGE_VOLUME (kubelet never stages an inline
+        // volume); and VOLUME_MOUNT_GROUP, so kubelet passes the fsGroup.
         let rpcs: Vec<_> = caps
             .capabilities
             .iter()
             .filter_map(|c| c.r#type.as_ref().map(|NodeCapType::Rpc(r)| r.r#type))
             .collect();
-        assert_eq!(rpcs, [NodeCap::StageUnstageVolume as i32]);
+        assert_eq!(rpcs, [NodeCap::StageUnstageVolume as i32, NodeCap::VolumeMountGroup as i32]);
 
         let pod = TestNode::pod(&format!("web-{i}"));
         let target = node

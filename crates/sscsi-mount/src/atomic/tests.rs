@@ -175,7 +175,7 @@ fn a_failed_write_keeps_the_previous_version() {
     let is_root = nix::unistd::geteuid().is_root();
     if is_root {
         // A real, tiny tmpfs: the second write runs out of space half way.
-        crate::TmpfsMounter::new(64 << 10).mount(&target).unwrap();
+        crate::TmpfsMounter::new(64 << 10).mount(&target, None).unwrap();
     }
     writer.write(&[file("a", 0o644, "v1")]).unwrap();
     let before = tree(&target);
@@ -277,4 +277,52 @@ fn concurrent_reader_sees_one_whole_version_during_1000_updates() {
     let reads = reader.join().expect("reader saw a torn or mixed version");
     assert!(reads > 0, "the reader never completed a read");
     assert_eq!(parse("one", &fs::read_to_string(target.join("one")).unwrap()), 1000);
+}
+
+/// Every entry under `dir` (the dir included) with its group, links too.
+fn groups(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![(".".to_owned(), fs::symlink_metadata(dir).unwrap().gid())];
+    let mut stack = vec![(dir.to_owned(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push((e.path(), format!("{rel}/")));
+            }
+            out.push((rel, meta.gid()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_group_owns_every_entry_keeps_modes_and_a_new_group_rewrites() {
+    // Changing a file's group to any group needs root; CI runs as root.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let (_root, target, _) = setup();
+    let files = [file("db/password", 0o640, "s3cret"), file("token", 0o440, "t")];
+    let writer = AtomicWriter::new(&target).with_group(Some(2000));
+    let WriteOutcome::Written(first) = writer.write(&files).unwrap() else { panic!("not written") };
+    let owned = groups(&target);
+    assert!(owned.len() > 6, "{owned:?}");
+    assert!(owned.iter().all(|(_, gid)| *gid == 2000), "{owned:?}");
+    let mode = |p: &str| fs::metadata(target.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!((mode("db/password"), mode("token")), (0o640, 0o440));
+
+    // The same bytes for the same group: nothing to do.
+    assert_eq!(writer.write(&files).unwrap(), WriteOutcome::Unchanged);
+    // A rotation keeps the group on the new version.
+    let rotated = [file("db/password", 0o640, "s3cret-2"), file("token", 0o440, "t")];
+    assert!(matches!(writer.write(&rotated).unwrap(), WriteOutcome::Written(n) if n != first));
+    assert!(groups(&target).iter().all(|(_, gid)| *gid == 2000));
+    // Another group (a pod of another fsGroup on a reused path) rewrites.
+    let other = AtomicWriter::new(&target).with_group(Some(3000));
+    assert!(matches!(other.write(&rotated).unwrap(), WriteOutcome::Written(_)));
+    assert!(groups(&target).iter().all(|(_, gid)| *gid == 3000), "{:?}", groups(&target));
 }

@@ -13,7 +13,9 @@
 //!   makes a rotation pass check each (identity, object) once per interval
 //!   however many volumes hold it, while a first mount or a forced refresh
 //!   sees the backend as it is now;
-//! - the mounted bytes, read only for a provider that uses them.
+//! - the mounted bytes, read only for a provider that uses them;
+//! - the files sscsi builds from the provider's (`sscsi.io/files`, see
+//!   sscsi-files), and keeping sscsi's own parameters from providers.
 //!
 //! Coalescing and credential reuse themselves live in the providers, keyed
 //! by identity, with the helpers of sscsi-provider-kit.
@@ -28,6 +30,8 @@ use sscsi_core::{
     BURST_WINDOW, DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, Provider, ProviderError,
     ProviderRegistry, SecretBytes, SecretFile, ServiceAccountToken, UnknownProvider,
 };
+
+pub use sscsi_files::FilesError;
 
 /// Who asks: the pod's identity as kubelet passed it.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +108,8 @@ pub enum FetchError {
     UnknownProvider { spc: String, source: UnknownProvider },
     #[error("provider {provider:?}: {source}")]
     Provider { provider: String, source: ProviderError },
+    #[error("SecretProviderClass {spc}: {source}")]
+    Files { spc: String, source: sscsi_files::FilesError },
 }
 
 /// The outcome of one provider call, for metrics.
@@ -141,6 +147,13 @@ impl Engine {
             Err(e) => return (Err(e), None),
         };
         let mut request = self.request(&fetch);
+        // Declared wrong: refused before the backend is asked anything.
+        let files_error = |source| FetchError::Files { spc: fetch.class.qualified_name(), source };
+        let built = match sscsi_files::parse(&request.parameters, DEFAULT_FILE_MODE) {
+            Ok(built) => built,
+            Err(e) => return (Err(files_error(e)), None),
+        };
+        request.parameters.retain(|key, _| !key.starts_with(sscsi_files::RESERVED_PREFIX));
         if let Some(mounted) = fetch.mounted
             && !fetch.held.is_empty()
             && provider.reads_mounted_files(&request)
@@ -151,18 +164,22 @@ impl Engine {
         let response = provider.mount(&request).await;
         let call = Call { ok: response.is_ok(), elapsed: started.elapsed() };
         let result = response
-            .map(|response| {
-                let mut versions = response.versions;
-                versions.sort();
-                Fetched {
-                    files: response.files,
-                    versions,
-                    written_by_provider: response.written_by_provider,
-                }
-            })
             .map_err(|source| FetchError::Provider {
                 provider: fetch.class.spec.provider.clone(),
                 source,
+            })
+            .and_then(|response| {
+                let mut versions = response.versions;
+                versions.sort();
+                let mut files = response.files;
+                if !built.is_empty() && response.written_by_provider {
+                    return Err(files_error(sscsi_files::FilesError::Parameter(
+                        "the provider wrote the volume itself and returned no files to build from"
+                            .into(),
+                    )));
+                }
+                files.extend(sscsi_files::build(&built, &files).map_err(files_error)?);
+                Ok(Fetched { files, versions, written_by_provider: response.written_by_provider })
             });
         (result, Some(call))
     }

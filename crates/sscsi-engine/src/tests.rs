@@ -172,3 +172,28 @@ async fn unknown_providers_and_failures_name_the_class_and_provider() {
     );
     assert!(!call.unwrap().ok);
 }
+
+/// sscsi's own parameters never reach a provider; the files they declare
+/// come back beside the provider's, and a wrong declaration is refused
+/// before the provider is asked anything.
+#[tokio::test]
+async fn built_files_are_added_and_their_parameters_kept_from_the_provider() {
+    let (engine, echo, _) = engine();
+    let files = "- {path: a.env, format: env, entries: {A: a}}";
+    let good = class(
+        "echo",
+        serde_json::json!({"objects": "o", "sscsi.io/files": files, "sscsi.io/other": "x"}),
+    );
+    let pod = Pod::default();
+    let fetched = engine.fetch(pod.fetch(&good, &[], None, Purpose::FirstMount)).await.0.unwrap();
+    let paths: Vec<(&str, &[u8])> =
+        fetched.files.iter().map(|f| (f.path.as_str(), f.contents.expose())).collect();
+    assert_eq!(paths, [("a", &b"x"[..]), ("a.env", &b"A=x\n"[..])]);
+    let asked = echo.asked.lock().unwrap().pop().unwrap();
+    assert_eq!(asked.parameters.keys().collect::<Vec<_>>(), ["objects"]);
+
+    let bad = class("echo", serde_json::json!({"sscsi.io/files": "- {path: a, format: toml}"}));
+    let err = engine.fetch(pod.fetch(&bad, &[], None, Purpose::FirstMount)).await.0.unwrap_err();
+    assert!(matches!(err, FetchError::Files { .. }), "{err}");
+    assert!(echo.asked.lock().unwrap().is_empty(), "the provider was not asked");
+}

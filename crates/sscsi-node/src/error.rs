@@ -57,6 +57,8 @@ pub enum PublishError {
     UnknownProvider { spc: String, source: UnknownProvider },
     #[error("failed to mount secrets store objects for pod {pod}: provider {provider:?}: {source}")]
     Provider { pod: String, provider: String, source: ProviderError },
+    #[error("SecretProviderClass {spc}: {source}")]
+    Files { spc: String, source: sscsi_engine::FilesError },
     #[error("failed to mount tmpfs: {0}")]
     Mount(MountError),
     #[error("failed to write the files of pod {pod} to {path}: {source}")]
@@ -107,7 +109,8 @@ impl PublishError {
             | Self::BadAttribute { .. }
             | Self::BadMountGroup(_)
             | Self::TargetNotAbsolute(_)
-            | Self::UnknownProvider { .. } => Code::InvalidArgument,
+            | Self::UnknownProvider { .. }
+            | Self::Files { .. } => Code::InvalidArgument,
             Self::Busy(_) => Code::Aborted,
             Self::Spc(e) => match e {
                 SpcError::NotFound { .. } => Code::NotFound,
@@ -150,7 +153,9 @@ impl PublishError {
             Self::UnknownProvider { .. } => reason::FAILED_TO_LOOKUP_PROVIDER,
             Self::Provider { source, .. } => source.reason(),
             Self::Mount(_) => reason::FAILED_TO_MOUNT,
-            Self::Write { .. } => reason::FILE_WRITE_ERROR,
+            // What sscsi builds is written by sscsi: upstream's reason for
+            // files that could not be written.
+            Self::Write { .. } | Self::Files { .. } => reason::FILE_WRITE_ERROR,
         }
     }
 }

@@ -342,6 +342,7 @@ impl Publisher {
             FetchError::Provider { provider, source } => {
                 PublishError::Provider { pod: pod_ref(req), provider, source }
             }
+            FetchError::Files { spc, source } => PublishError::Files { spc, source },
         })
     }
 

@@ -83,6 +83,9 @@ impl Harness {
             "      - objectName: db/password\n        objectAlias: db/password\n        filePermission: \"0640\"\n",
         );
         all += "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: no-params, namespace: shop}\nspec: {provider: local}\n";
+        // Built files: an env file from two objects, and a template.
+        all += "---\napiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: built, namespace: shop}\nspec:\n  provider: local\n  parameters:\n    objects: |\n      - objectName: db/password\n      - objectName: api-key\n    sscsi.io/files: |\n      - {path: app.env, format: env, mode: \"0640\", entries: {DB_PASSWORD: db/password}}\n      - {path: key.conf, format: template, template: 'key={{ object(\"api-key\") }}'}\n";
+        all += "---\napiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: built-bad, namespace: shop}\nspec:\n  provider: local\n  parameters:\n    objects: |\n      - objectName: api-key\n    sscsi.io/files: |\n      - {path: app.env, format: env, entries: {DB_PASSWORD: db/password}}\n";
         std::fs::write(spcs.join("spcs.yaml"), all).unwrap();
 
         let mut providers = ProviderRegistry::new();
@@ -808,5 +811,49 @@ async fn the_pods_fs_group_owns_the_volume_across_rotations() {
     assert!(readable_as(2000, &file) && !readable_as(3000, &file), "kept across the rotation");
     assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o640, "the mode is kept");
     h.unpublish("vol").await.unwrap();
+    h.stop().await;
+}
+
+/// Files built from the provider's: written beside them with their mode,
+/// rebuilt when a secret they use changes (the others keep their bytes),
+/// kept when a rotation cannot build them, and refused on a first mount
+/// naming the file, with nothing mounted.
+#[tokio::test]
+async fn built_files_are_written_rotated_and_refused_as_provider_files() {
+    let h = Harness::start(Some(Duration::ZERO), vec![]).await;
+    let target = h.target("vol");
+    h.publish("vol", "built").await.unwrap();
+    assert_eq!(read(&target.join("app.env")), "DB_PASSWORD=s3cret-v1\n");
+    assert_eq!(read(&target.join("key.conf")), "key=key-v1");
+    assert_eq!(read(&target.join("api-key")), "key-v1", "the provider's files stay");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(target.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("app.env"), mode("key.conf")), (0o640, 0o644));
+
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    h.publish("vol", "built").await.unwrap();
+    assert_eq!(read(&target.join("key.conf")), "key=key-v2");
+    assert_eq!(read(&target.join("app.env")), "DB_PASSWORD=s3cret-v1\n");
+
+    // The provider answers, but the template cannot be built from what it
+    // read (not text): the rotation keeps every file as it was.
+    std::fs::write(h.store().join("api-key"), b"\xff\xfe").unwrap();
+    let v2 = data_link(&target);
+    h.publish("vol", "built").await.unwrap();
+    assert_eq!(data_link(&target), v2);
+    assert_eq!(read(&target.join("key.conf")), "key=key-v2");
+    assert_eq!(read(&target.join("api-key")), "key-v2");
+    let failures = h.metrics("rotation_reconcile_error_total");
+    assert!(failures.iter().any(|l| l.contains("FileWriteError")), "{failures:?}");
+    h.unpublish("vol").await.unwrap();
+
+    let err = h.publish("bad", "built-bad").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains(r#"SecretProviderClass shop/built-bad: parameter "sscsi.io/files": files[0] ("app.env"): object "db/password" is not mounted"#),
+        "{}",
+        err.message()
+    );
+    assert!(!h.mounter.is_mounted(&h.target("bad")).unwrap(), "nothing mounted");
     h.stop().await;
 }

@@ -554,6 +554,9 @@ impl Inner {
                 Reason::ProviderError,
                 format!("SecretSync {namespace}/{name}: SecretProviderClass {namespace}/{class_name}: {e}"),
             ),
+            FetchError::Files { .. } => {
+                SyncFailure::new(Reason::ControllerSpcError, format!("SecretSync {namespace}/{name}: {e}"))
+            }
         })?;
 
         let data = secret_data(ss, &fetched.files)?;

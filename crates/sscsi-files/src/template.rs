@@ -1,0 +1,126 @@
+//! Templates, rendered by minijinja in a sandbox: no loader (no `include`,
+//! `import` or `extends` of anything but the template itself), no file,
+//! network or environment access (minijinja has none to offer), undefined
+//! values are errors, nothing is escaped. The only data is the mount's
+//! objects: `objects` (path → text) and `object("path")`, which names a
+//! missing object in its error; `fromjson` parses an object's JSON.
+//!
+//! Bounds: [`FUEL`] instructions (a loop that never ends runs out), nesting
+//! depth, and [`MAX_OUTPUT`] bytes written.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use sscsi_core::SecretBytes;
+
+use crate::Objects;
+
+/// Instructions one render may run: far more than any config file needs,
+/// a few milliseconds of CPU.
+pub const FUEL: u64 = 200_000;
+/// The largest file a template may write.
+pub const MAX_OUTPUT: usize = 1 << 20;
+const RECURSION_LIMIT: usize = 32;
+
+fn environment<'a>() -> Environment<'a> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("fromjson", |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map(|v| Value::from_serialize(&v))
+            .map_err(|_| Error::new(ErrorKind::InvalidOperation, "fromjson: not JSON"))
+    });
+    env
+}
+
+/// Parses `text`: a syntax error is found when the class is read, not at
+/// the first mount. The message names the line.
+pub(crate) fn check(name: &str, text: &str) -> Result<(), String> {
+    let mut env = environment();
+    env.add_template_owned(name.to_owned(), text.to_owned()).map_err(|e| describe(&e))?;
+    Ok(())
+}
+
+/// Renders `text` with the mount's `objects`.
+pub(crate) fn render(name: &str, text: &str, objects: &Objects<'_>) -> Result<SecretBytes, String> {
+    let mut env = environment();
+    // Text objects only; a binary one is there to name, not to print.
+    let texts: BTreeMap<String, Value> = objects
+        .iter()
+        .filter_map(|(path, bytes)| {
+            std::str::from_utf8(bytes.expose()).ok().map(|t| ((*path).to_owned(), Value::from(t)))
+        })
+        .collect();
+    let lookup = texts.clone();
+    let names: Vec<String> = objects.keys().map(|k| (*k).to_owned()).collect();
+    env.add_function("object", move |path: &str| {
+        lookup.get(path).cloned().ok_or_else(|| {
+            let detail = if names.iter().any(|n| n == path) {
+                format!("object {path:?} is not UTF-8 text")
+            } else {
+                format!("object {path:?} is not mounted by this class (it mounts {names:?})")
+            };
+            Error::new(ErrorKind::InvalidOperation, detail)
+        })
+    });
+    env.add_template_owned(name.to_owned(), text.to_owned()).map_err(|e| describe(&e))?;
+    let template = env.get_template(name).map_err(|e| describe(&e))?;
+    let mut out = Bounded { bytes: Vec::new(), over: false };
+    let context = minijinja::context! { objects => Value::from(texts) };
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => Ok(SecretBytes::new(out.bytes)),
+        Err(_) if out.over => {
+            drop(SecretBytes::new(out.bytes));
+            Err(format!("the template writes more than {MAX_OUTPUT} bytes"))
+        }
+        Err(e) => {
+            drop(SecretBytes::new(out.bytes));
+            Err(describe(&e))
+        }
+    }
+}
+
+/// The error's kind, detail and line; never the values it was rendering
+/// (minijinja's `debug` feature, which would show them, is off).
+fn describe(e: &Error) -> String {
+    let what = match e.kind() {
+        ErrorKind::OutOfFuel => {
+            format!("stopped after {FUEL} instructions (a loop that never ends?)")
+        }
+        kind => match e.detail() {
+            Some(detail) => format!("{kind}: {detail}"),
+            None => kind.to_string(),
+        },
+    };
+    match e.line() {
+        Some(line) => format!("template line {line}: {what}"),
+        None => format!("template: {what}"),
+    }
+}
+
+/// A writer that refuses past [`MAX_OUTPUT`] bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT {
+            self.over = true;
+            return Err(io::Error::other("output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -8,6 +8,7 @@ pub mod goyaml;
 pub mod params;
 pub mod path;
 mod provider;
+pub mod refresh;
 mod registry;
 mod secret;
 pub mod tokens;
@@ -16,6 +17,7 @@ pub use provider::{
     BURST_WINDOW, ErrorCode, MountRequest, MountResponse, ObjectVersion, PodInfo, Provider,
     ProviderError, ProviderFailure, SecretFile, ServiceAccountToken,
 };
+pub use refresh::{RESERVED_PREFIX, Refresh};
 pub use registry::{ExternalProviders, ProviderRegistry, UnknownProvider};
 pub use secret::SecretBytes;
 

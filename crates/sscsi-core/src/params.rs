@@ -1,6 +1,8 @@
 //! Parsing helpers for SecretProviderClass parameters, which are all strings,
 //! some of them holding YAML documents.
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 
 /// A parameter that could not be parsed; names the parameter.
@@ -56,6 +58,39 @@ pub fn parse_octal_mode(field: &str, value: &str) -> Result<u32, ParamError> {
         return Err(ParamError::new(field, format!("{value:?} sets bits beyond 0777")));
     }
     Ok(mode)
+}
+
+/// Parses a Go-style duration: a sequence of `<number><unit>` with units
+/// h, m, s, ms (e.g. `2m`, `1h30m`, `500ms`, `0s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("{s:?} is not a duration like 2m, 30s or 1h30m");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let (unit, len) = ["ms", "h", "m", "s"]
+            .iter()
+            .find(|u| rest.starts_with(**u))
+            .map(|u| (*u, u.len()))
+            .ok_or_else(invalid)?;
+        rest = &rest[len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
+            _ => Duration::from_secs(n.checked_mul(3600).ok_or_else(invalid)?),
+        };
+        total = total.checked_add(part).ok_or_else(invalid)?;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sscsi_api::SecretProviderClass;
+use sscsi_core::params::ParamError;
 use sscsi_core::{
     BURST_WINDOW, DEFAULT_FILE_MODE, MountRequest, ObjectVersion, PodInfo, Provider, ProviderError,
-    ProviderRegistry, SecretBytes, SecretFile, ServiceAccountToken, UnknownProvider,
+    ProviderRegistry, Refresh, SecretBytes, SecretFile, ServiceAccountToken, UnknownProvider,
 };
 
 pub use sscsi_files::FilesError;
@@ -110,6 +111,9 @@ pub enum FetchError {
     Provider { provider: String, source: ProviderError },
     #[error("SecretProviderClass {spc}: {source}")]
     Files { spc: String, source: sscsi_files::FilesError },
+    /// One of sscsi's own parameters (`sscsi.io/refresh`) is wrong.
+    #[error("SecretProviderClass {spc}: {source}")]
+    Parameter { spc: String, source: ParamError },
 }
 
 /// The outcome of one provider call, for metrics.
@@ -146,7 +150,10 @@ impl Engine {
             Ok(provider) => provider,
             Err(e) => return (Err(e), None),
         };
-        let mut request = self.request(&fetch);
+        let mut request = match self.request(&fetch) {
+            Ok(request) => request,
+            Err(e) => return (Err(e), None),
+        };
         // Declared wrong: refused before the backend is asked anything.
         let files_error = |source| FetchError::Files { spc: fetch.class.qualified_name(), source };
         let built = match sscsi_files::parse(&request.parameters, DEFAULT_FILE_MODE) {
@@ -184,15 +191,28 @@ impl Engine {
         (result, Some(call))
     }
 
-    fn request(&self, fetch: &Fetch<'_>) -> MountRequest {
-        let mut parameters = fetch.class.parameters().clone();
-        parameters.extend(fetch.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let reuse = match fetch.purpose {
-            Purpose::FirstMount => BURST_WINDOW,
-            Purpose::Rotation => self.rotation_interval,
-            Purpose::Forced => Duration::ZERO,
+    /// How often `class` asks to be refreshed (`sscsi.io/refresh`), with
+    /// the volume's `attributes` over its parameters, as for the provider.
+    pub fn refresh(
+        &self,
+        class: &SecretProviderClass,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<Refresh, FetchError> {
+        refresh(class, &parameters(class, attributes))
+    }
+
+    fn request(&self, fetch: &Fetch<'_>) -> Result<MountRequest, FetchError> {
+        let parameters = parameters(fetch.class, fetch.attributes);
+        let refresh = refresh(fetch.class, &parameters)?;
+        let reuse = match (fetch.purpose, refresh) {
+            (Purpose::FirstMount, _) => BURST_WINDOW,
+            // A class refreshed more often than the others takes no older
+            // answer than its own interval.
+            (Purpose::Rotation, Refresh::Every(interval)) => interval.min(self.rotation_interval),
+            (Purpose::Rotation, _) => self.rotation_interval,
+            (Purpose::Forced, _) => Duration::ZERO,
         };
-        MountRequest {
+        Ok(MountRequest {
             parameters,
             tokens: fetch.identity.tokens.clone(),
             secrets: fetch.identity.secrets.clone(),
@@ -202,8 +222,27 @@ impl Engine {
             current_files: BTreeMap::new(),
             reuse,
             target_path: fetch.target_path.map(ToOwned::to_owned),
-        }
+        })
     }
+}
+
+/// The class's parameters with the volume attributes over them (upstream's
+/// merge).
+fn parameters(
+    class: &SecretProviderClass,
+    attributes: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut parameters = class.parameters().clone();
+    parameters.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+    parameters
+}
+
+fn refresh(
+    class: &SecretProviderClass,
+    parameters: &BTreeMap<String, String>,
+) -> Result<Refresh, FetchError> {
+    Refresh::from_parameters(parameters)
+        .map_err(|source| FetchError::Parameter { spc: class.qualified_name(), source })
 }
 
 #[cfg(test)]

@@ -197,3 +197,20 @@ async fn built_files_are_added_and_their_parameters_kept_from_the_provider() {
     assert!(matches!(err, FetchError::Files { .. }), "{err}");
     assert!(echo.asked.lock().unwrap().is_empty(), "the provider was not asked");
 }
+
+#[tokio::test]
+async fn a_class_refreshed_more_often_takes_no_older_answers_than_its_interval() {
+    let (engine, echo, _) = engine();
+    let held = [ObjectVersion { id: "a".into(), version: "0".into() }];
+    let pod = Pod::default();
+    for (refresh, reuse) in [("30s", 30), ("1h", 120), ("once", 120), ("default", 120)] {
+        let class = class("echo", serde_json::json!({"sscsi.io/refresh": refresh}));
+        engine.fetch(pod.fetch(&class, &held, None, Purpose::Rotation)).await.0.unwrap();
+        let asked = echo.asked.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.reuse, Duration::from_secs(reuse), "{refresh}");
+        assert!(asked.parameters.is_empty(), "sscsi's parameters stay with sscsi");
+    }
+    let class = class("echo", serde_json::json!({"sscsi.io/refresh": "sometimes"}));
+    let err = engine.fetch(pod.fetch(&class, &held, None, Purpose::Rotation)).await.0.unwrap_err();
+    assert!(err.to_string().contains("parameter \"sscsi.io/refresh\""), "{err}");
+}

@@ -38,8 +38,7 @@ use serde::Deserialize;
 use sscsi_core::path::validate_relative_path;
 use sscsi_core::{SecretBytes, SecretFile};
 
-/// Parameters under this prefix are sscsi's own, never a provider's.
-pub const RESERVED_PREFIX: &str = "sscsi.io/";
+pub use sscsi_core::RESERVED_PREFIX;
 /// The built files of a class: a YAML list of [`FileSpec`]s.
 pub const FILES_PARAMETER: &str = "sscsi.io/files";
 

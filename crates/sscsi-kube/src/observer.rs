@@ -82,6 +82,9 @@ impl KubeObserver {
             name: Some(name.to_owned()),
             namespace: Some(pod.namespace.clone()),
             labels: Some(BTreeMap::from([(NODE_NAME_LABEL.to_owned(), self.node_id.clone())])),
+            annotations: volume.pinned_generation.map(|generation| {
+                BTreeMap::from([(CLASS_GENERATION_ANNOTATION.to_owned(), generation.to_string())])
+            }),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".to_owned(),
                 kind: "Pod".to_owned(),
@@ -121,6 +124,10 @@ impl KubeObserver {
     }
 }
 
+/// On the pod status object with `--pin-class-generation`: the
+/// `metadata.generation` of the SecretProviderClass the volume keeps using.
+pub const CLASS_GENERATION_ANNOTATION: &str = "sscsi.io/class-generation";
+
 /// The API server rejects an event note over 1 KiB.
 const MAX_NOTE_BYTES: usize = 1024;
 
@@ -151,8 +158,12 @@ pub(crate) fn same(
             .map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone()))
             .collect::<Vec<_>>()
     };
+    let generation = |s: &SecretProviderClassPodStatus| {
+        s.metadata.annotations.as_ref().and_then(|a| a.get(CLASS_GENERATION_ANNOTATION)).cloned()
+    };
     current.status == desired.status
         && label(current) == label(desired)
+        && generation(current) == generation(desired)
         && owners(current) == owners(desired)
 }
 

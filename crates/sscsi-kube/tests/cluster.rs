@@ -76,6 +76,8 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
         node_id: "node-1".into(),
         rotation_poll_interval: rotation,
         refresh_backoff: Backoff::default(),
+        min_rotation_interval: Duration::ZERO,
+        pin_class_generation: false,
     };
     let (_, node) = services(config, deps);
     Cluster { api, registry, node, store, readiness, observer, _stop: stop.drop_guard() }

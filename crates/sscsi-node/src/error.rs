@@ -59,6 +59,8 @@ pub enum PublishError {
     Provider { pod: String, provider: String, source: ProviderError },
     #[error("SecretProviderClass {spc}: {source}")]
     Files { spc: String, source: sscsi_engine::FilesError },
+    #[error("SecretProviderClass {spc}: {source}")]
+    Parameter { spc: String, source: sscsi_core::params::ParamError },
     #[error("failed to mount tmpfs: {0}")]
     Mount(MountError),
     #[error("failed to write the files of pod {pod} to {path}: {source}")]
@@ -110,7 +112,8 @@ impl PublishError {
             | Self::BadMountGroup(_)
             | Self::TargetNotAbsolute(_)
             | Self::UnknownProvider { .. }
-            | Self::Files { .. } => Code::InvalidArgument,
+            | Self::Files { .. }
+            | Self::Parameter { .. } => Code::InvalidArgument,
             Self::Busy(_) => Code::Aborted,
             Self::Spc(e) => match e {
                 SpcError::NotFound { .. } => Code::NotFound,
@@ -140,6 +143,7 @@ impl PublishError {
             | Self::NotReadOnly
             | Self::BadAttribute { .. }
             | Self::BadMountGroup(_)
+            | Self::Parameter { .. }
             | Self::Busy(_)
             | Self::Status(_)
             | Self::Internal(_) => reason::NONE,

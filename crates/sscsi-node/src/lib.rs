@@ -54,6 +54,11 @@ pub struct NodeConfig {
     pub rotation_poll_interval: Option<Duration>,
     /// How long a volume waits after a failed refresh before the next try.
     pub refresh_backoff: Backoff,
+    /// The shortest interval a class may ask for (`sscsi.io/refresh`).
+    pub min_rotation_interval: Duration,
+    /// Each volume keeps the SecretProviderClass of its first mount until
+    /// the pod is restarted, so an edit cannot break a rollout half way.
+    pub pin_class_generation: bool,
 }
 
 /// Exponential backoff with jitter, capped: after `n` failures in a row the

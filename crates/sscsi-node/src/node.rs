@@ -39,6 +39,8 @@ impl NodeService {
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             refresh_backoff: config.refresh_backoff,
+            min_rotation_interval: config.min_rotation_interval,
+            pin_class_generation: config.pin_class_generation,
             mounter,
             spcs,
             engine: Engine::new(providers, interval),

@@ -28,6 +28,9 @@ pub struct MountedVolume<'a> {
     pub files: &'a [SecretFile],
     /// The SecretProviderClass's `secretObjects`: Secrets to mirror the files into.
     pub secret_objects: &'a [SecretObject],
+    /// The `metadata.generation` of the class the volume is pinned to
+    /// (`--pin-class-generation`), recorded on the pod status object.
+    pub pinned_generation: Option<i64>,
 }
 
 /// A publish that failed (or a refresh that failed and was masked).

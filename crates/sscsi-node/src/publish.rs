@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sscsi_api::SecretProviderClass;
-use sscsi_core::{ObjectVersion, PodInfo, SecretBytes, SecretFile};
+use sscsi_core::{ObjectVersion, PodInfo, Refresh, SecretBytes, SecretFile};
 use sscsi_engine::{Engine, Fetch, FetchError, Fetched, Identity, MountedFiles, Purpose};
 use sscsi_mount::{AtomicWriter, Mounter, WriteOutcome};
 use sscsi_proto::csi::v1::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
@@ -26,6 +26,8 @@ use crate::volumes::{VolumeState, VolumeTable};
 pub(crate) struct Publisher {
     pub rotation_poll_interval: Option<Duration>,
     pub refresh_backoff: Backoff,
+    pub min_rotation_interval: Duration,
+    pub pin_class_generation: bool,
     pub mounter: Arc<dyn Mounter>,
     pub spcs: Arc<dyn SpcSource>,
     pub engine: Engine,
@@ -179,7 +181,14 @@ impl Publisher {
         if !mounted {
             return Ok(None);
         }
-        self.fetch_masked(&req, true, state.versions, Purpose::Forced, trace).await.map(Some)
+        if self.refresh_policy(&req, &state).await == Refresh::Once {
+            tracing::info!(volume_id, "the class is fetched once, at mount: not refreshed");
+            return Ok(None);
+        }
+        let pinned = state.pinned.clone();
+        self.fetch_masked(&req, true, state.versions, pinned, Purpose::Forced, trace)
+            .await
+            .map(Some)
     }
 
     async fn publish_volume(
@@ -200,13 +209,33 @@ impl Publisher {
             if state.as_ref().and_then(|s| s.retry_at).is_some_and(|at| Instant::now() < at) {
                 return Ok(PublishOutcome::BackingOff);
             }
-            if !self.refresh_due(state.as_ref()) {
+            let refresh = match &state {
+                Some(state) => self.refresh_policy(&req, state).await,
+                None => Refresh::Default,
+            };
+            if !self.refresh_due(state.as_ref(), refresh) {
                 return Ok(PublishOutcome::AlreadyMounted);
             }
         }
+        let pinned = state.as_ref().and_then(|s| s.pinned.clone());
         let held = state.map(|s| s.versions).unwrap_or_default();
         let purpose = if mounted { Purpose::Rotation } else { Purpose::FirstMount };
-        self.fetch_masked(&req, mounted, held, purpose, trace).await
+        self.fetch_masked(&req, mounted, held, pinned, purpose, trace).await
+    }
+
+    /// How often the volume's class asks to be refreshed: the pinned class's
+    /// policy, else the class as it is now (an edit applies at once). A
+    /// class that cannot be read is refreshed as the others: the fetch then
+    /// reports why.
+    async fn refresh_policy(&self, req: &PublishRequest, state: &VolumeState) -> Refresh {
+        let class = match &state.pinned {
+            Some(pinned) => Ok((**pinned).clone()),
+            None => self.resolve(req).await,
+        };
+        class
+            .ok()
+            .and_then(|class| self.engine.refresh(&class, &req.attributes).ok())
+            .unwrap_or_default()
     }
 
     async fn fetch_masked(
@@ -214,10 +243,11 @@ impl Publisher {
         req: &PublishRequest,
         mounted: bool,
         held: Vec<ObjectVersion>,
+        pinned: Option<Arc<SecretProviderClass>>,
         purpose: Purpose,
         trace: &mut Trace,
     ) -> Result<PublishOutcome, PublishError> {
-        match self.fetch_and_write(req, mounted, held, purpose, &mut trace.provider).await {
+        match self.fetch_and_write(req, mounted, held, pinned, purpose, &mut trace.provider).await {
             Ok(outcome) => Ok(outcome),
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
@@ -264,14 +294,21 @@ impl Publisher {
     }
 
     /// With rotation off a mounted volume is never re-fetched; with it on,
-    /// once the poll interval has passed since the last successful fetch,
-    /// when another volume of its identity saw a newer version of an object
-    /// it holds, or when this process has no record of one (a restart).
-    fn refresh_due(&self, state: Option<&VolumeState>) -> bool {
-        match (self.rotation_poll_interval, state) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(interval), Some(s)) => s.due || s.last_fetch.elapsed() >= interval,
+    /// once the class's interval (`refresh`: the poll interval unless the
+    /// class sets its own, never below the floor) has passed since the last
+    /// successful fetch, when another volume of its identity saw a newer
+    /// version of an object it holds, or when this process has no record of
+    /// one (a restart). A class fetched `once` is never re-fetched.
+    fn refresh_due(&self, state: Option<&VolumeState>, refresh: Refresh) -> bool {
+        let Some(global) = self.rotation_poll_interval else {
+            return false;
+        };
+        let Some(interval) = refresh.interval(global, self.min_rotation_interval) else {
+            return false;
+        };
+        match state {
+            None => true,
+            Some(s) => s.due || s.last_fetch.elapsed() >= interval,
         }
     }
 
@@ -282,10 +319,14 @@ impl Publisher {
         req: &PublishRequest,
         mounted: bool,
         held: Vec<ObjectVersion>,
+        pinned: Option<Arc<SecretProviderClass>>,
         purpose: Purpose,
         provider_name: &mut String,
     ) -> Result<PublishOutcome, PublishError> {
-        let spc = self.resolve(req).await?;
+        let spc = match pinned {
+            Some(pinned) => pinned,
+            None => Arc::new(self.resolve(req).await?),
+        };
         provider_name.clone_from(&spc.spec.provider);
         // A provider that may write into the volume itself finds it mounted,
         // as upstream mounts before every provider call.
@@ -343,6 +384,7 @@ impl Publisher {
                 PublishError::Provider { pod: pod_ref(req), provider, source }
             }
             FetchError::Files { spc, source } => PublishError::Files { spc, source },
+            FetchError::Parameter { spc, source } => PublishError::Parameter { spc, source },
         })
     }
 
@@ -406,7 +448,7 @@ impl Publisher {
     async fn record(
         &self,
         req: &PublishRequest,
-        spc: &SecretProviderClass,
+        spc: &Arc<SecretProviderClass>,
         mounted: bool,
         held: Vec<ObjectVersion>,
         versions: Vec<ObjectVersion>,
@@ -425,6 +467,9 @@ impl Publisher {
             refresh: mounted,
             files: &written.files,
             secret_objects: spc.spec.secret_objects.as_deref().unwrap_or_default(),
+            pinned_generation: self
+                .pin_class_generation
+                .then(|| spc.metadata.generation.unwrap_or_default()),
         };
         match self.observer.mounted(volume).await {
             Ok(report) => self.metrics.synced(provider, &report),
@@ -454,6 +499,7 @@ impl Publisher {
                 due: false,
                 failures: 0,
                 retry_at: None,
+                pinned: self.pin_class_generation.then(|| spc.clone()),
             },
         );
         Ok(if mounted {

@@ -29,6 +29,9 @@ pub(crate) struct VolumeState {
     pub failures: u32,
     /// No refresh before this, after a failure.
     pub retry_at: Option<Instant>,
+    /// The class as it was at the first mount, with `--pin-class-generation`:
+    /// every refresh uses it, whatever edits came after.
+    pub pinned: Option<Arc<sscsi_api::SecretProviderClass>>,
 }
 
 #[derive(Debug, Default, Clone)]

@@ -56,6 +56,16 @@ impl Harness {
         rotation: Option<Duration>,
         extra: Vec<Arc<dyn Provider>>,
     ) -> Self {
+        Self::start_pinning(mounter, rotation, extra, false).await
+    }
+
+    /// `pin`: `--pin-class-generation`.
+    async fn start_pinning(
+        mounter: Arc<dyn Mounter>,
+        rotation: Option<Duration>,
+        extra: Vec<Arc<dyn Provider>>,
+        pin: bool,
+    ) -> Self {
         let dir = sscsi_testkit::MountDir::new();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("db")).unwrap();
@@ -77,6 +87,12 @@ impl Harness {
         all += &spc("external", "ext", objects);
         all += &spc("legacy", "legacy", objects);
         all += &spc("bad-object", "local", "      - objectName: ../outside\n");
+        for (name, refresh) in [("refresh-once", "once"), ("refresh-hourly", "1h")] {
+            all += &format!(
+                "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+                 metadata: {{name: {name}, namespace: shop}}\nspec:\n  provider: local\n  parameters:\n    sscsi.io/refresh: {refresh}\n    objects: |\n{objects}---\n"
+            );
+        }
         all += &spc(
             "group-read",
             "local",
@@ -103,6 +119,8 @@ impl Harness {
                 base: Duration::from_millis(500),
                 cap: Duration::from_millis(1500),
             },
+            min_rotation_interval: Duration::ZERO,
+            pin_class_generation: pin,
         };
         let parts = Parts {
             mounter: mounter.clone(),
@@ -856,4 +874,53 @@ async fn built_files_are_written_rotated_and_refused_as_provider_files() {
     );
     assert!(!h.mounter.is_mounted(&h.target("bad")).unwrap(), "nothing mounted");
     h.stop().await;
+}
+
+/// `sscsi.io/refresh`: a class fetched `once` is never refreshed (not even
+/// on demand), one with a longer interval waits it out, the default class
+/// follows the node's interval (zero here: every republish); a newer
+/// version seen by a volume of the same identity makes the others due.
+#[tokio::test]
+async fn a_class_sets_its_own_refresh() {
+    let h = Harness::start(Some(Duration::ZERO), vec![]).await;
+    for (volume, class) in [("d", "app"), ("o", "refresh-once"), ("l", "refresh-hourly")] {
+        h.publish(volume, class).await.unwrap();
+    }
+    std::fs::write(h.store().join("api-key"), "key-v2").unwrap();
+    // The hourly volume first: once the default one has seen the new
+    // version, every volume of its identity holding the old one is due.
+    for (volume, class) in [("o", "refresh-once"), ("l", "refresh-hourly"), ("d", "app")] {
+        h.publish(volume, class).await.unwrap();
+    }
+    assert_eq!(read(&h.target("d").join("api-key")), "key-v2");
+    assert_eq!(read(&h.target("o").join("api-key")), "key-v1", "once: never again");
+    assert_eq!(read(&h.target("l").join("api-key")), "key-v1", "within its hour");
+    h.publish("l", "refresh-hourly").await.unwrap();
+    assert_eq!(read(&h.target("l").join("api-key")), "key-v2", "due: its identity saw v2");
+    h.publish("o", "refresh-once").await.unwrap();
+    assert_eq!(h.refresher.refresh_pod("shop", "web-0").await, 2, "not the once volume");
+    assert_eq!(read(&h.target("o").join("api-key")), "key-v1");
+    h.stop().await;
+}
+
+/// With `--pin-class-generation` a volume keeps the class of its first
+/// mount: an edit (here a file dropped from the class) reaches only new
+/// pods. Without it, the next refresh follows the edit.
+#[tokio::test]
+async fn a_pinned_volume_keeps_the_class_it_was_mounted_with() {
+    for pin in [true, false] {
+        let mounter: Arc<dyn Mounter> = Arc::new(FakeMounter::new());
+        let h = Harness::start_pinning(mounter, Some(Duration::ZERO), vec![], pin).await;
+        h.publish("vol", "app").await.unwrap();
+        let spcs = h.dir.path().join("spc/spcs.yaml");
+        let all = std::fs::read_to_string(&spcs).unwrap();
+        let edited = all.replacen("      - objectName: api-key\n", "", 1);
+        assert_ne!(all, edited);
+        std::fs::write(&spcs, edited).unwrap();
+        h.publish("vol", "app").await.unwrap();
+        assert_eq!(h.target("vol").join("api-key").exists(), pin, "pinned: {pin}");
+        h.publish("new", "app").await.unwrap();
+        assert!(!h.target("new").join("api-key").exists(), "a new pod gets the edit");
+        h.stop().await;
+    }
 }

@@ -67,6 +67,8 @@ impl TestNode {
             node_id: "n".into(),
             rotation_poll_interval: rotation,
             refresh_backoff: Backoff::default(),
+            min_rotation_interval: Duration::ZERO,
+            pin_class_generation: false,
         };
         let parts = Parts {
             mounter: Arc::new(FakeMounter::new()),

@@ -68,6 +68,15 @@ pub struct NodeArgs {
     /// (Go duration syntax: 2m, 30s, 1h30m).
     #[arg(long, env = "SSCSI_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_duration)]
     pub rotation_poll_interval: Duration,
+    /// The shortest interval a class may set for itself
+    /// (`sscsi.io/refresh: 30s`); a class asking less gets this.
+    #[arg(long, env = "SSCSI_MIN_ROTATION_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub min_rotation_poll_interval: Duration,
+    /// Each volume keeps the SecretProviderClass of its first mount until
+    /// the pod restarts, so an edit of the class cannot break a rollout
+    /// midway; the pod status object records the generation.
+    #[arg(long, env = "SSCSI_PIN_CLASS_GENERATION")]
+    pub pin_class_generation: bool,
     /// Mirror SecretProviderClass `secretObjects` into Kubernetes Secrets
     /// after each successful fetch (chart `syncSecret.enabled`).
     #[arg(long, env = "SSCSI_ENABLE_SECRET_SYNC")]
@@ -454,37 +463,9 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-/// Parses a Go-style duration: a sequence of `<number><unit>` with units
-/// h, m, s, ms (e.g. `2m`, `1h30m`, `500ms`, `0s`).
+/// A duration flag: `2m`, `30s`, `1h30m`, `500ms`, `0s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("{s:?} is not a duration like 2m, 30s or 1h30m");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let (unit, len) = ["ms", "h", "m", "s"]
-            .iter()
-            .find(|u| rest.starts_with(**u))
-            .map(|u| (*u, u.len()))
-            .ok_or_else(invalid)?;
-        rest = &rest[len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(invalid)?),
-            _ => Duration::from_secs(n.checked_mul(3600).ok_or_else(invalid)?),
-        };
-        total = total.checked_add(part).ok_or_else(invalid)?;
-    }
-    Ok(total)
+    sscsi_core::params::parse_duration(s)
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         node_id: "demo-node".into(),
         rotation_poll_interval: Some(Duration::ZERO),
         refresh_backoff: Backoff::default(),
+        min_rotation_interval: Duration::ZERO,
+        pin_class_generation: false,
     };
     let parts = Parts {
         mounter: mounter.clone(),

@@ -35,6 +35,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         drivername,
         enable_secret_rotation,
         rotation_poll_interval,
+        min_rotation_poll_interval,
+        pin_class_generation,
         enable_secret_sync,
         sync_allowed_namespaces,
         metrics_addr,
@@ -61,6 +63,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         node_id,
         rotation_poll_interval: enable_secret_rotation.then_some(rotation_poll_interval),
         refresh_backoff: Backoff::default(),
+        min_rotation_interval: min_rotation_poll_interval,
+        pin_class_generation,
     };
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,

@@ -554,7 +554,7 @@ impl Inner {
                 Reason::ProviderError,
                 format!("SecretSync {namespace}/{name}: SecretProviderClass {namespace}/{class_name}: {e}"),
             ),
-            FetchError::Files { .. } => {
+            FetchError::Files { .. } | FetchError::Parameter { .. } => {
                 SyncFailure::new(Reason::ControllerSpcError, format!("SecretSync {namespace}/{name}: {e}"))
             }
         })?;

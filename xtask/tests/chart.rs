@@ -194,6 +194,8 @@ fn options_users_set() {
         "logFormatJSON": true,
         "metricsAddr": "",
         "fsGroupPolicy": "",
+        "minRotationPollInterval": "30s",
+        "pinClassGeneration": true,
         "linux": {"hostNetwork": true, "tmpfsSize": "16Mi", "podAnnotations": {"x": "y"}},
         "providers": {"azure": {"allowNodeIdentity": true}, "gcp": {"allowNodeIdentity": true, "allowNodePublishSecret": true}},
     }))
@@ -205,6 +207,8 @@ fn options_users_set() {
     for arg in [
         "--enable-secret-rotation",
         "--rotation-poll-interval=30s",
+        "--min-rotation-poll-interval=30s",
+        "--pin-class-generation",
         "--enable-secret-sync",
         "--sync-allowed-namespaces=a,b",
         "--log-level=trace",

@@ -183,6 +183,9 @@ fn templates_see_the_mount_and_nothing_else() {
 "#;
     assert_eq!(one(yaml, files).unwrap(), "user=app\nport=5432\ndb-creds;db/user;\n");
 
+    let json =
+        "- {path: t, format: template, template: '{{ {\"u\": object(\"db/user\")}|tojson }}'}";
+    assert_eq!(one(json, files).unwrap(), r#"{"u":"app"}"#);
     let missing = "- path: t\n  format: template\n  template: \"a\\n{{ object('db/pass') }}\"\n";
     let err = one(missing, files).unwrap_err();
     assert!(err.contains("template line 2"), "{err}");

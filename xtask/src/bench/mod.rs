@@ -162,10 +162,12 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         step(&format!("publish latency: {}", kind.name()));
         latency.extend(scenario::latency(kind, &plan, &binary).await?);
     }
-    let mut socket = Vec::new();
+    let mut paired = Vec::new();
     for &kind in &kinds {
-        step(&format!("publish latency through the provider socket: {}", kind.name()));
-        socket.push(scenario::socket_latency(kind, &plan, &binary).await?);
+        for variant in [scenario::Variant::Socket, scenario::Variant::BuiltFiles] {
+            step(&format!("publish latency {}: {}", variant.name(), kind.name()));
+            paired.push(scenario::paired_latency(kind, variant, &plan, &binary).await?);
+        }
     }
     let (mut burst, mut rotation, mut sync) = (Vec::new(), Vec::new(), Vec::new());
     for &kind in kinds.iter().filter(|k| **k != Kind::Local) {
@@ -224,7 +226,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         run_seconds: started.elapsed().as_secs_f64(),
         build_seconds: args.build_seconds,
         latency,
-        socket,
+        paired,
         burst,
         rotation,
         sync,

@@ -56,16 +56,18 @@ pub struct LatencyResult {
     pub ratio_p50: Spread,
 }
 
-/// One class's publish p50 in-process and through `sscsi provider-server`.
+/// One class's publish p50 beside the same class with a variant (through
+/// `sscsi provider-server`, with built files).
 #[derive(Debug, Serialize)]
-pub struct SocketLatency {
+pub struct PairedLatency {
     pub backend: String,
+    pub variant: &'static str,
     pub objects: usize,
     pub runs: usize,
     pub samples_per_run: usize,
-    pub in_process_p50_ms: Spread,
-    pub socket_p50_ms: Spread,
-    /// The socket's p50 over the in-process p50, per run.
+    pub plain_p50_ms: Spread,
+    pub variant_p50_ms: Spread,
+    /// The variant's p50 over the plain class's p50, per run.
     pub ratio_p50: Spread,
 }
 
@@ -151,7 +153,7 @@ pub struct Results {
     pub run_seconds: f64,
     pub build_seconds: Option<f64>,
     pub latency: Vec<LatencyResult>,
-    pub socket: Vec<SocketLatency>,
+    pub paired: Vec<PairedLatency>,
     pub burst: Vec<BurstResult>,
     pub rotation: Vec<Rotation>,
     pub sync: Vec<SyncResult>,
@@ -279,24 +281,26 @@ pub fn markdown(r: &Results) -> String {
          object. Against a network backend that cost is a small share.\n"
     );
     let _ = writeln!(md, "![publish latency](latency.svg)\n");
-    if !r.socket.is_empty() {
+    if !r.paired.is_empty() {
         let _ = writeln!(
             md,
-            "Through the provider API: the same class of {} objects published by the same node \
-             with its provider in-process, and with `spec.provider` naming a socket served by \
+            "The same class of {} objects published by the same node, alternately, as it is and \
+             with a variant: through the provider API, `spec.provider` names a socket served by \
              `sscsi provider-server` (upstream's `v1alpha1` API, as the upstream driver and any \
-             third-party provider speak it). p50 in ms over {} publishes per run, alternating.\n",
-            r.socket[0].objects, r.socket[0].samples_per_run
+             third-party provider speak it); with templated files, the class builds three files \
+             from its objects (`sscsi.io/files`). p50 in ms over {} publishes per run.\n",
+            r.paired[0].objects, r.paired[0].samples_per_run
         );
-        let _ = writeln!(md, "| backend | in-process p50 | socket p50 | socket / in-process |");
-        let _ = writeln!(md, "|---|---:|---:|---:|");
-        for l in &r.socket {
+        let _ = writeln!(md, "| backend | variant | plain p50 | variant p50 | variant / plain |");
+        let _ = writeln!(md, "|---|---|---:|---:|---:|");
+        for l in &r.paired {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 l.backend,
-                spread(l.in_process_p50_ms),
-                spread(l.socket_p50_ms),
+                l.variant,
+                spread(l.plain_p50_ms),
+                spread(l.variant_p50_ms),
                 ratio_spread(l.ratio_p50)
             );
         }

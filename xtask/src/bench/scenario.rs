@@ -17,7 +17,7 @@ use super::node::{
     ControllerProcess, NodeProcess, ProviderServerProcess, Volume, publish, unpublish,
 };
 use super::report::{
-    BurstResult, CallCount, LatencyResult, Rotation, SocketLatency, Spread, StartupResult,
+    BurstResult, CallCount, LatencyResult, PairedLatency, Rotation, Spread, StartupResult,
     SyncResult, percentile,
 };
 
@@ -126,15 +126,25 @@ impl World {
     }
 
     async fn class(&self, name: &str, objects: &[String]) -> anyhow::Result<()> {
-        self.class_of(name, self.backend.kind().name(), objects).await
+        self.class_of(name, self.backend.kind().name(), objects, json!({})).await
     }
 
-    /// A class of this backend's parameters naming `provider`.
-    async fn class_of(&self, name: &str, provider: &str, objects: &[String]) -> anyhow::Result<()> {
+    /// A class of this backend's parameters and `extra` ones, naming `provider`.
+    async fn class_of(
+        &self,
+        name: &str,
+        provider: &str,
+        objects: &[String],
+        extra: Value,
+    ) -> anyhow::Result<()> {
+        let mut parameters = self.backend.class_parameters(objects);
+        if let (Some(parameters), Value::Object(extra)) = (parameters.as_object_mut(), extra) {
+            parameters.extend(extra);
+        }
         self.create(json!({
             "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
             "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"provider": provider, "parameters": self.backend.class_parameters(objects)}
+            "spec": {"provider": provider, "parameters": parameters}
         }))
         .await
     }
@@ -310,59 +320,102 @@ pub async fn latency(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<V
         .collect())
 }
 
-/// Publish latency of one class served in-process beside the same class
-/// served by `sscsi provider-server` through upstream's provider API socket:
-/// the cost of the socket, the JSON and the second process.
-pub async fn socket_latency(
+/// What a paired latency run sets against the plain class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The same class served by `sscsi provider-server` through upstream's
+    /// provider API socket: the cost of the socket, the JSON and the second
+    /// process.
+    Socket,
+    /// The same class with three templated files built from its objects
+    /// (`sscsi.io/files`): the cost of building them.
+    BuiltFiles,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Socket => "through the provider socket",
+            Self::BuiltFiles => "with 3 templated files",
+        }
+    }
+}
+
+/// Three templates over every object of the class: a `.env`-like listing,
+/// a JSON document and a config file naming each object.
+fn templated_files(names: &[String]) -> String {
+    let conf: String = names.iter().map(|n| format!("{n} = {{{{ object(\"{n}\") }}}}\n")).collect();
+    format!(
+        "- path: all.env\n  format: template\n  template: |\n    {{% for k, v in objects|items %}}{{{{ k|upper|replace(\"-\", \"_\") }}}}={{{{ v }}}}\n    {{% endfor %}}\n\
+         - path: all.json\n  format: template\n  template: '{{{{ objects|tojson }}}}'\n\
+         - path: app.conf\n  format: template\n  template: |\n{}",
+        conf.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    )
+}
+
+/// Publish latency of one class of 10 objects beside the same class with
+/// `variant`, published alternately by the same node: p50 of each, and
+/// their ratio per run.
+pub async fn paired_latency(
     kind: Kind,
+    variant: Variant,
     plan: &Plan,
     binary: &Path,
-) -> anyhow::Result<SocketLatency> {
+) -> anyhow::Result<PairedLatency> {
     const OBJECTS: usize = 10;
-    // The socket's name is the class's provider; any name the node does not
-    // serve itself goes to the socket.
+    // For the socket: the class's provider names the socket, and any name
+    // the node does not serve itself goes to one.
     let external = format!("bench-{}", kind.name());
-    // Per run: (in-process p50, socket p50).
+    // Per run: (plain p50, variant p50).
     let mut runs = Vec::new();
     for _ in 0..plan.runs {
         let world = World::start(kind).await?;
-        let names: Vec<String> = (0..OBJECTS).map(|i| format!("sock-{i:02}")).collect();
+        let names: Vec<String> = (0..OBJECTS).map(|i| format!("pair-{i:02}")).collect();
         for name in &names {
             world.backend.put(name, &value(name, 1)).await?;
         }
-        world.class("in-process", &names).await?;
-        world.class_of("socket", &external, &names).await?;
-        world.service_account("app").await?;
+        world.class("plain", &names).await?;
         let sockets = world.dir.path().join("providers");
-        std::fs::create_dir_all(&sockets)?;
-        let (args, env) = world.backend.node_config(false);
-        let provider_args: Vec<String> =
-            args.iter().filter(|a| !a.starts_with("--providers=")).cloned().collect();
-        let mut server = ProviderServerProcess::spawn(
-            binary,
-            world.dir.path(),
-            &world.api,
-            kind.name(),
-            &sockets.join(format!("{external}.sock")),
-            &provider_args,
-            &env,
-        )?;
-        server.ready().await?;
-        let volume_dir = format!("--provider-volume={}", sockets.display());
-        let mut node =
-            world.node(binary, false, &[&volume_dir, "--additional-provider-volume-paths="])?;
+        let mut server = None;
+        let mut node_args = Vec::new();
+        match variant {
+            Variant::Socket => {
+                world.class_of("variant", &external, &names, json!({})).await?;
+                std::fs::create_dir_all(&sockets)?;
+                let (args, env) = world.backend.node_config(false);
+                let provider_args: Vec<String> =
+                    args.iter().filter(|a| !a.starts_with("--providers=")).cloned().collect();
+                let mut process = ProviderServerProcess::spawn(
+                    binary,
+                    world.dir.path(),
+                    &world.api,
+                    kind.name(),
+                    &sockets.join(format!("{external}.sock")),
+                    &provider_args,
+                    &env,
+                )?;
+                process.ready().await?;
+                server = Some(process);
+                node_args.push(format!("--provider-volume={}", sockets.display()));
+                node_args.push("--additional-provider-volume-paths=".to_owned());
+            }
+            Variant::BuiltFiles => {
+                let files = json!({"sscsi.io/files": templated_files(&names)});
+                world.class_of("variant", kind.name(), &names, files).await?;
+            }
+        }
+        world.service_account("app").await?;
+        let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+        let mut node = world.node(binary, false, &node_args)?;
         node.ready().await?;
         let csi = node.csi().await?;
-        let (mut in_process, mut socket) = (Vec::new(), Vec::new());
+        let (mut plain, mut paired) = (Vec::new(), Vec::new());
         let mut last: Option<Instant> = None;
         let mut pod = 0;
-        // Iteration 0 warms up both paths; then they alternate which goes first.
+        // Iteration 0 warms up both; then they alternate which goes first.
         for iteration in 0..=plan.iterations {
-            let order = if iteration % 2 == 0 {
-                ["in-process", "socket"]
-            } else {
-                ["socket", "in-process"]
-            };
+            let order =
+                if iteration % 2 == 0 { ["plain", "variant"] } else { ["variant", "plain"] };
             for class in order {
                 if let Some(at) = last {
                     tokio::time::sleep_until((at + coalesce_window(kind)).into()).await;
@@ -375,29 +428,38 @@ pub async fn socket_latency(
                 let took = millis(start.elapsed());
                 last = Some(Instant::now());
                 check_files(&volume, &names, 1)?;
+                if class == "variant" && variant == Variant::BuiltFiles {
+                    let conf = std::fs::read_to_string(volume.target.join("app.conf"))?;
+                    if !conf.contains(&value(&names[0], 1)) {
+                        bail!("app.conf of {} does not hold {}", volume.pod.name, names[0]);
+                    }
+                }
                 unpublish(&csi, &volume).await?;
                 if iteration > 0 {
                     match class {
-                        "socket" => socket.push(took),
-                        _ => in_process.push(took),
+                        "variant" => paired.push(took),
+                        _ => plain.push(took),
                     }
                 }
             }
         }
         drop(csi);
         node.stop()?;
-        server.stop()?;
-        runs.push([percentile(&in_process, 50.0), percentile(&socket, 50.0)]);
+        if let Some(server) = server {
+            server.stop()?;
+        }
+        runs.push([percentile(&plain, 50.0), percentile(&paired, 50.0)]);
     }
     let column = |i: usize| Spread::of(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
     let ratios: Vec<f64> = runs.iter().map(|r| r[1] / r[0]).collect();
-    Ok(SocketLatency {
+    Ok(PairedLatency {
         backend: kind.name().into(),
+        variant: variant.name(),
         objects: OBJECTS,
         runs: runs.len(),
         samples_per_run: plan.iterations,
-        in_process_p50_ms: column(0),
-        socket_p50_ms: column(1),
+        plain_p50_ms: column(0),
+        variant_p50_ms: column(1),
         ratio_p50: Spread::of(&ratios),
     })
 }

@@ -156,7 +156,9 @@ impl Engine {
         };
         // Declared wrong: refused before the backend is asked anything.
         let files_error = |source| FetchError::Files { spc: fetch.class.qualified_name(), source };
-        let built = match sscsi_files::parse(&request.parameters, DEFAULT_FILE_MODE) {
+        // sscsi's own parameters come from the class alone: a pod's volume
+        // attributes cannot declare files or change the refresh policy.
+        let built = match sscsi_files::parse(fetch.class.parameters(), DEFAULT_FILE_MODE) {
             Ok(built) => built,
             Err(e) => return (Err(files_error(e)), None),
         };
@@ -191,19 +193,16 @@ impl Engine {
         (result, Some(call))
     }
 
-    /// How often `class` asks to be refreshed (`sscsi.io/refresh`), with
-    /// the volume's `attributes` over its parameters, as for the provider.
-    pub fn refresh(
-        &self,
-        class: &SecretProviderClass,
-        attributes: &BTreeMap<String, String>,
-    ) -> Result<Refresh, FetchError> {
-        refresh(class, &parameters(class, attributes))
+    /// How often `class` asks to be refreshed (`sscsi.io/refresh`).
+    pub fn refresh(&self, class: &SecretProviderClass) -> Result<Refresh, FetchError> {
+        Refresh::from_parameters(class.parameters())
+            .map_err(|source| FetchError::Parameter { spc: class.qualified_name(), source })
     }
 
     fn request(&self, fetch: &Fetch<'_>) -> Result<MountRequest, FetchError> {
-        let parameters = parameters(fetch.class, fetch.attributes);
-        let refresh = refresh(fetch.class, &parameters)?;
+        let refresh = self.refresh(fetch.class)?;
+        let mut parameters = fetch.class.parameters().clone();
+        parameters.extend(fetch.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
         let reuse = match (fetch.purpose, refresh) {
             (Purpose::FirstMount, _) => BURST_WINDOW,
             // A class refreshed more often than the others takes no older
@@ -224,25 +223,6 @@ impl Engine {
             target_path: fetch.target_path.map(ToOwned::to_owned),
         })
     }
-}
-
-/// The class's parameters with the volume attributes over them (upstream's
-/// merge).
-fn parameters(
-    class: &SecretProviderClass,
-    attributes: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut parameters = class.parameters().clone();
-    parameters.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-    parameters
-}
-
-fn refresh(
-    class: &SecretProviderClass,
-    parameters: &BTreeMap<String, String>,
-) -> Result<Refresh, FetchError> {
-    Refresh::from_parameters(parameters)
-        .map_err(|source| FetchError::Parameter { spc: class.qualified_name(), source })
 }
 
 #[cfg(test)]

@@ -192,6 +192,21 @@ async fn built_files_are_added_and_their_parameters_kept_from_the_provider() {
     let asked = echo.asked.lock().unwrap().pop().unwrap();
     assert_eq!(asked.parameters.keys().collect::<Vec<_>>(), ["objects"]);
 
+    // From a pod's volume attributes they are dropped, never obeyed.
+    let pod = Pod {
+        attributes: BTreeMap::from([
+            ("sscsi.io/files".to_owned(), "- {path: b, format: toml}".to_owned()),
+            ("sscsi.io/refresh".to_owned(), "sometimes".to_owned()),
+        ]),
+        ..Default::default()
+    };
+    let plain = class("echo", serde_json::json!({"objects": "o"}));
+    let fetched = engine.fetch(pod.fetch(&plain, &[], None, Purpose::FirstMount)).await.0.unwrap();
+    assert_eq!(fetched.files.len(), 1);
+    let asked = echo.asked.lock().unwrap().pop().unwrap();
+    assert_eq!(asked.parameters.keys().collect::<Vec<_>>(), ["objects"]);
+    let pod = Pod::default();
+
     let bad = class("echo", serde_json::json!({"sscsi.io/files": "- {path: a, format: toml}"}));
     let err = engine.fetch(pod.fetch(&bad, &[], None, Purpose::FirstMount)).await.0.unwrap_err();
     assert!(matches!(err, FetchError::Files { .. }), "{err}");

@@ -78,7 +78,15 @@ pub(crate) fn entries(
                 if !is_env_name(name) {
                     return Err(format!("key {name:?} is not a variable name"));
                 }
-                let _ = writeln!(out, "{name}={}", env_value(value));
+                match env_value(name, value) {
+                    Ok(value) => {
+                        let _ = writeln!(out, "{name}={value}");
+                    }
+                    Err(e) => {
+                        out.zeroize();
+                        return Err(e);
+                    }
+                }
             }
         }
         EntriesFormat::Properties => {
@@ -105,8 +113,7 @@ pub(crate) fn entries(
             // Double-quoted scalars with JSON's escapes: YAML 1.2 reads
             // them back exactly, whatever the value holds.
             for (key, value) in &pairs {
-                let _ =
-                    writeln!(out, "{}: {}", Value::from(key.as_str()), Value::from(value.as_str()));
+                let _ = writeln!(out, "{}: {}", yaml_string(key), yaml_string(value));
             }
         }
     }
@@ -117,14 +124,32 @@ pub(crate) fn entries(
     Ok(SecretBytes::new(out.into_bytes()))
 }
 
-/// Bare when it needs no quoting; else single quotes, in which nothing is
-/// expanded by sh, docker compose or python-dotenv, with `'` written `'\''`.
-fn env_value(value: &str) -> String {
+/// Bare when it needs no quoting; else in single quotes, which sh, docker
+/// compose and python-dotenv all read back literally as long as the value
+/// holds no `'` and no `\`. Such a value has no spelling they agree on, so
+/// it is refused rather than written for one of them.
+fn env_value(name: &str, value: &str) -> Result<String, String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_./:@%+,-=".contains(c);
     if value.chars().all(plain) {
-        return value.to_owned();
+        return Ok(value.to_owned());
     }
-    format!("'{}'", value.replace('\'', r"'\''"))
+    if value.contains(['\'', '\\']) {
+        return Err(format!(
+            "the value of {name:?} holds ' or \\, which .env readers quote differently: \
+             build this file with format template"
+        ));
+    }
+    Ok(format!("'{value}'"))
+}
+
+/// A double-quoted YAML scalar: JSON's escapes, and the line breaks YAML
+/// 1.1 readers see in U+0085, U+2028 and U+2029 escaped too.
+fn yaml_string(text: &str) -> String {
+    Value::from(text)
+        .to_string()
+        .replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// `java.util.Properties.store`'s escaping: `\`, `=`, `:`, `#`, `!` and

@@ -5,8 +5,13 @@
 //! objects: `objects` (path → text) and `object("path")`, which names a
 //! missing object in its error; `fromjson` parses an object's JSON.
 //!
-//! Bounds: [`FUEL`] instructions (a loop that never ends runs out), nesting
-//! depth, and [`MAX_OUTPUT`] bytes written.
+//! Bounds: [`MAX_SOURCE`] bytes of template, [`FUEL`] instructions (a loop
+//! that never ends runs out), nesting depth, and [`MAX_OUTPUT`] bytes
+//! written. `namespace()` is left out, so no value can grow from one loop
+//! iteration to the next, and so are the filters that take a width
+//! (`indent`, `format`). Not bounded: the memory of one operation inside
+//! minijinja (a string repeated up to its own 100 MB cap, `replace` of a
+//! large string); that needs a separate process, which is not done yet.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -23,6 +28,8 @@ pub const FUEL: u64 = 200_000;
 /// The largest file a template may write.
 pub const MAX_OUTPUT: usize = 1 << 20;
 const RECURSION_LIMIT: usize = 32;
+/// The largest template taken.
+pub const MAX_SOURCE: usize = 64 << 10;
 
 fn environment<'a>() -> Environment<'a> {
     let mut env = Environment::new();
@@ -31,6 +38,12 @@ fn environment<'a>() -> Environment<'a> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_keep_trailing_newline(true);
+    for global in ["namespace", "debug"] {
+        env.remove_global(global);
+    }
+    for filter in ["indent", "format"] {
+        env.remove_filter(filter);
+    }
     env.add_filter("fromjson", |text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
             .map(|v| Value::from_serialize(&v))
@@ -42,6 +55,9 @@ fn environment<'a>() -> Environment<'a> {
 /// Parses `text`: a syntax error is found when the class is read, not at
 /// the first mount. The message names the line.
 pub(crate) fn check(name: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_SOURCE {
+        return Err(format!("the template is longer than {MAX_SOURCE} bytes"));
+    }
     let mut env = environment();
     env.add_template_owned(name.to_owned(), text.to_owned()).map_err(|e| describe(&e))?;
     Ok(())

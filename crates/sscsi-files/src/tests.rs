@@ -29,12 +29,18 @@ fn one(yaml: &str, files: &[(&str, &[u8])]) -> Result<String, String> {
 }
 
 const DB: &[u8] =
-    br#"{"username": "app", "password": "p@ss w'rd", "port": 5432, "tls": true, "note": null}"#;
+    br#"{"username": "app", "password": "p@ss w0rd", "port": 5432, "tls": true, "note": null}"#;
 
 #[test]
 fn database_credentials_json_as_an_env_file() {
     let out = one("- {path: db.env, format: env, from: db-creds}", &[("db-creds", DB)]).unwrap();
-    assert_eq!(out, "note=\npassword='p@ss w'\\''rd'\nport=5432\ntls=true\nusername=app\n");
+    assert_eq!(out, "note=\npassword='p@ss w0rd'\nport=5432\ntls=true\nusername=app\n");
+    // A value no two .env readers quote alike is refused, never quoted.
+    let quote = br#"{"password": "it's"}"#;
+    let err = one("- {path: db.env, format: env, from: db-creds}", &[("db-creds", quote)]);
+    let err = err.unwrap_err();
+    assert!(err.contains("the value of \"password\" holds ' or \\"), "{err}");
+    assert!(!err.contains("it's"), "{err}");
 }
 
 #[test]
@@ -50,6 +56,9 @@ fn named_entries_as_env_properties_json_and_yaml() {
     // The YAML reads back as the same strings.
     let back: BTreeMap<String, String> = serde_saphyr::from_str(&of("yaml")).unwrap();
     assert_eq!(back["DB_PASS"], "a=b: #1\né");
+    let breaks =
+        one("- {path: y, format: yaml, entries: {K: v}}", &[("v", "a\u{2028}b".as_bytes())]);
+    assert_eq!(breaks.unwrap(), "\"K\": \"a\\u2028b\"\n");
     // A properties key with spaces and a value with a leading one.
     let props =
         one("- {path: p, format: properties, entries: {'a key': v}}", &[("v", b" lead")]).unwrap();
@@ -59,7 +68,7 @@ fn named_entries_as_env_properties_json_and_yaml() {
 #[test]
 fn one_key_out_of_a_json_or_yaml_object() {
     let spec = "- {path: password, format: extract, object: db-creds, key: password}";
-    assert_eq!(one(spec, &[("db-creds", DB)]).unwrap(), "p@ss w'rd");
+    assert_eq!(one(spec, &[("db-creds", DB)]).unwrap(), "p@ss w0rd");
     assert_eq!(one(spec, &[("db-creds", b"password: from-yaml\n")]).unwrap(), "from-yaml");
     let err = one("- {path: p, format: extract, object: db-creds, key: port}", &[("db-creds", DB)]);
     assert!(err.unwrap_err().contains("key \"port\" of object \"db-creds\" is not a string"));
@@ -206,6 +215,11 @@ fn templates_that_never_end_or_write_too_much_are_stopped() {
     let big = "- {path: t, format: template, template: '{% for i in range(3000) %}{{ \"x\" * 1000 }}{% endfor %}'}";
     let err = one(big, &[]).unwrap_err();
     assert!(err.contains("writes more than 1048576 bytes"), "{err}");
+    // No value grows from one iteration to the next: namespace() is gone.
+    let grow = "- {path: t, format: template, template: '{% set ns = namespace(s=\"x\") %}'}";
+    assert!(one(grow, &[]).unwrap_err().contains("unknown function"), "namespace is left out");
+    let long = format!("- {{path: t, format: template, template: '{}'}}", "x".repeat(70_000));
+    assert!(specs(&long).unwrap_err().to_string().contains("longer than 65536 bytes"));
 }
 
 #[test]

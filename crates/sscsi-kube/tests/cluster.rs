@@ -46,6 +46,11 @@ async fn start(rotation: Option<Duration>) -> Cluster {
 }
 
 async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluster {
+    start_with(rotation, sync, false).await
+}
+
+/// `pin`: `--pin-class-generation`.
+async fn start_with(rotation: Option<Duration>, sync: SyncPolicy, pin: bool) -> Cluster {
     let api = ApiServer::start().await;
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -77,7 +82,7 @@ async fn start_with_sync(rotation: Option<Duration>, sync: SyncPolicy) -> Cluste
         rotation_poll_interval: rotation,
         refresh_backoff: Backoff::default(),
         min_rotation_interval: Duration::ZERO,
-        pin_class_generation: false,
+        pin_class_generation: pin,
     };
     let (_, node) = services(config, deps);
     Cluster { api, registry, node, store, readiness, observer, _stop: stop.drop_guard() }
@@ -190,6 +195,30 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
         .map(|o| o["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["a", "b"], "objects sorted by id");
+    assert!(s["metadata"]["annotations"].get("sscsi.io/class-generation").is_none(), "not pinned");
+}
+
+/// With `--pin-class-generation` the pod status object says which
+/// generation of the class the volume keeps.
+#[tokio::test]
+async fn a_pinned_volume_records_its_class_generation() {
+    let cluster = start_with(None, SyncPolicy::Disabled, true).await;
+    cluster.create_spc("app").await;
+    cluster.wait_synced().await;
+    let api: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
+    let generation = api.get("app").await.unwrap().metadata.generation.unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = cluster.publish(&target, "app").await {
+        assert!(e.code() == tonic::Code::NotFound && Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let statuses = cluster.statuses().await;
+    assert_eq!(
+        statuses[0]["metadata"]["annotations"]["sscsi.io/class-generation"],
+        generation.to_string()
+    );
 }
 
 /// kube's retry layer resends only 429, 503 and 504; a 500 comes back to the

@@ -232,10 +232,7 @@ impl Publisher {
             Some(pinned) => Ok((**pinned).clone()),
             None => self.resolve(req).await,
         };
-        class
-            .ok()
-            .and_then(|class| self.engine.refresh(&class, &req.attributes).ok())
-            .unwrap_or_default()
+        class.ok().and_then(|class| self.engine.refresh(&class).ok()).unwrap_or_default()
     }
 
     async fn fetch_masked(

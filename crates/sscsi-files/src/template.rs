@@ -97,9 +97,43 @@ pub(crate) fn render(name: &str, text: &str, objects: &Objects<'_>) -> Result<Se
         }
         Err(e) => {
             drop(SecretBytes::new(out.bytes));
-            Err(describe(&e))
+            Err(redact(describe(&e), objects))
         }
     }
+}
+
+/// A render error's message with every mounted value taken out: a few of
+/// minijinja's messages print the operands (`unable to calculate 9999 *
+/// ...`), and a template can make them secrets. Values of an object that is
+/// JSON count one by one; values under 4 characters would only blur the
+/// message.
+fn redact(mut message: String, objects: &Objects<'_>) -> String {
+    fn leaves(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Number(n) => out.push(n.to_string()),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| leaves(v, out)),
+            _ => {}
+        }
+    }
+    let mut values = Vec::new();
+    for bytes in objects.values() {
+        let Ok(text) = std::str::from_utf8(bytes.expose()) else { continue };
+        values.push(text.to_owned());
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+            leaves(&json, &mut values);
+        }
+    }
+    // Longest first, so a value inside another is not left half shown.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for value in values.iter_mut() {
+        if value.len() >= 4 && message.contains(value.as_str()) {
+            message = message.replace(value.as_str(), "<redacted>");
+        }
+        zeroize::Zeroize::zeroize(value);
+    }
+    message
 }
 
 /// The error's kind, detail and line; never the values it was rendering

@@ -199,6 +199,14 @@ fn templates_see_the_mount_and_nothing_else() {
     let err = one(missing, files).unwrap_err();
     assert!(err.contains("template line 2"), "{err}");
     assert!(err.contains("object \"db/pass\" is not mounted by this class"), "{err}");
+    // A message that would print an operand never prints a mounted value.
+    let overflow = "- {path: t, format: template, template: '{{ (object(\"pin\") | int) * 170141183460469231731687303715884105727 }}'}";
+    let err = one(overflow, &[("pin", b"98765")]).unwrap_err();
+    assert!(
+        err.contains("template line 1: invalid operation: unable to calculate <redacted>"),
+        "{err}"
+    );
+    assert!(!err.contains("98765"), "{err}");
     let undefined = "- {path: t, format: template, template: '{{ nothing }}'}";
     assert!(one(undefined, files).unwrap_err().contains("template line 1: undefined value"));
     // No environment, file or include: nothing to load them with.

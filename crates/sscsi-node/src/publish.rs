@@ -181,14 +181,12 @@ impl Publisher {
         if !mounted {
             return Ok(None);
         }
-        if self.refresh_policy(&req, &state).await == Refresh::Once {
+        let (class, refresh) = self.refresh_policy(&req, &state).await;
+        if refresh == Refresh::Once {
             tracing::info!(volume_id, "the class is fetched once, at mount: not refreshed");
             return Ok(None);
         }
-        let pinned = state.pinned.clone();
-        self.fetch_masked(&req, true, state.versions, pinned, Purpose::Forced, trace)
-            .await
-            .map(Some)
+        self.fetch_masked(&req, true, state.versions, class, Purpose::Forced, trace).await.map(Some)
     }
 
     async fn publish_volume(
@@ -204,35 +202,49 @@ impl Publisher {
         if let Some(state) = &state {
             trace.provider.clone_from(&state.provider);
         }
+        let mut class = None;
         if mounted {
             self.volumes.update_request(&req.volume_id, &req);
+            // Rotation off: nothing to decide, no class to read.
+            if self.rotation_poll_interval.is_none() {
+                return Ok(PublishOutcome::AlreadyMounted);
+            }
             if state.as_ref().and_then(|s| s.retry_at).is_some_and(|at| Instant::now() < at) {
                 return Ok(PublishOutcome::BackingOff);
             }
             let refresh = match &state {
-                Some(state) => self.refresh_policy(&req, state).await,
+                Some(state) => {
+                    let (read, refresh) = self.refresh_policy(&req, state).await;
+                    class = read;
+                    refresh
+                }
                 None => Refresh::Default,
             };
             if !self.refresh_due(state.as_ref(), refresh) {
                 return Ok(PublishOutcome::AlreadyMounted);
             }
         }
-        let pinned = state.as_ref().and_then(|s| s.pinned.clone());
         let held = state.map(|s| s.versions).unwrap_or_default();
         let purpose = if mounted { Purpose::Rotation } else { Purpose::FirstMount };
-        self.fetch_masked(&req, mounted, held, pinned, purpose, trace).await
+        self.fetch_masked(&req, mounted, held, class, purpose, trace).await
     }
 
-    /// How often the volume's class asks to be refreshed: the pinned class's
-    /// policy, else the class as it is now (an edit applies at once). A
-    /// class that cannot be read is refreshed as the others: the fetch then
-    /// reports why.
-    async fn refresh_policy(&self, req: &PublishRequest, state: &VolumeState) -> Refresh {
+    /// The volume's class (the pinned one, else as it is now, so an edit
+    /// applies at once) and how often it asks to be refreshed. The class is
+    /// handed on to the fetch, which then does not read it again. A class
+    /// that cannot be read is refreshed as the others: the fetch reads it
+    /// again and reports why.
+    async fn refresh_policy(
+        &self,
+        req: &PublishRequest,
+        state: &VolumeState,
+    ) -> (Option<Arc<SecretProviderClass>>, Refresh) {
         let class = match &state.pinned {
-            Some(pinned) => Ok((**pinned).clone()),
-            None => self.resolve(req).await,
+            Some(pinned) => Some(pinned.clone()),
+            None => self.resolve(req).await.ok().map(Arc::new),
         };
-        class.ok().and_then(|class| self.engine.refresh(&class).ok()).unwrap_or_default()
+        let refresh = class.as_ref().and_then(|c| self.engine.refresh(c).ok()).unwrap_or_default();
+        (class, refresh)
     }
 
     async fn fetch_masked(
@@ -240,11 +252,11 @@ impl Publisher {
         req: &PublishRequest,
         mounted: bool,
         held: Vec<ObjectVersion>,
-        pinned: Option<Arc<SecretProviderClass>>,
+        class: Option<Arc<SecretProviderClass>>,
         purpose: Purpose,
         trace: &mut Trace,
     ) -> Result<PublishOutcome, PublishError> {
-        match self.fetch_and_write(req, mounted, held, pinned, purpose, &mut trace.provider).await {
+        match self.fetch_and_write(req, mounted, held, class, purpose, &mut trace.provider).await {
             Ok(outcome) => Ok(outcome),
             // A republish error would make kubelet delete the volume's files
             // (kubernetes/kubernetes#121271): keep them and report success, as upstream.
@@ -316,12 +328,13 @@ impl Publisher {
         req: &PublishRequest,
         mounted: bool,
         held: Vec<ObjectVersion>,
-        pinned: Option<Arc<SecretProviderClass>>,
+        class: Option<Arc<SecretProviderClass>>,
         purpose: Purpose,
         provider_name: &mut String,
     ) -> Result<PublishOutcome, PublishError> {
-        let spc = match pinned {
-            Some(pinned) => pinned,
+        // Already read for the refresh decision (or pinned), else read now.
+        let spc = match class {
+            Some(class) => class,
             None => Arc::new(self.resolve(req).await?),
         };
         provider_name.clone_from(&spc.spec.provider);

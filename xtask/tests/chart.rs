@@ -510,3 +510,75 @@ fn a_provider_server_alone_beside_the_upstream_driver() {
         render(json!({"providerServer": {"enabled": true, "provider": "akeyless"}})).unwrap_err();
     assert!(err.contains("providerServer"), "{err}");
 }
+
+#[test]
+fn monitoring_is_opt_in_and_follows_its_values() {
+    let r = render(json!({})).unwrap();
+    for kind in ["PodMonitor", "PrometheusRule", "ConfigMap"] {
+        assert!(r.kind(kind).is_none(), "{kind} rendered by default");
+    }
+    assert!(!r.args().contains(&"--metrics-pod-labels".to_owned()));
+
+    let r = render(json!({"metrics": {
+        "podLabels": true,
+        "podMonitor": {"enabled": true, "labels": {"release": "kps"}},
+        "prometheusRule": {"enabled": true, "labels": {"release": "kps"}, "staleIntervals": 5,
+                           "for": "15m", "alertLabels": {"severity": "page"}},
+        "dashboard": {"enabled": true, "namespace": "monitoring"},
+    }}))
+    .unwrap();
+    assert!(r.args().contains(&"--metrics-pod-labels".to_owned()));
+    // The PodMonitor scrapes the container's `metrics` port and keeps the
+    // pod's own `namespace` label.
+    let monitor = r.kind("PodMonitor").expect("a PodMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kps");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!((&endpoint["port"], &endpoint["honorLabels"]), (&json!("metrics"), &json!(true)));
+    let ports = r.container()["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["name"] == "metrics"), "{ports:?}");
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    let pod_labels = &r.kind("DaemonSet").unwrap()["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in selector.as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "the selector matches the node pods");
+    }
+
+    let rule = r.kind("PrometheusRule").expect("a PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "SscsiSecretsStale",
+            "SscsiVolumesInBackoff",
+            "SscsiBackendThrottled",
+            "SscsiPublishFailing",
+            "SscsiNodeNotReady",
+            "SscsiExternalProviderDown"
+        ]
+    );
+    for rule in rules {
+        assert_eq!(rule["for"], "15m");
+        assert_eq!(rule["labels"], json!({"severity": "page"}));
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(
+            description.contains("{{ $labels."),
+            "Prometheus templates survive Helm: {description}"
+        );
+    }
+    assert!(
+        rules[0]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("(5 * max by (instance) (sscsi_rotation_interval_seconds) > 0)")
+    );
+
+    let dashboard = r.kind("ConfigMap").expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let model: Value = serde_json::from_str(dashboard["data"]["sscsi.json"].as_str().unwrap())
+        .expect("the dashboard is JSON");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sscsi/files/dashboard.json");
+    let committed: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    assert_eq!(model, committed, "the ConfigMap carries the file unchanged");
+}

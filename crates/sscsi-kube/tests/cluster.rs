@@ -83,6 +83,7 @@ async fn start_with(rotation: Option<Duration>, sync: SyncPolicy, pin: bool) -> 
         refresh_backoff: Backoff::default(),
         min_rotation_interval: Duration::ZERO,
         pin_class_generation: pin,
+        metrics_pod_labels: false,
     };
     let (_, node) = services(config, deps);
     Cluster { api, registry, node, store, readiness, observer, _stop: stop.drop_guard() }
@@ -264,6 +265,63 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "Normal");
     assert_eq!(events[0]["reason"], "SecretRotationComplete");
+}
+
+/// What Stakater Reloader's CSI integration (`--enable-csi-integration`)
+/// hashes of a SecretProviderClassPodStatus: the sorted `id=version` pairs
+/// and the class name (`GetSHAfromSecretProviderClassPodStatus`). It acts on
+/// updates only, when that input changes; an update of an object first
+/// written without objects counts as a change.
+fn reloader_input(status: &serde_json::Value) -> String {
+    let status = &status["status"];
+    let mut parts: Vec<String> = status["objects"]
+        .as_array()
+        .expect("objects written with the object")
+        .iter()
+        .map(|o| format!("{}={}", o["id"].as_str().unwrap(), o["version"].as_str().unwrap()))
+        .collect();
+    let class = status["secretProviderClassName"].as_str().unwrap();
+    parts.push(format!("SecretProviderClassName={class}"));
+    parts.sort();
+    parts.join(";")
+}
+
+/// Reloader restarts a workload exactly when its mounted content changed:
+/// the pod status object is created whole (objects and class name in the
+/// create, so no update from an empty status looks like a change), an
+/// unchanged refresh writes nothing, and a rotation changes the input
+/// Reloader hashes, once.
+#[tokio::test]
+async fn reloader_sees_a_change_exactly_when_the_mounted_content_changes() {
+    let cluster = start(Some(Duration::ZERO)).await;
+    cluster.create_spc("app").await;
+    cluster.wait_synced().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    cluster.publish(&target, "app").await.unwrap();
+    let created = cluster.statuses().await[0].clone();
+    let first = reloader_input(&created);
+    assert!(first.contains("a=") && first.contains("b="), "{first}");
+    let writes = |c: &Cluster| {
+        ["POST", "PUT", "PATCH"].map(|m| c.api.requests(m, "secretproviderclasspodstatuses"))
+    };
+    assert_eq!(writes(&cluster), [1, 0, 0], "one write: the create, whole");
+
+    for _ in 0..3 {
+        cluster.publish(&target, "app").await.unwrap();
+    }
+    let unchanged = cluster.statuses().await[0].clone();
+    assert_eq!(unchanged, created, "unchanged refreshes write nothing Reloader could see");
+    assert_eq!(writes(&cluster), [1, 0, 0]);
+
+    std::fs::write(cluster.store.path().join("b"), "bravo-2").unwrap();
+    cluster.publish(&target, "app").await.unwrap();
+    let rotated = cluster.statuses().await[0].clone();
+    let second = reloader_input(&rotated);
+    assert_ne!(second, first, "the rotation changes what Reloader hashes");
+    assert_eq!(second.split(';').filter(|p| !first.contains(p)).count(), 1, "only b's version");
+    cluster.publish(&target, "app").await.unwrap();
+    assert_eq!(cluster.statuses().await[0], rotated, "and only once");
 }
 
 #[tokio::test]

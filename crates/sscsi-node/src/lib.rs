@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// Each volume keeps the SecretProviderClass of its first mount until
     /// the pod is restarted, so an edit cannot break a rollout half way.
     pub pin_class_generation: bool,
+    /// Label each volume's fetch age with its pod's name (one series per
+    /// volume instead of per class).
+    pub metrics_pod_labels: bool,
 }
 
 /// Exponential backoff with jitter, capped: after `n` failures in a row the

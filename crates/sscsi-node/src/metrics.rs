@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::volumes::{ObjectAges, VolumeTable};
+use crate::volumes::{Freshness, Scraped, VolumeTable};
 
 /// Upstream's `os_type` label value on Linux nodes.
 const OS_TYPE: &str = "linux";
@@ -76,9 +76,10 @@ pub struct NodeMetrics {
     backend_duration: Family<BackendLabels, Histogram>,
     sync_secret: Family<ProviderLabels, Counter>,
     sync_secret_error: Family<ErrorLabels, Counter>,
-    /// The publisher's volume table, once it lends it: object ages are read
+    /// The publisher's volume table, once it lends it: freshness is read
     /// from it at scrape time.
-    volumes: Arc<OnceLock<VolumeTable>>,
+    volumes: Arc<OnceLock<Scraped>>,
+    files_rewritten: Family<ProviderLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -97,6 +98,7 @@ impl NodeMetrics {
             sync_secret: Family::default(),
             sync_secret_error: Family::default(),
             volumes: Arc::default(),
+            files_rewritten: Family::default(),
         };
         // Upstream declares `sync_k8s_secret` but never records it; we do.
         registry.register(
@@ -109,7 +111,12 @@ impl NodeMetrics {
             "Kubernetes Secrets that could not be synced, by event reason",
             m.sync_secret_error.clone(),
         );
-        registry.register_collector(Box::new(ObjectAges(m.volumes.clone())));
+        registry.register_collector(Box::new(Freshness(m.volumes.clone())));
+        registry.register(
+            "sscsi_rotation_files_rewritten",
+            "Files written again by refreshes that found changed content",
+            m.files_rewritten.clone(),
+        );
         // The encoder appends `_total` to counters, giving upstream's names.
         registry.register(
             "node_publish",
@@ -164,10 +171,16 @@ impl NodeMetrics {
         m
     }
 
-    /// Exports the ages of the objects in `volumes` (the publisher's table).
-    /// The first table lent is the one read.
-    pub(crate) fn read_ages_from(&self, volumes: &VolumeTable) {
-        let _ = self.volumes.set(volumes.clone());
+    /// Exports the freshness of `volumes` (the publisher's table), each
+    /// volume with its pod's name when `pod_labels`, beside the node's
+    /// rotation `interval`. The first table lent is the one read.
+    pub(crate) fn read_volumes_from(
+        &self,
+        volumes: &VolumeTable,
+        pod_labels: bool,
+        interval: Option<Duration>,
+    ) {
+        let _ = self.volumes.set(Scraped { table: volumes.clone(), pod_labels, interval });
     }
 
     pub(crate) fn published(&self, provider: &str, elapsed: Duration) {
@@ -185,8 +198,13 @@ impl NodeMetrics {
         self.node_publish_error.get_or_create(&labels).inc();
     }
 
-    pub(crate) fn rotated(&self, provider: &str, changed: bool, elapsed: Duration) {
-        let rotated = if changed { "true" } else { "false" };
+    /// A refresh; `files`: how many it wrote again (0: content unchanged).
+    pub(crate) fn rotated(&self, provider: &str, files: usize, elapsed: Duration) {
+        let rotated = if files > 0 { "true" } else { "false" };
+        if files > 0 {
+            let labels = ProviderLabels { provider: provider.to_owned(), os_type: OS_TYPE };
+            self.files_rewritten.get_or_create(&labels).inc_by(files as u64);
+        }
         let labels = RotationLabels { provider: provider.to_owned(), os_type: OS_TYPE, rotated };
         self.rotation_reconcile.get_or_create(&labels).inc();
         self.rotation_reconcile_duration
@@ -247,7 +265,7 @@ mod tests {
         let m = NodeMetrics::new(&mut registry);
         m.published("local", Duration::from_millis(3));
         m.publish_failed("aws", "ProviderError");
-        m.rotated("local", true, Duration::from_millis(5));
+        m.rotated("local", 3, Duration::from_millis(5));
         m.rotation_failed("aws", "ProviderError");
         m.unpublished(true);
         m.unpublished(false);
@@ -264,6 +282,7 @@ mod tests {
             r#"rotation_reconcile_duration_sec_count{os_type="linux"} 1"#,
             r#"sscsi_node_publish_duration_seconds_bucket{le="0.004",provider="local",os_type="linux"} 1"#,
             r#"sscsi_provider_requests_total{provider="local",outcome="success"} 1"#,
+            r#"sscsi_rotation_files_rewritten_total{provider="local",os_type="linux"} 3"#,
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
         }

@@ -35,7 +35,11 @@ impl NodeService {
         let interval = config.rotation_poll_interval.unwrap_or_default();
         // The publisher's table; the metrics read it.
         let volumes = VolumeTable::default();
-        metrics.read_ages_from(&volumes);
+        metrics.read_volumes_from(
+            &volumes,
+            config.metrics_pod_labels,
+            config.rotation_poll_interval,
+        );
         let publisher = Publisher {
             rotation_poll_interval: config.rotation_poll_interval,
             refresh_backoff: config.refresh_backoff,

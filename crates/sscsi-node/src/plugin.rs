@@ -46,6 +46,7 @@ impl Plugin {
     pub fn new(config: NodeConfig, parts: Parts) -> Self {
         let Parts { mounter, spcs, providers, observer, readiness, mut registry } = parts;
         let metrics = NodeMetrics::new(&mut registry);
+        registry.register_collector(Box::new(readiness.clone()));
         let deps =
             NodeDeps { mounter, spcs, providers, readiness: readiness.clone(), metrics, observer };
         let (identity, node) = services(config, deps);

@@ -65,6 +65,31 @@ impl Readiness {
     }
 }
 
+/// `sscsi_ready{condition}`: 1 for each required condition met, 0 for one
+/// pending, so an alert sees what `/readyz` says.
+impl prometheus_client::collector::Collector for Readiness {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let conditions: Vec<(Condition, bool)> =
+            self.lock().iter().map(|(c, met)| (*c, *met)).collect();
+        let mut family = encoder.encode_descriptor(
+            "sscsi_ready",
+            "1 when the readiness condition holds, 0 while it is pending (what /readyz reports)",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (condition, met) in conditions {
+            let labels = [("condition", condition.name())];
+            ConstGauge::new(i64::from(met)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

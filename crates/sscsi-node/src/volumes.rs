@@ -119,53 +119,116 @@ impl VolumeTable {
     }
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ObjectLabels {
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ClassLabels {
     namespace: String,
-    pod: String,
     secret_provider_class: String,
     provider: String,
-    object: String,
 }
 
-/// `sscsi_mounted_object_age_seconds`: for every mounted object, the time
-/// since its volume's last successful fetch, read at scrape time. A rotation
-/// that silently stopped shows as an age that keeps growing.
-#[derive(Debug, Clone)]
-pub(crate) struct ObjectAges(pub Arc<std::sync::OnceLock<VolumeTable>>);
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    #[prometheus(flatten)]
+    class: ClassLabels,
+    pod: String,
+}
 
-impl Collector for ObjectAges {
+/// The volume table as `/metrics` reads it, and whether the pod's name
+/// labels each volume's age (cardinality grows with pods then).
+#[derive(Debug, Clone)]
+pub(crate) struct Scraped {
+    pub table: VolumeTable,
+    pub pod_labels: bool,
+    /// The node's rotation interval, exported so an alert can compare ages
+    /// with it; `None` with rotation off.
+    pub interval: Option<std::time::Duration>,
+}
+
+/// Freshness read from the volume table at scrape time: for each
+/// (namespace, class, provider) the age of its oldest volume's last
+/// successful fetch and how many volumes it has; the oldest age on the
+/// node; the volumes backing off after a failed refresh. A rotation that
+/// silently stopped shows as an age that keeps growing.
+#[derive(Debug, Clone)]
+pub(crate) struct Freshness(pub Arc<std::sync::OnceLock<Scraped>>);
+
+impl Collector for Freshness {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let volumes: Vec<VolumeState> = match self.0.get() {
-            Some(table) => table
-                .volumes
-                .lock()
-                .expect("volume table lock poisoned")
-                .values()
-                .cloned()
-                .collect(),
+        let now = Instant::now();
+        // (class, pod, age, backing off), read under the lock, encoded after.
+        let volumes: Vec<(ClassLabels, String, f64, bool)> = match self.0.get() {
+            Some(scraped) => {
+                let volumes = scraped.table.volumes.lock().expect("volume table lock poisoned");
+                volumes
+                    .values()
+                    .map(|v| {
+                        let class = ClassLabels {
+                            namespace: v.request.pod.namespace.clone(),
+                            secret_provider_class: v.request.spc_name.clone(),
+                            provider: v.provider.clone(),
+                        };
+                        let age = now.saturating_duration_since(v.last_fetch).as_secs_f64();
+                        let backing_off = v.retry_at.is_some_and(|at| at > now);
+                        (class, v.request.pod.name.clone(), age, backing_off)
+                    })
+                    .collect()
+            }
             None => Vec::new(),
         };
-        let gauge = ConstGauge::new(0.0f64);
+        let pod_labels = self.0.get().is_some_and(|s| s.pod_labels);
+        let interval = self.0.get().and_then(|s| s.interval).unwrap_or_default();
+        let mut classes: std::collections::BTreeMap<&ClassLabels, (f64, u64)> = Default::default();
+        for (class, _, age, _) in &volumes {
+            let entry = classes.entry(class).or_default();
+            entry.0 = entry.0.max(*age);
+            entry.1 += 1;
+        }
+        let gauge = |v: f64| ConstGauge::new(v);
         let mut family = encoder.encode_descriptor(
-            "sscsi_mounted_object_age_seconds",
-            "Seconds since the mounted object's content was last fetched successfully",
+            "sscsi_volume_fetch_age_seconds",
+            "Seconds since the last successful fetch of the oldest volume of a class on this node (each volume with --metrics-pod-labels)",
             None,
-            gauge.metric_type(),
+            gauge(0.0).metric_type(),
         )?;
-        for volume in volumes {
-            let age = volume.last_fetch.elapsed().as_secs_f64();
-            for object in &volume.versions {
-                let labels = ObjectLabels {
-                    namespace: volume.request.pod.namespace.clone(),
-                    pod: volume.request.pod.name.clone(),
-                    secret_provider_class: volume.request.spc_name.clone(),
-                    provider: volume.provider.clone(),
-                    object: object.id.clone(),
-                };
-                ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+        if pod_labels {
+            for (class, pod, age, _) in &volumes {
+                let labels = VolumeLabels { class: class.clone(), pod: pod.clone() };
+                gauge(*age).encode(family.encode_family(&labels)?)?;
+            }
+        } else {
+            for (class, (age, _)) in &classes {
+                gauge(*age).encode(family.encode_family(*class)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "sscsi_volumes",
+            "Volumes mounted on this node, by class",
+            None,
+            gauge(0.0).metric_type(),
+        )?;
+        for (class, (_, count)) in &classes {
+            ConstGauge::new(*count as i64).encode(family.encode_family(*class)?)?;
+        }
+        let oldest = volumes.iter().map(|v| v.2).fold(0.0, f64::max);
+        gauge(oldest).encode(encoder.encode_descriptor(
+            "sscsi_oldest_fetch_age_seconds",
+            "Seconds since the last successful fetch of the stalest volume on this node (0 with none)",
+            None,
+            gauge(0.0).metric_type(),
+        )?)?;
+        gauge(interval.as_secs_f64()).encode(encoder.encode_descriptor(
+            "sscsi_rotation_interval_seconds",
+            "The node's --rotation-poll-interval (0 with rotation off)",
+            None,
+            gauge(0.0).metric_type(),
+        )?)?;
+        let backing_off = volumes.iter().filter(|v| v.3).count() as i64;
+        ConstGauge::new(backing_off).encode(encoder.encode_descriptor(
+            "sscsi_rotation_volumes_in_backoff",
+            "Volumes waiting out a backoff after a failed refresh",
+            None,
+            gauge(0.0).metric_type(),
+        )?)?;
         Ok(())
     }
 }

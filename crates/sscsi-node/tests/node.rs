@@ -121,6 +121,7 @@ impl Harness {
             },
             min_rotation_interval: Duration::ZERO,
             pin_class_generation: pin,
+            metrics_pod_labels: false,
         };
         let parts = Parts {
             mounter: mounter.clone(),
@@ -324,15 +325,14 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
         assert!(line.contains("mode=755"), "{line}");
     }
 
-    // Every mounted object's age is exported, and goes once the volume does.
-    let ages = h.metrics("sscsi_mounted_object_age_seconds{");
-    let objects: Vec<&str> = ages
-        .iter()
-        .map(|l| l.split("object=\"").nth(1).unwrap().split('"').next().unwrap())
-        .collect();
-    assert_eq!(objects, vec!["api-key", "db/password"], "sorted by id: {ages:?}");
-    let labels = r#"namespace="shop",pod="web-0",secret_provider_class="app",provider="local""#;
-    assert!(ages[0].contains(labels), "{ages:?}");
+    // Freshness by class (no pod name: bounded series), and the node's
+    // oldest; both go once the volume does.
+    let class = r#"{namespace="shop",secret_provider_class="app",provider="local"}"#;
+    let ages = h.metrics("sscsi_volume_fetch_age_seconds{");
+    assert_eq!(ages.len(), 1, "{ages:?}");
+    assert!(ages[0].starts_with(&format!("sscsi_volume_fetch_age_seconds{class} ")), "{ages:?}");
+    assert_eq!(h.metrics("sscsi_volumes{"), [format!("sscsi_volumes{class} 1")]);
+    assert_eq!(h.metrics("sscsi_oldest_fetch_age_seconds").len(), 1);
 
     // Rotation off: a republish neither re-fetches nor rewrites.
     let version = data_link(&target);
@@ -343,7 +343,9 @@ async fn check_publish_republish_and_unpublish(h: Harness) {
 
     h.unpublish("vol").await.unwrap();
     assert!(!target.exists());
-    assert!(h.metrics("sscsi_mounted_object_age_seconds{").is_empty());
+    assert!(h.metrics("sscsi_volume_fetch_age_seconds{").is_empty());
+    assert!(h.metrics("sscsi_volumes{").is_empty());
+    assert_eq!(h.metrics("sscsi_oldest_fetch_age_seconds"), ["sscsi_oldest_fetch_age_seconds 0.0"]);
     assert!(!h.mounter.is_mounted(&target).unwrap());
     h.unpublish("vol").await.expect("unpublish is idempotent");
     h.stop().await;
@@ -401,6 +403,11 @@ async fn with_rotation_a_republish_updates_in_place_and_only_on_change() {
     );
     assert_eq!(lines("node_unpublish_total"), vec![r#"node_unpublish_total{os_type="linux"} 1"#]);
     assert_eq!(lines("sscsi_provider_requests_total").len(), 2, "one series per outcome");
+    // The one change rewrote the volume's two files.
+    assert_eq!(
+        lines("sscsi_rotation_files_rewritten_total"),
+        vec![r#"sscsi_rotation_files_rewritten_total{provider="local",os_type="linux"} 2"#]
+    );
     h.stop().await;
 }
 
@@ -678,6 +685,10 @@ async fn a_failing_backend_during_rotation_keeps_the_files_and_backs_off() {
         h.publish("vol", "app").await.unwrap();
     }
     assert_eq!(failed_fetches(&h).as_deref(), Some("1"), "backing off");
+    assert_eq!(
+        h.metrics("sscsi_rotation_volumes_in_backoff"),
+        ["sscsi_rotation_volumes_in_backoff 1"]
+    );
     assert_eq!(read(&target.join("api-key")), "key-v1", "previous files intact");
     assert_eq!(data_link(&target), version);
 
@@ -693,6 +704,10 @@ async fn a_failing_backend_during_rotation_keeps_the_files_and_backs_off() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     h.publish("vol", "app").await.unwrap();
     assert_eq!(read(&target.join("api-key")), "key-v2");
+    assert_eq!(
+        h.metrics("sscsi_rotation_volumes_in_backoff"),
+        ["sscsi_rotation_volumes_in_backoff 0"]
+    );
     h.unpublish("vol").await.unwrap();
     h.stop().await;
 }

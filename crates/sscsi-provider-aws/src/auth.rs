@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
-use sscsi_provider_kit::{IdentityCache, RefreshRule, ServiceAccountAnnotations};
+use sscsi_provider_kit::stats::Outcome;
+use sscsi_provider_kit::{CallStats, IdentityCache, RefreshRule, ServiceAccountAnnotations};
 
 pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
@@ -97,11 +98,16 @@ pub struct CredentialCache(IdentityCache<Credentials>);
 
 impl Default for CredentialCache {
     fn default() -> Self {
-        Self(IdentityCache::new(RefreshRule::BeforeExpiry(REFRESH_BEFORE_EXPIRY)))
+        Self::counted_in(CallStats::default())
     }
 }
 
 impl CredentialCache {
+    /// Counts exchanges, reuses and STS calls in `stats`.
+    pub fn counted_in(stats: CallStats) -> Self {
+        Self(IdentityCache::new(RefreshRule::BeforeExpiry(REFRESH_BEFORE_EXPIRY)).counted_in(stats))
+    }
+
     /// The credentials for `key`: cached while fresh, else made by `exchange`.
     async fn get_or_exchange<E, F>(
         &self,
@@ -144,6 +150,7 @@ impl CredentialCache {
         let key = [role.as_str(), namespace.as_str(), sa.as_str(), region];
         self.get_or_exchange(key, || async {
             let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
+            let started = tokio::time::Instant::now();
             let response = sts()
                 .assume_role_with_web_identity()
                 .role_arn(&role)
@@ -152,12 +159,17 @@ impl CredentialCache {
                 )
                 .web_identity_token(web_identity)
                 .send()
-                .await
-                .map_err(|e| AuthError::Sts {
-                    region: region.to_owned(),
-                    role: role.clone(),
-                    message: crate::fetch::sdk_message(&e),
-                })?;
+                .await;
+            let outcome = match &response {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::failed(crate::fetch::failure(e)),
+            };
+            self.0.stats().call("AssumeRoleWithWebIdentity", outcome, started.elapsed());
+            let response = response.map_err(|e| AuthError::Sts {
+                region: region.to_owned(),
+                role: role.clone(),
+                message: crate::fetch::sdk_message(&e),
+            })?;
             let issued = response.credentials.ok_or_else(|| AuthError::Sts {
                 region: region.to_owned(),
                 role: role.clone(),

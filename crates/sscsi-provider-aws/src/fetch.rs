@@ -251,7 +251,7 @@ async fn still_current(
 async fn describe(region: RegionClients, d: Descriptor, label: String) -> Described {
     let described = region
         .calls
-        .run(|| async {
+        .run("DescribeSecret", || async {
             region
                 .secrets_manager
                 .describe_secret()
@@ -321,7 +321,7 @@ async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
     let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());
     let response = region
         .calls
-        .run(|| async {
+        .run("GetSecretValue", || async {
             region
                 .secrets_manager
                 .get_secret_value()
@@ -381,7 +381,7 @@ async fn get_parameters(
         .collect();
     let response = region
         .calls
-        .run(|| async {
+        .run("GetParameters", || async {
             region
                 .ssm
                 .get_parameters()
@@ -512,7 +512,7 @@ where
 
 /// What a failed call means, from the HTTP status and the service's error
 /// code (Secrets Manager answers both throttling and a denial with a 400).
-fn failure<E, R>(e: &SdkError<E, R>) -> Failure
+pub(crate) fn failure<E, R>(e: &SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: HasStatus + fmt::Debug,
@@ -521,7 +521,7 @@ where
     Failure::classify(status, e.as_service_error().and_then(ProvideErrorMetadata::code))
 }
 
-trait HasStatus {
+pub(crate) trait HasStatus {
     fn status_code(&self) -> u16;
 }
 

@@ -19,7 +19,7 @@ use aws_sdk_secretsmanager::config::SharedHttpClient;
 use crate::fetch::{Current, FetchError, RegionClients, SharedReads, fetch_all};
 use crate::params::{AddressType, AwsParams};
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
-use sscsi_provider_kit::{BackendStats, Calls, RetryPolicy};
+use sscsi_provider_kit::{BackendStats, Calls, Coalescer, RetryPolicy};
 
 pub const NAME: &str = "aws";
 
@@ -98,8 +98,8 @@ pub struct AwsProvider {
     /// `AWS_REGION` of the driver, used when a class names no region.
     default_region: Option<String>,
     /// Identical reads by one identity share a call.
-    values: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::SecretRead>>,
-    describes: Arc<sscsi_provider_kit::coalesce::Coalescer<crate::fetch::Described>>,
+    values: Arc<Coalescer<crate::fetch::SecretRead>>,
+    describes: Arc<Coalescer<crate::fetch::Described>>,
     /// Retries (ours, not the SDK's, so they are counted) and counters.
     calls: Calls,
     /// One HTTPS client (and connection pool) for every SDK client: a mount
@@ -146,9 +146,14 @@ impl AwsProvider {
         }
     }
 
-    /// Counts throttled answers and retries in `stats`.
+    /// Counts calls, throttled answers, retries, credentials and shared
+    /// reads in `stats` (before any mount: the caches start empty).
     pub fn with_stats(mut self, stats: &BackendStats) -> Self {
-        self.calls.stats = stats.provider(NAME);
+        let stats = stats.provider(NAME);
+        self.credentials = CredentialCache::counted_in(stats.clone());
+        self.values = Arc::new(Coalescer::new().counted_in(stats.clone()));
+        self.describes = Arc::new(Coalescer::new().counted_in(stats.clone()));
+        self.calls.stats = stats;
         self
     }
 

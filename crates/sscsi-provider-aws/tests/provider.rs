@@ -248,7 +248,10 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
     let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
     let endpoints =
         AwsEndpoints { aws: Some(proxy.url()), pod_identity_agent: None, ..Default::default() };
-    let aws = Arc::new(AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None));
+    let stats = sscsi_provider_kit::BackendStats::default();
+    let aws = AwsProvider::new(Arc::new(KubeRoles::new(client)), endpoints, None);
+    let aws = Arc::new(aws.with_stats(&stats));
+    let counted = stats.provider("aws");
 
     let mounts = (0..10).map(|_| {
         let aws = aws.clone();
@@ -259,6 +262,12 @@ async fn concurrent_mounts_share_credentials_and_reads_per_identity() {
     }
     assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_eq!(proxy.count("secretsmanager.GetSecretValue"), 1);
+    // What /metrics shows of it: one exchange, nine reuses, nine shared reads.
+    use sscsi_provider_kit::stats::Outcome;
+    assert_eq!(counted.credential_counts(), (1, 9));
+    assert_eq!(counted.coalesced_count(), 9);
+    assert_eq!(counted.calls_count("AssumeRoleWithWebIdentity", Outcome::Ok), 1);
+    assert_eq!(counted.calls_count("GetSecretValue", Outcome::Ok), 1);
 
     aws.mount(&request("other", true)).await.unwrap();
     assert_eq!(
@@ -379,6 +388,9 @@ async fn throttling_is_retried_and_counted_and_a_denial_is_final() {
     );
     assert_eq!(proxy.count(READ), 4, "a denial is not tried again");
     assert_eq!(counted.retries_count(), 2);
+    use sscsi_provider_kit::stats::Outcome;
+    let calls = |outcome| counted.calls_count("GetSecretValue", outcome);
+    assert_eq!([Outcome::Throttled, Outcome::Denied, Outcome::Ok].map(calls), [2, 1, 1]);
 
     for _ in 0..3 {
         proxy.fail_next(READ, 400, "ThrottlingException");

@@ -42,6 +42,16 @@ impl FetchError {
     }
 }
 
+/// For the metrics: a failed read's outcome by its HTTP status.
+impl sscsi_provider_kit::Classified for FetchError {
+    fn failure(&self) -> sscsi_provider_kit::Failure {
+        match self {
+            Self::Api { status, .. } => sscsi_provider_kit::Failure::classify(*status, None),
+            Self::Content { .. } | Self::Client(_) => sscsi_provider_kit::Failure::Rejected,
+        }
+    }
+}
+
 /// One file of an object: a suffix on its name (`.crt`, `.key` or none).
 #[derive(Debug, Clone)]
 pub struct Part {

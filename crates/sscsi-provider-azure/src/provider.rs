@@ -14,7 +14,7 @@ use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, ObjectVersion, Provider, ProviderError,
     ProviderFailure, SecretFile,
 };
-use sscsi_provider_kit::Coalescer;
+use sscsi_provider_kit::{BackendStats, CallStats, Coalescer};
 
 use crate::auth::{Annotations, AuthError, Channels, Credentials, WORKLOAD_IDENTITY_AUDIENCE};
 use crate::binding::{
@@ -113,6 +113,8 @@ pub struct AzureProvider {
     /// Reads by (identity, vault, type, name, version): mounts of one
     /// object by one identity share one request.
     reads: Arc<Coalescer<Result<Vec<Part>, FetchError>>>,
+    /// Where Key Vault calls and shared reads are counted.
+    stats: CallStats,
 }
 
 impl std::fmt::Debug for AzureProvider {
@@ -147,7 +149,15 @@ impl AzureProvider {
             vaults: Mutex::default(),
             proxy: tokio::sync::OnceCell::new(),
             reads: Arc::default(),
+            stats: CallStats::default(),
         })
+    }
+
+    /// Counts Key Vault calls and shared reads in `stats` (before any mount).
+    pub fn with_stats(mut self, stats: &BackendStats) -> Self {
+        self.stats = stats.provider(NAME);
+        self.reads = Arc::new(Coalescer::new().counted_in(self.stats.clone()));
+        self
     }
 
     async fn fetch(&self, request: &MountRequest) -> Result<MountResponse, AzureError> {
@@ -273,7 +283,7 @@ impl AzureProvider {
                 self.shared_read(vault, url, identity, object, &object.version, reuse).await?,
             ]);
         }
-        let all = vault.versions(object).await?;
+        let all = self.stats.timed("ListVersions", vault.versions(object)).await?;
         let wanted = history(object, &all);
         if wanted.is_empty() && !all.is_empty() {
             return Err(AzureError::NoSuchVersion {
@@ -307,7 +317,15 @@ impl AzureProvider {
         .to_string();
         let (vault, object, version) = (vault.clone(), object.clone(), version.to_owned());
         let separate = self.options.separate_cert_and_key;
-        let read = move || async move { vault.fetch(&object, &version, separate).await };
+        let stats = self.stats.clone();
+        let operation = match object.object_type.as_str() {
+            crate::params::OBJECT_KEY => "GetKey",
+            crate::params::OBJECT_CERT => "GetCertificate",
+            _ => "GetSecret",
+        };
+        let read = move || async move {
+            stats.timed(operation, vault.fetch(&object, &version, separate)).await
+        };
         self.reads.read(key, reuse, read).await.0
     }
 }

@@ -131,6 +131,11 @@ impl Auth {
         }
     }
 
+    /// Counts token exchanges and reuses in `stats` (before any mount).
+    pub fn count_in(&mut self, stats: sscsi_provider_kit::CallStats) {
+        self.tokens = IdentityCache::new(RefreshRule::BeforeExpiry(MARGIN)).counted_in(stats);
+    }
+
     /// The identity's token, from the cache or from `obtain`, one exchange at
     /// a time per identity.
     async fn cached<F>(&self, key: String, obtain: F) -> Result<Access, AuthError>

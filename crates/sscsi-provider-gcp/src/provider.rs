@@ -19,7 +19,7 @@ use sscsi_core::{
     ProviderFailure, SecretBytes, SecretFile,
 };
 
-use sscsi_provider_kit::Coalescer;
+use sscsi_provider_kit::{BackendStats, CallStats, Classified, Coalescer};
 
 use crate::auth::{Access, Auth, AuthEndpoints, AuthError, WorkloadSettings, bearer};
 use crate::extract::{json_key, yaml_key};
@@ -44,6 +44,24 @@ pub struct Failure {
     pub resource: String,
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// For the metrics: a failed call's outcome by the code it was given.
+impl Classified for Failure {
+    fn failure(&self) -> sscsi_provider_kit::Failure {
+        use sscsi_provider_kit::Failure as F;
+        match self.code {
+            ErrorCode::NotFound => F::NotFound,
+            ErrorCode::PermissionDenied => F::Denied,
+            ErrorCode::Unauthenticated => F::Unauthenticated,
+            ErrorCode::ResourceExhausted => F::Throttled,
+            ErrorCode::Unavailable | ErrorCode::DeadlineExceeded | ErrorCode::Internal => {
+                F::Unavailable
+            }
+            ErrorCode::InvalidArgument => F::Invalid,
+            ErrorCode::FailedPrecondition => F::Rejected,
+        }
+    }
 }
 
 impl ProviderFailure for GcpError {
@@ -132,6 +150,8 @@ pub struct GcpProvider {
     reads: Arc<Coalescer<Read>>,
     /// Version checks of a refresh, likewise.
     checks: Arc<Coalescer<Result<String, Failure>>>,
+    /// Where Secret Manager and Parameter Manager calls are counted.
+    stats: CallStats,
 }
 
 /// One object of a mount.
@@ -160,7 +180,17 @@ impl GcpProvider {
             clients: Default::default(),
             reads: Arc::default(),
             checks: Arc::default(),
+            stats: CallStats::default(),
         }
+    }
+
+    /// Counts calls, tokens and shared reads in `stats` (before any mount).
+    pub fn with_stats(mut self, stats: &BackendStats) -> Self {
+        self.stats = stats.provider(NAME);
+        self.auth.count_in(self.stats.clone());
+        self.reads = Arc::new(Coalescer::new().counted_in(self.stats.clone()));
+        self.checks = Arc::new(Coalescer::new().counted_in(self.stats.clone()));
+        self
     }
 
     /// The mount's access token, by its `auth`.
@@ -279,6 +309,8 @@ impl GcpProvider {
                 })?;
             Ok(version.name)
         };
+        let stats = self.stats.clone();
+        let check = async move { stats.timed("GetSecretVersion", check).await };
         self.checks.read(key, reuse, move || check).await.0
     }
 
@@ -296,7 +328,15 @@ impl GcpProvider {
     /// (see [`Coalescer`]).
     async fn shared_read(&self, spec: &SecretSpec, access: &Access, reuse: Duration) -> Read {
         let key = serde_json::json!([access.key, spec.resource_name]).to_string();
-        self.reads.read(key, reuse, || self.read(spec.clone(), access.clone())).await.0
+        let operation = match spec.resource {
+            Resource::Secret { .. } => "AccessSecretVersion",
+            Resource::Parameter { .. } => "RenderParameterVersion",
+        };
+        let read = || {
+            let (stats, read) = (self.stats.clone(), self.read(spec.clone(), access.clone()));
+            async move { stats.timed(operation, read).await }
+        };
+        self.reads.read(key, reuse, read).await.0
     }
 
     /// The read of one resource, ready to run; its client is looked up when

@@ -19,6 +19,7 @@ use sscsi_core::{
 };
 use sscsi_proto::provider::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 use sscsi_proto::provider::v1alpha1::{self as pb, VersionRequest};
+use sscsi_provider_kit::stats::Outcome;
 use sscsi_provider_kit::{BackendStats, CallStats};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -241,7 +242,19 @@ impl GrpcProvider {
         loop {
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(self.options.timeout);
-            match self.client.clone().mount(req).await {
+            let started = tokio::time::Instant::now();
+            let answer = self.client.clone().mount(req).await;
+            let outcome = match &answer {
+                Ok(_) => Outcome::Ok,
+                Err(status) => match status.code() {
+                    tonic::Code::NotFound => Outcome::NotFound,
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Outcome::Denied,
+                    tonic::Code::ResourceExhausted => Outcome::Throttled,
+                    _ => Outcome::Error,
+                },
+            };
+            self.stats.call("Mount", outcome, started.elapsed());
+            match answer {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status)
                     if status.code() == tonic::Code::Unavailable

@@ -20,6 +20,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
+use crate::stats::CallStats;
+
 /// How long a finished read answers identical first mounts.
 pub const WINDOW: Duration = sscsi_core::BURST_WINDOW;
 
@@ -41,6 +43,8 @@ pub struct Coalescer<T> {
     /// Sweep once the map holds this many keys (then twice what is left),
     /// so a pass over many keys does not scan the map for every new one.
     sweep_at: AtomicUsize,
+    /// Where reads answered by another caller's call are counted.
+    stats: CallStats,
 }
 
 /// The fewest keys worth a sweep.
@@ -61,6 +65,7 @@ impl<T: Clone + Send + Sync + 'static> Default for Coalescer<T> {
             next: AtomicU64::new(0),
             retain_ms: AtomicU64::new(0),
             sweep_at: AtomicUsize::new(SWEEP_MIN),
+            stats: CallStats::default(),
         }
     }
 }
@@ -68,6 +73,12 @@ impl<T: Clone + Send + Sync + 'static> Default for Coalescer<T> {
 impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts in `stats` each read that another caller's call answered.
+    pub fn counted_in(mut self, stats: CallStats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The answer of the read `key`: `read()` runs unless an identical read
@@ -107,6 +118,9 @@ impl<T: Clone + Send + Sync + 'static> Coalescer<T> {
                 }
             }
         };
+        if !started {
+            self.stats.coalesced();
+        }
         (call.await, started)
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::stats::CallStats;
+
 /// When a credential with a known lifetime is exchanged again.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RefreshRule {
@@ -40,26 +42,39 @@ type Slot<V> = Arc<tokio::sync::Mutex<Option<Held<V>>>>;
 pub struct IdentityCache<V> {
     rule: RefreshRule,
     slots: Mutex<HashMap<String, Slot<V>>>,
-    exchanges: std::sync::atomic::AtomicU64,
+    /// Where exchanges and reuses are counted (for `/metrics` once
+    /// [`IdentityCache::counted_in`] a provider's stats).
+    stats: CallStats,
 }
 
 impl<V> std::fmt::Debug for IdentityCache<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityCache")
             .field("rule", &self.rule)
-            .field("exchanges", &self.exchanges.load(std::sync::atomic::Ordering::Relaxed))
+            .field("exchanges", &self.stats.credential_counts().0)
             .finish_non_exhaustive()
     }
 }
 
 impl<V: Clone> IdentityCache<V> {
     pub fn new(rule: RefreshRule) -> Self {
-        Self { rule, slots: Mutex::default(), exchanges: Default::default() }
+        Self { rule, slots: Mutex::default(), stats: CallStats::default() }
+    }
+
+    /// Counts each exchange and each reuse in `stats`.
+    pub fn counted_in(mut self, stats: CallStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Where this cache counts: a provider times its exchange calls there too.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// Exchanges made so far.
     pub fn exchanges(&self) -> u64 {
-        self.exchanges.load(std::sync::atomic::Ordering::Relaxed)
+        self.stats.credential_counts().0
     }
 
     /// The credential of identity `key`: the held one unless it is due or
@@ -87,12 +102,13 @@ impl<V: Clone> IdentityCache<V> {
         if let Some(h) = held.as_ref() {
             let fresh = h.due.is_none_or(|at| Instant::now() < at);
             if fresh && !refused(&h.value) {
+                self.stats.credential(false);
                 return Ok((h.value.clone(), false));
             }
         }
         *held = None;
         let (value, lifetime) = exchange().await?;
-        self.exchanges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.credential(true);
         let due = lifetime.map(|l| Instant::now() + self.rule.due(l));
         *held = Some(Held { value: value.clone(), due });
         Ok((value, true))

@@ -1,7 +1,7 @@
 //! Trying a backend call again after a transient failure (throttling, a 5xx,
 //! no answer), with capped exponential backoff and jitter; never after a
-//! final one (denied, not found, a bad request). Each throttled answer and
-//! each retry is counted.
+//! final one (denied, not found, a bad request). Each attempt is counted
+//! with its operation, outcome and latency, and so is each retry.
 
 use std::future::Future;
 use std::time::Duration;
@@ -78,14 +78,15 @@ impl Calls {
         self
     }
 
-    /// [`retry`] with this policy and these counters.
-    pub async fn run<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    /// [`retry`] with this policy and these counters; `operation` names
+    /// the call in the metrics (`GetSecretValue`, `login`).
+    pub async fn run<T, E, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, E>
     where
         E: Classified,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        retry(&self.retry, &self.stats, call).await
+        retry(&self.retry, &self.stats, operation, call).await
     }
 }
 
@@ -94,6 +95,7 @@ impl Calls {
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     stats: &CallStats,
+    operation: &'static str,
     mut call: F,
 ) -> Result<T, E>
 where
@@ -103,13 +105,9 @@ where
 {
     let mut attempt = 1;
     loop {
-        let result = call().await;
+        let result = stats.timed(operation, call()).await;
         let Err(e) = &result else { return result };
-        let failure = e.failure();
-        if failure == Failure::Throttled {
-            stats.throttled();
-        }
-        if !failure.is_transient() || attempt >= policy.attempts {
+        if !e.failure().is_transient() || attempt >= policy.attempts {
             return result;
         }
         stats.retried();
@@ -123,7 +121,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::stats::BackendStats;
+    use crate::stats::{BackendStats, Outcome};
 
     #[derive(Debug, PartialEq)]
     struct Answer(Failure);
@@ -155,9 +153,11 @@ mod tests {
         let stats = BackendStats::default().provider("aws");
         let (call, calls) = scripted(vec![Failure::Throttled, Failure::Unavailable]);
         let started = tokio::time::Instant::now();
-        assert_eq!(retry(&RetryPolicy::AWS_STANDARD, &stats, call).await, Ok(2));
+        assert_eq!(retry(&RetryPolicy::AWS_STANDARD, &stats, "op", call).await, Ok(2));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!((stats.throttled_count(), stats.retries_count()), (1, 2));
+        let counted = |outcome| stats.calls_count("op", outcome);
+        assert_eq!([Outcome::Throttled, Outcome::Error, Outcome::Ok].map(counted), [1, 1, 1]);
         assert!(started.elapsed() <= Duration::from_secs(3), "full jitter under 1 s + 2 s");
     }
 
@@ -166,7 +166,10 @@ mod tests {
         let stats = BackendStats::default().provider("aws");
         for failure in [Failure::Denied, Failure::NotFound, Failure::Rejected, Failure::Invalid] {
             let (call, calls) = scripted(vec![failure]);
-            assert_eq!(retry(&RetryPolicy::AWS_STANDARD, &stats, call).await, Err(Answer(failure)));
+            assert_eq!(
+                retry(&RetryPolicy::AWS_STANDARD, &stats, "op", call).await,
+                Err(Answer(failure))
+            );
             assert_eq!(calls.load(Ordering::SeqCst), 1, "{failure:?}");
         }
         assert_eq!(stats.retries_count(), 0);
@@ -177,7 +180,7 @@ mod tests {
         let stats = BackendStats::default().provider("vault");
         let (call, calls) = scripted(vec![Failure::Throttled; 5]);
         let started = tokio::time::Instant::now();
-        let result = retry(&RetryPolicy::VAULT, &stats, call).await;
+        let result = retry(&RetryPolicy::VAULT, &stats, "op", call).await;
         assert_eq!(result, Err(Answer(Failure::Throttled)));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!((stats.throttled_count(), stats.retries_count()), (3, 2));
@@ -185,7 +188,7 @@ mod tests {
         assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
         let (call, calls) = scripted(vec![Failure::Unavailable]);
         assert_eq!(
-            retry(&RetryPolicy::NONE, &stats, call).await,
+            retry(&RetryPolicy::NONE, &stats, "op", call).await,
             Err(Answer(Failure::Unavailable))
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -38,7 +38,14 @@ pub struct Tokens(IdentityCache<SecretBytes>);
 
 impl Default for Tokens {
     fn default() -> Self {
-        Self(IdentityCache::new(RefreshRule::AfterShare(2.0 / 3.0)))
+        Self::counted_in(sscsi_provider_kit::CallStats::default())
+    }
+}
+
+impl Tokens {
+    /// Counts logins and reuses in `stats`.
+    pub fn counted_in(stats: sscsi_provider_kit::CallStats) -> Self {
+        Self(IdentityCache::new(RefreshRule::AfterShare(2.0 / 3.0)).counted_in(stats))
     }
 }
 

@@ -73,6 +73,20 @@ pub struct Call<'a> {
     pub namespace: Option<&'a str>,
 }
 
+impl Call<'_> {
+    /// The call's name in the metrics: a login, a KV v2 metadata read, or
+    /// any other read or write.
+    pub fn operation(&self) -> &'static str {
+        let path = self.path.trim_start_matches('/');
+        match self.method {
+            _ if path.starts_with("v1/auth/") && path.ends_with("/login") => "login",
+            "GET" if path.contains("/metadata/") => "metadata",
+            "GET" | "LIST" => "read",
+            _ => "write",
+        }
+    }
+}
+
 type Https = Client<HttpsConnector<HttpConnector>, Full<SecretBuf>>;
 
 /// A request body that may hold secret material (a login JWT, `secretArgs`):
@@ -134,7 +148,7 @@ impl VaultHttp {
     /// is an error carrying Vault's `errors`. Transient failures are tried
     /// again.
     pub async fn send(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
-        self.calls.run(|| self.send_once(call)).await
+        self.calls.run(call.operation(), || self.send_once(call)).await
     }
 
     async fn send_once(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {

@@ -132,9 +132,13 @@ impl VaultProvider {
         }
     }
 
-    /// Counts throttled answers and retries in `stats`.
+    /// Counts calls, throttled answers, retries, logins and shared reads
+    /// in `stats` (before any mount: the caches start empty).
     pub fn with_stats(mut self, stats: &BackendStats) -> Self {
-        self.clients.calls.stats = stats.provider(NAME);
+        let stats = stats.provider(NAME);
+        self.tokens = Tokens::counted_in(stats.clone());
+        self.reads = Arc::new(Coalescer::new().counted_in(stats.clone()));
+        self.clients.calls.stats = stats;
         self
     }
 

@@ -28,12 +28,16 @@ struct Node {
     node: TestNode,
     provider: Arc<VaultProvider>,
     api: ApiServer,
+    /// What the provider counted for `/metrics`.
+    stats: sscsi_provider_kit::CallStats,
 }
 
 impl Node {
     async fn start(api: ApiServer, defaults: VaultDefaults, classes: &[(&str, &str)]) -> Self {
         let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-        let provider = Arc::new(VaultProvider::new(defaults, Some(kube), KeySource::Process));
+        let stats = sscsi_provider_kit::BackendStats::default();
+        let provider = VaultProvider::new(defaults, Some(kube), KeySource::Process);
+        let provider = Arc::new(provider.with_stats(&stats));
         let mut providers = ProviderRegistry::new();
         providers.register(provider.clone());
         let classes: Vec<Class> = classes
@@ -45,7 +49,7 @@ impl Node {
         // the tests waits one out.
         let node =
             TestNode::start(providers, &classes, Some(sscsi_provider_kit::coalesce::WINDOW)).await;
-        Self { node, provider, api }
+        Self { node, provider, api, stats: stats.provider("vault") }
     }
 
     /// Publishes `class` for pod `pod` of service account `app` in `shop`,
@@ -291,8 +295,13 @@ async fn one_login_serves_every_mount_and_rotation_of_a_service_account() {
     }
     assert_eq!(bao.answered("update", "auth/jwt/login"), 1, "5 mounts and 15 rotations");
     assert_eq!(node.provider.logins(), 1);
+    use sscsi_provider_kit::stats::Outcome;
+    assert_eq!(node.stats.calls_count("login", Outcome::Ok), 1);
+    assert_eq!(node.stats.credential_counts(), (1, 19), "one login, 19 reuses");
     // The five pods of a service account share one read per round.
     assert_eq!(bao.answered("read", "secret/data/app"), 4, "1 for the mounts, 1 per round");
+    assert_eq!(node.stats.calls_count("read", Outcome::Ok), 4);
+    assert_eq!(node.stats.calls_count("metadata", Outcome::Denied), 1);
     // The policy grants no metadata read: asked once, then not again.
     assert_eq!(bao.answered("read", "secret/metadata/app"), 1);
 

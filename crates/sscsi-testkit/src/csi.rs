@@ -69,6 +69,7 @@ impl TestNode {
             refresh_backoff: Backoff::default(),
             min_rotation_interval: Duration::ZERO,
             pin_class_generation: false,
+            metrics_pod_labels: false,
         };
         let parts = Parts {
             mounter: Arc::new(FakeMounter::new()),

@@ -89,6 +89,11 @@ pub struct NodeArgs {
     /// interface); empty disables it.
     #[arg(long, env = "SSCSI_METRICS_ADDR", default_value = ":8095")]
     pub metrics_addr: String,
+    /// Label each volume's `sscsi_volume_fetch_age_seconds` with its pod's
+    /// name: one series per volume instead of per class, so the number of
+    /// series grows with the pods.
+    #[arg(long, env = "SSCSI_METRICS_POD_LABELS")]
+    pub metrics_pod_labels: bool,
     /// Listen address for `/healthz` and `/readyz` (what the livenessprobe
     /// sidecar served upstream); may equal --metrics-addr; empty disables it.
     #[arg(long, env = "SSCSI_HEALTH_ADDR", default_value = ":9808")]

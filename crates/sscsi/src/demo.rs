@@ -83,6 +83,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         refresh_backoff: Backoff::default(),
         min_rotation_interval: Duration::ZERO,
         pin_class_generation: false,
+        metrics_pod_labels: false,
     };
     let parts = Parts {
         mounter: mounter.clone(),

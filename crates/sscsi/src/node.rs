@@ -40,6 +40,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         enable_secret_sync,
         sync_allowed_namespaces,
         metrics_addr,
+        metrics_pod_labels,
         health_addr,
         plugin_registration_dir,
         kubelet_registration_path,
@@ -65,6 +66,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         refresh_backoff: Backoff::default(),
         min_rotation_interval: min_rotation_poll_interval,
         pin_class_generation,
+        metrics_pod_labels,
     };
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,

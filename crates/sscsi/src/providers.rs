@@ -53,11 +53,11 @@ pub async fn build(
     }
     #[cfg(feature = "azure")]
     if enabled.has("azure") {
-        register_azure(&mut providers, client, azure)?;
+        register_azure(&mut providers, client, azure, stats)?;
     }
     #[cfg(feature = "gcp")]
     if enabled.has("gcp") {
-        register_gcp(&mut providers, client, gcp);
+        register_gcp(&mut providers, client, gcp, stats);
     }
     let _ = (client, node_id, stats, &enabled);
     tracing::info!(providers = ?providers.names(), "providers");
@@ -104,6 +104,7 @@ fn register_azure(
     providers: &mut ProviderRegistry,
     client: Option<&Client>,
     args: AzureArgs,
+    stats: &BackendStats,
 ) -> anyhow::Result<()> {
     use sscsi_provider_azure::{AzureOptions, AzureProvider};
     let mut resolve = Vec::new();
@@ -126,7 +127,8 @@ fn register_azure(
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| sscsi_provider_azure::binding::DEFAULT_CA_FILE.into()),
     };
-    let provider = AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?;
+    let provider =
+        AzureProvider::new(options, client.cloned()).map_err(anyhow::Error::msg)?.with_stats(stats);
     providers.register(Arc::new(provider));
     Ok(())
 }
@@ -134,7 +136,12 @@ fn register_azure(
 /// The gcp provider needs the cluster for service-account annotations and
 /// TokenRequest.
 #[cfg(feature = "gcp")]
-fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args: GcpArgs) {
+fn register_gcp(
+    providers: &mut ProviderRegistry,
+    client: Option<&Client>,
+    args: GcpArgs,
+    stats: &BackendStats,
+) {
     use sscsi_provider_gcp::auth::{AuthEndpoints, WorkloadSettings};
     use sscsi_provider_gcp::{GcpEndpoints, GcpOptions, GcpProvider};
     // An empty value is no value, as the official provider reads its variables.
@@ -164,7 +171,7 @@ fn register_gcp(providers: &mut ProviderRegistry, client: Option<&Client>, args:
         },
         endpoints,
     };
-    providers.register(Arc::new(GcpProvider::new(options, client.cloned())));
+    providers.register(Arc::new(GcpProvider::new(options, client.cloned()).with_stats(stats)));
 }
 
 #[cfg(feature = "aws")]

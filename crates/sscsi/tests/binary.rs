@@ -1027,3 +1027,172 @@ async fn written_statuses(api: &sscsi_testkit::kube_api::ApiServer) -> Vec<serde
     let resource = "secretproviderclasspodstatuses";
     api.wait_for("secrets-store.csi.x-k8s.io", resource, Some("team"), |o| !o.is_empty()).await
 }
+
+/// The chart's alerts and dashboard (`metrics.prometheusRule`,
+/// `metrics.dashboard`) query only metrics the node's `/metrics` exports:
+/// every PromQL expression is parsed as Prometheus parses it, and every
+/// metric it selects must be a family the running binary serves. The
+/// dashboard is read through Grafana's own dashboard model.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_alerts_and_dashboard_query_only_exported_metrics() {
+    use sscsi_testkit::provider::{Answer, FakeProvider};
+    let dir = setup();
+    // A class per kind of outcome: local (rotated, then failing), one whose
+    // object is missing, and one of an external provider (backend calls).
+    let class = |name: &str, provider: &str, object: &str| {
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+             metadata: {{name: {name}, namespace: team}}\nspec:\n  provider: {provider}\n  parameters:\n    objects: |\n      - objectName: {object}\n"
+        )
+    };
+    std::fs::write(dir.path().join("spc/missing.yaml"), class("missing", "local", "nope")).unwrap();
+    std::fs::write(dir.path().join("spc/ext.yaml"), class("ext", "ext", "token")).unwrap();
+    let sockets = dir.path().join("providers");
+    let file = vec![("token".to_owned(), 0o644, b"tok".to_vec())];
+    let _ext = FakeProvider::start(
+        &sockets,
+        "ext",
+        Answer::Files(file, vec![("token".into(), "1".into())]),
+    );
+    let metrics = free_port();
+    let node = Node::start(
+        dir.path(),
+        &[
+            &format!("--metrics-addr=127.0.0.1:{metrics}"),
+            &format!("--provider-volume={}", sockets.display()),
+            "--additional-provider-volume-paths=",
+            "--provider-health-check",
+            "--provider-health-check-interval=1s",
+            "--enable-secret-rotation",
+            "--rotation-poll-interval=0s",
+        ],
+    );
+    let channel = sscsi_node::client::connect(&node.socket).await.unwrap();
+    let publish = |volume: &str, class: &str| {
+        let target = dir.path().join(format!("pods/u9/volumes/kubernetes.io~csi/{volume}/mount"));
+        let pod = sscsi_core::PodInfo {
+            name: "p".into(),
+            namespace: "team".into(),
+            uid: "u9".into(),
+            service_account: "sa".into(),
+        };
+        let request =
+            sscsi_node::client::inline_volume_publish_request(volume, &target, class, &pod);
+        let mut client = NodeClient::new(channel.clone());
+        async move { client.node_publish_volume(request).await.map(|_| ()) }
+    };
+    publish("a", "app").await.unwrap();
+    std::fs::write(dir.path().join("store/password"), "rotated").unwrap();
+    publish("a", "app").await.unwrap();
+    std::fs::remove_file(dir.path().join("store/password")).unwrap();
+    publish("a", "app").await.expect("a failed refresh keeps the files");
+    publish("b", "missing").await.unwrap_err();
+    publish("c", "ext").await.unwrap();
+    // The health check's first answer, awaited (not slept for).
+    let body = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = http_get(metrics, "/metrics");
+            assert_eq!(status, 200);
+            if body.contains("sscsi_external_provider_up{") {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "no health check answered:\n{body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let exported = exported_names(&body);
+    for name in ["sscsi_volume_fetch_age_seconds", "sscsi_backend_calls_total", "sscsi_ready"] {
+        assert!(exported.contains(name), "{name} not in {exported:?}");
+    }
+
+    let charts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts");
+    let values = serde_json::json!({"metrics": {
+        "prometheusRule": {"enabled": true}, "dashboard": {"enabled": true}, "podMonitor": {"enabled": true}
+    }});
+    let output = Command::new(sscsi_testkit::program("python3"))
+        .arg(charts.join("render.py"))
+        .args(["--values", &values.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rendered: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let objects = rendered["objects"].as_array().unwrap();
+    let find =
+        |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("{kind}"));
+
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for rule in find("PrometheusRule")["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let alert = rule["alert"].as_str().unwrap().to_owned();
+        queries.push((format!("alert {alert}"), rule["expr"].as_str().unwrap().to_owned()));
+    }
+    let dashboard = dir.path().join("dashboard.json");
+    std::fs::write(&dashboard, find("ConfigMap")["data"]["sscsi.json"].as_str().unwrap()).unwrap();
+    let output = Command::new(sscsi_testkit::program("python3"))
+        .arg(charts.join("dashboard.py"))
+        .arg(&dashboard)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let exprs: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    queries.extend(exprs.into_iter().map(|e| ("dashboard".to_owned(), e)));
+
+    for (source, expr) in &queries {
+        let parsed = promql_parser::parser::parse(expr)
+            .unwrap_or_else(|e| panic!("{source}: {expr:?} is not PromQL: {e}"));
+        let mut selected = Vec::new();
+        selectors(&parsed, &mut selected);
+        assert!(!selected.is_empty(), "{source}: {expr:?} selects no metric");
+        for name in selected {
+            assert!(exported.contains(&name), "{source}: {name} is not exported (in {expr:?})");
+        }
+    }
+}
+
+/// The series names `/metrics` can serve: the samples' names and, for
+/// families with no sample yet, the names their type gives them.
+fn exported_names(body: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in body.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = declared.split_once(' ').unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            names.insert(line.split(['{', ' ']).next().unwrap().to_owned());
+        }
+    }
+    names
+}
+
+/// The metric names an expression selects.
+fn selectors(expr: &promql_parser::parser::Expr, out: &mut Vec<String>) {
+    use promql_parser::parser::Expr;
+    match expr {
+        Expr::VectorSelector(vs) => out.extend(vs.name.clone()),
+        Expr::MatrixSelector(ms) => out.extend(ms.vs.name.clone()),
+        Expr::Aggregate(a) => {
+            selectors(&a.expr, out);
+            if let Some(param) = &a.param {
+                selectors(param, out);
+            }
+        }
+        Expr::Unary(u) => selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Subquery(s) => selectors(&s.expr, out),
+        Expr::Call(call) => call.args.args.iter().for_each(|a| selectors(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}

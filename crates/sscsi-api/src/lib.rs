@@ -256,6 +256,25 @@ pub fn pod_status_name(pod: &str, namespace: &str, spc: &str) -> String {
     format!("{pod}-{namespace}-{spc}")
 }
 
+impl SecretObject {
+    /// The first field a sync needs that this entry leaves empty (blank
+    /// counts as empty): `secretName`, `type`, `data`, then `data[].key`.
+    pub fn missing_field(&self) -> Option<&'static str> {
+        let data = self.data.as_deref().unwrap_or_default();
+        if self.secret_name.trim().is_empty() {
+            Some("secretName")
+        } else if self.type_.trim().is_empty() {
+            Some("type")
+        } else if data.is_empty() {
+            Some("data")
+        } else if data.iter().any(|d| d.key.trim().is_empty()) {
+            Some("data[].key")
+        } else {
+            None
+        }
+    }
+}
+
 impl SecretProviderClass {
     /// The namespace, `default` when unset (as kubectl applies it).
     pub fn namespace_or_default(&self) -> String {

@@ -164,6 +164,20 @@ pub struct Condition {
     pub message: String,
 }
 
+impl SecretSyncObject {
+    /// A label or annotation under the controller's reserved key, as
+    /// (`"labels"` or `"annotations"`, the key): the CRD refuses them, and
+    /// the controller for objects written before it did.
+    pub fn reserved_key(&self) -> Option<(&'static str, &str)> {
+        fn reserved(map: &Option<BTreeMap<String, String>>) -> Option<&str> {
+            map.iter().flatten().map(|(k, _)| k.as_str()).find(|k| k.starts_with(SYNC_RESERVED_KEY))
+        }
+        reserved(&self.labels)
+            .map(|key| ("labels", key))
+            .or_else(|| reserved(&self.annotations).map(|key| ("annotations", key)))
+    }
+}
+
 impl SecretSync {
     pub fn name_str(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or_default()

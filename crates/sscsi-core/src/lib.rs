@@ -18,7 +18,10 @@ pub use provider::{
     ProviderError, ProviderFailure, SecretFile, ServiceAccountToken,
 };
 pub use refresh::{RESERVED_PREFIX, Refresh};
-pub use registry::{ExternalProviders, ProviderRegistry, UnknownProvider};
+pub use registry::{
+    ExternalProviders, MAX_EXTERNAL_NAME_LEN, ProviderRegistry, UnknownProvider,
+    valid_external_name,
+};
 pub use secret::SecretBytes;
 
 /// The file mode upstream sends to every provider as its default: 0644.

@@ -13,6 +13,17 @@ pub struct ProviderRegistry {
     external: Option<Arc<dyn ExternalProviders>>,
 }
 
+/// The longest name of an external provider.
+pub const MAX_EXTERNAL_NAME_LEN: usize = 30;
+
+/// Whether `name` may name an external provider: upstream's rule
+/// (`^[a-zA-Z0-9_-]{0,30}$`), since the name becomes a socket's file name and
+/// nothing in it may leave the directory.
+pub fn valid_external_name(name: &str) -> bool {
+    name.len() <= MAX_EXTERNAL_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Providers outside this process, found by name.
 pub trait ExternalProviders: Send + Sync + fmt::Debug {
     /// The provider `name`, or why there is none (where it was looked for).

@@ -32,6 +32,8 @@ use sscsi_core::{
     ProviderRegistry, Refresh, SecretBytes, SecretFile, ServiceAccountToken, UnknownProvider,
 };
 
+pub mod check;
+
 pub use sscsi_files::FilesError;
 
 /// Who asks: the pod's identity as kubelet passed it.

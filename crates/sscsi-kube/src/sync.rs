@@ -163,25 +163,16 @@ fn desired_secret(
     namespace: &str,
     owners: &[OwnerReference],
 ) -> Result<Secret, SyncError> {
+    if let Some(field) = object.missing_field() {
+        return Err(SyncError::Missing { index, field });
+    }
     let name = object.secret_name.trim().to_owned();
-    if name.is_empty() {
-        return Err(SyncError::Missing { index, field: "secretName" });
-    }
     let type_ = object.type_.trim();
-    if type_.is_empty() {
-        return Err(SyncError::Missing { index, field: "type" });
-    }
     let entries = object.data.as_deref().unwrap_or_default();
-    if entries.is_empty() {
-        return Err(SyncError::Missing { index, field: "data" });
-    }
     let mut data = BTreeMap::new();
     for entry in entries {
         let object_name = entry.object_name.trim();
         let key = entry.key.trim();
-        if key.is_empty() {
-            return Err(SyncError::Missing { index, field: "data[].key" });
-        }
         let file = files.iter().find(|f| f.path == object_name).ok_or_else(|| {
             SyncError::FileNotFound { index, secret: name.clone(), object: object_name.to_owned() }
         })?;

@@ -55,6 +55,18 @@ pub trait RoleLookup: Send + Sync + fmt::Debug {
     async fn role_arn(&self, namespace: &str, name: &str) -> Result<Option<String>, AuthError>;
 }
 
+/// One role for every service account, or none: what a person names to
+/// `sscsi render` instead of the annotation a cluster would hold.
+#[derive(Debug, Clone)]
+pub struct FixedRole(pub Option<String>);
+
+#[async_trait]
+impl RoleLookup for FixedRole {
+    async fn role_arn(&self, _: &str, _: &str) -> Result<Option<String>, AuthError> {
+        Ok(self.0.clone())
+    }
+}
+
 /// The role annotation read through the Kubernetes API, remembered briefly.
 pub struct KubeRoles {
     client: kube::Client,

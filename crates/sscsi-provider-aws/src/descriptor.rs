@@ -233,7 +233,8 @@ fn validate_object_name(
     } else {
         None
     };
-    if arn.as_ref().is_some_and(|arn| arn.region != region) {
+    // An empty region is one not known yet (`sscsi check`, offline): any matches.
+    if arn.as_ref().is_some_and(|arn| !region.is_empty() && arn.region != region) {
         fail!("ARN region must match region {region}: {name}");
     }
     if object_type.is_empty() {

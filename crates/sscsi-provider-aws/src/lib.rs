@@ -19,4 +19,4 @@ pub mod fetch;
 pub mod params;
 mod provider;
 
-pub use provider::{AwsEndpoints, AwsError, AwsProvider, NAME};
+pub use provider::{AwsEndpoints, AwsError, AwsProvider, NAME, check};

@@ -1,11 +1,13 @@
 //! The `aws` provider: parameters → regions → IRSA credentials per region →
 //! objects fetched → files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use sscsi_core::{
     ErrorCode, MountRequest, MountResponse, Provider, ProviderError, ProviderFailure,
 };
@@ -35,6 +37,8 @@ pub enum AwsError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error("the caller's AWS credentials (the SDK's default chain): {0}")]
+    Caller(String),
 }
 
 impl ProviderFailure for AwsError {
@@ -44,6 +48,7 @@ impl ProviderFailure for AwsError {
             Self::PodIdentity(e) => e.code(),
             Self::Auth(e) => e.code(),
             Self::Fetch(e) => e.code(),
+            Self::Caller(_) => ErrorCode::Unauthenticated,
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct AwsProvider {
     /// the ones the cache hands out: building a Secrets Manager and an SSM
     /// client costs more than a mount should pay when nothing changed.
     clients: std::sync::Mutex<HashMap<(String, String), SdkClients>>,
+    /// Credentials of whoever runs sscsi, used instead of the pod's
+    /// identity (`sscsi render`); never set on a node.
+    caller: Option<SharedCredentialsProvider>,
 }
 
 /// The SDK clients of one identity in one region, and the credentials they sign with.
@@ -143,7 +151,17 @@ impl AwsProvider {
             calls: Calls::new(RetryPolicy::AWS_STANDARD),
             http: https_client(),
             clients: std::sync::Mutex::default(),
+            caller: None,
         }
+    }
+
+    /// Reads with the SDK's default credential chain (environment, shared
+    /// config and SSO, web identity, container and instance roles) instead
+    /// of a pod's identity: what `sscsi render` does for a person.
+    pub async fn with_default_chain(mut self) -> Self {
+        let chain = DefaultCredentialsChain::builder().build().await;
+        self.caller = Some(SharedCredentialsProvider::new(chain));
+        self
     }
 
     /// Counts calls, throttled answers, retries, credentials and shared
@@ -190,19 +208,27 @@ impl AwsProvider {
             return Ok(MountResponse::default());
         }
         // Every auth parameter that picks the credentials; the region is in the read's key.
-        let mode = if params.use_pod_identity { "pod-identity" } else { "irsa" };
+        let mode = match (&self.caller, params.use_pod_identity) {
+            (Some(_), _) => "caller",
+            (None, true) => "pod-identity",
+            (None, false) => "irsa",
+        };
         let identity = format!("{mode}/{}/{}", request.pod.namespace, request.pod.service_account);
-        // Pod Identity credentials hold in every region; IRSA's are per region.
-        let pod_identity = if params.use_pod_identity {
-            let urls = self.agent_urls(params.preferred_address_type);
-            Some(self.credentials.pod_identity(&urls, request).await?)
-        } else {
-            None
+        // The caller's and Pod Identity credentials hold in every region; IRSA's are per region.
+        let held = match &self.caller {
+            Some(caller) => Some(
+                caller.provide_credentials().await.map_err(|e| AwsError::Caller(e.to_string()))?,
+            ),
+            None if params.use_pod_identity => {
+                let urls = self.agent_urls(params.preferred_address_type);
+                Some(self.credentials.pod_identity(&urls, request).await?)
+            }
+            None => None,
         };
         let current = Current::new(&request.current_versions, &request.current_files);
         let mut clients = Vec::with_capacity(regions.len());
         for (index, region) in regions.iter().enumerate() {
-            let creds = match &pod_identity {
+            let creds = match &held {
                 Some(creds) => creds.clone(),
                 None => {
                     self.credentials
@@ -316,6 +342,17 @@ fn https_client() -> SharedHttpClient {
         }
         connector.build()
     })
+}
+
+/// The class's parameters read with the rules of a mount, offline (`sscsi
+/// check`): a class without `region` is checked as if the node's region
+/// matched every ARN it names.
+pub fn check(parameters: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+    let params = AwsParams::parse(parameters).map_err(AwsError::from)?;
+    let regions =
+        params.regions(params.region.clone().unwrap_or_default()).map_err(AwsError::from)?;
+    parse_objects(&params.objects, params.translate, &regions).map_err(AwsError::from)?;
+    Ok(())
 }
 
 #[async_trait]

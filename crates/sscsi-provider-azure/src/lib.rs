@@ -10,4 +10,4 @@ pub mod keyvault;
 pub mod params;
 mod provider;
 
-pub use provider::{AzureError, AzureOptions, AzureProvider, NAME};
+pub use provider::{AzureError, AzureOptions, AzureProvider, NAME, check};

@@ -358,6 +358,18 @@ fn held_pinned(
     Some(parts)
 }
 
+/// The class's parameters read with the rules of a mount, offline (`sscsi
+/// check`). A `cloudEnvFileName` names a file on the node, so its cloud is
+/// not read.
+pub fn check(parameters: &std::collections::BTreeMap<String, String>) -> Result<(), ProviderError> {
+    let params = AzureParams::parse(parameters).map_err(AzureError::from)?;
+    if params.cloud_env_file.is_none() {
+        resolve(params.cloud_name.as_deref(), None, "AzurePublicCloud")
+            .map_err(AzureError::from)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Provider for AzureProvider {
     fn name(&self) -> &str {

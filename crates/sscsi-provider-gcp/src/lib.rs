@@ -18,4 +18,4 @@ pub mod params;
 mod provider;
 pub mod resource;
 
-pub use provider::{GcpEndpoints, GcpError, GcpOptions, GcpProvider, NAME};
+pub use provider::{GcpEndpoints, GcpError, GcpOptions, GcpProvider, NAME, check};

@@ -2,7 +2,7 @@
 //! every resource read concurrently → files and versions; any failure fails
 //! the mount and lists every failure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -479,6 +479,13 @@ fn status_code(code: i32) -> ErrorCode {
 
 fn http_code(status: u16) -> ErrorCode {
     sscsi_provider_kit::Failure::classify(Some(status), None).code()
+}
+
+/// The class's parameters read with the rules of a mount, offline (`sscsi
+/// check`), as for a volume without a nodePublishSecretRef.
+pub fn check(parameters: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+    GcpParams::parse(parameters, &BTreeMap::new(), false).map_err(GcpError::from)?;
+    Ok(())
 }
 
 #[async_trait]

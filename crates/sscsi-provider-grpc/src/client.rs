@@ -17,6 +17,7 @@ use sscsi_core::{
     ErrorCode, ExternalProviders, MountRequest, MountResponse, Provider, ProviderError,
     ProviderFailure,
 };
+use sscsi_core::{MAX_EXTERNAL_NAME_LEN as MAX_NAME_LEN, valid_external_name as valid_name};
 use sscsi_proto::provider::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 use sscsi_proto::provider::v1alpha1::{self as pb, VersionRequest};
 use sscsi_provider_kit::stats::Outcome;
@@ -34,8 +35,6 @@ pub const DEFAULT_PROVIDER_DIR: &str = "/var/run/secrets-store-csi-providers";
 pub const DEFAULT_MAX_RECV_MSG_SIZE: usize = 4 * 1024 * 1024;
 /// Upstream's health check allows a `Version` call this long.
 pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upstream's upper bound on a provider's name, which becomes a file name.
-const MAX_NAME_LEN: usize = 30;
 
 /// How external providers are found and called.
 #[derive(Debug, Clone)]
@@ -159,13 +158,6 @@ impl ExternalSockets {
             .map(|dir| dir.join(format!("{name}.sock")))
             .find(|path| std::fs::symlink_metadata(path).is_ok())
     }
-}
-
-/// Upstream's rule (`^[a-zA-Z0-9_-]{0,30}$`): the name becomes a file name,
-/// so nothing in it may leave the directory.
-fn valid_name(name: &str) -> bool {
-    name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl ExternalProviders for ExternalSockets {

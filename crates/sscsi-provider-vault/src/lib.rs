@@ -22,4 +22,4 @@ mod provider;
 pub mod render;
 pub mod version;
 
-pub use provider::{NAME, VaultError, VaultProvider};
+pub use provider::{NAME, VaultError, VaultProvider, check};

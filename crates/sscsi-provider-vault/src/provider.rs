@@ -97,6 +97,9 @@ pub struct VaultProvider {
     /// (identity, metadata path) → when its metadata read was refused; asked
     /// again after [`METADATA_RETRY`] (the refusal may have been a revoked token).
     no_metadata: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// A Vault token of whoever runs sscsi, used instead of logging in as
+    /// the pod (`sscsi render`); never set on a node.
+    caller_token: Option<SecretBytes>,
 }
 
 const METADATA_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -129,7 +132,15 @@ impl VaultProvider {
             reads: Arc::default(),
             kv: Mutex::default(),
             no_metadata: Mutex::default(),
+            caller_token: None,
         }
+    }
+
+    /// Reads with `token` (the caller's `VAULT_TOKEN`) instead of logging
+    /// in with the pod's service-account token.
+    pub fn with_caller_token(mut self, token: SecretBytes) -> Self {
+        self.caller_token = Some(token);
+        self
     }
 
     /// Counts calls, throttled answers, retries, logins and shared reads
@@ -187,8 +198,15 @@ impl VaultProvider {
         let params = VaultParams::parse(&request.parameters, &self.defaults)?;
         let http = self.clients.get(&params.address, &params.tls).map_err(VaultError::Client)?;
         let login = Login { http: &http, params: &params, request, kube: self.kube.as_ref() };
-        let identity = identity(&params, request);
-        let (token, fresh) = self.tokens.token(&identity, None, &login).await?;
+        let (token, fresh, identity) = match &self.caller_token {
+            // The caller's own token: a refusal is final, there is no login to retry.
+            Some(token) => (token.clone(), true, format!("caller/{}", identity(&params, request))),
+            None => {
+                let identity = identity(&params, request);
+                let (token, fresh) = self.tokens.token(&identity, None, &login).await?;
+                (token, fresh, identity)
+            }
+        };
         // One read per distinct request: objects on one dynamic path see one credential.
         let mut reads: BTreeMap<&ReadKey, Vec<&VaultObject>> = BTreeMap::new();
         for object in &params.objects {
@@ -431,6 +449,13 @@ fn has_lease(body: &[u8]) -> bool {
         lease_id: String,
     }
     serde_json::from_slice::<Lease>(body).is_ok_and(|l| !l.lease_id.is_empty())
+}
+
+/// The class's parameters read with the rules of a mount, offline (`sscsi
+/// check`), with the node's defaults for what the class leaves out.
+pub fn check(parameters: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+    VaultParams::parse(parameters, &VaultDefaults::default()).map_err(VaultError::from)?;
+    Ok(())
 }
 
 #[async_trait]

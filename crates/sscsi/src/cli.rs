@@ -43,6 +43,16 @@ pub enum Command {
     /// (v1alpha1) on a unix socket, in place of its official provider
     /// DaemonSet, for a cluster that still runs the upstream driver.
     ProviderServer(Box<ProviderServerArgs>),
+    /// Check SecretProviderClasses and SecretSyncs offline with the rules a
+    /// mount applies (each provider's own parameter rules): every problem is
+    /// printed with its file, object and field; the exit code is 1 when any
+    /// is found.
+    Check(CheckArgs),
+    /// Fetch what a pod would see of a SecretProviderClass into a local
+    /// directory, with your own credentials (AWS: the SDK's default chain;
+    /// Vault: VAULT_TOKEN) or a service-account token file: the same files,
+    /// layout, modes and built files as the volume, nothing outside it.
+    Render(Box<RenderArgs>),
     /// Print the version, the providers built in and how many CA certificates
     /// the system store holds (what TLS to the clouds trusts).
     Version,
@@ -459,6 +469,79 @@ pub struct VaultArgs {
     /// lasts as long as the process.
     #[arg(long = "hmac-secret-namespace", env = "POD_NAMESPACE")]
     pub hmac_secret_namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files to read: YAML, several documents as kubectl writes them, or a
+    /// `kubectl get -o yaml` List; `-` reads standard input; of a `.md`
+    /// file, its ```yaml blocks.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// `text`: one line per problem; `json`: a report for CI
+    /// (`{"checked", "skipped", "problems": [{"source", "document", "kind",
+    /// "namespace", "name", "field", "message"}]}`).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The file holding the SecretProviderClass (YAML): its first one, or
+    /// the one --name names.
+    #[arg(long, value_name = "FILE")]
+    pub class: PathBuf,
+    /// Which SecretProviderClass of the file.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The directory to write, created when missing; laid out as the volume
+    /// (`..<timestamp>/` files, `..data` and the top-level links).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The pod's namespace (default: the class's).
+    #[arg(long = "namespace")]
+    pub pod_namespace: Option<String>,
+    /// The pod's service account.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// The pod's name.
+    #[arg(long = "pod", default_value = "sscsi-render")]
+    pub pod_name: String,
+    /// A service-account token as kubelet would pass it, for an audience
+    /// (`sts.amazonaws.com=token.jwt`, `vault=token.jwt`); repeatable. With
+    /// one for a provider's audience, that provider acts as the pod.
+    #[arg(long = "token-file", value_name = "AUDIENCE=FILE")]
+    pub token_files: Vec<String>,
+    /// A key of the volume's nodePublishSecretRef Secret; repeatable.
+    #[arg(long = "secret-file", value_name = "KEY=FILE")]
+    pub secret_files: Vec<String>,
+    /// A volume attribute (the pod's `csi.volumeAttributes`); repeatable.
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
+    /// AWS with a `sts.amazonaws.com` token: the role to assume, instead of
+    /// the service account's `eks.amazonaws.com/role-arn` (which needs
+    /// --kubeconfig).
+    #[arg(long)]
+    pub aws_role_arn: Option<String>,
+    /// Vault: read with this token instead of VAULT_TOKEN or a login.
+    #[arg(long, value_name = "FILE")]
+    pub vault_token_file: Option<PathBuf>,
+    /// A cluster to read service-account annotations from and request
+    /// tokens of; none by default.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "External providers (the upstream provider API)")]
+    pub external: ExternalArgs,
+
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -49,7 +49,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     backend_stats.register(&mut registry);
     let shutdown = CancellationToken::new();
     let mut providers =
-        crate::providers::build(provider, Some(&client), None, &backend_stats).await?;
+        crate::providers::build(provider, Some(&client), None, &backend_stats, Default::default())
+            .await?;
     crate::providers::attach_external(
         &mut providers,
         external,

@@ -1,6 +1,7 @@
 //! sscsi: the Kubernetes Secrets Store CSI driver as one binary.
 //! This file only composes: parse the command line, set up logs, dispatch.
 
+mod check;
 mod cli;
 mod controller;
 mod demo;
@@ -8,6 +9,7 @@ mod logging;
 mod node;
 mod provider_server;
 mod providers;
+mod render;
 
 use clap::Parser;
 
@@ -32,6 +34,15 @@ fn main() -> anyhow::Result<()> {
                 print!("---\n{yaml}");
             }
             Ok(())
+        }
+        cli::Command::Check(args) => {
+            logging::init(&cli.log, "warn");
+            let clean = check::run(args)?;
+            std::process::exit(if clean { 0 } else { 1 })
+        }
+        cli::Command::Render(args) => {
+            logging::init(&cli.log, "info");
+            runtime.block_on(render::run(*args))
         }
         cli::Command::Version => {
             version();

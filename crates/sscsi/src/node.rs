@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::NodeArgs;
-use crate::providers::{attach_external, build};
+use crate::providers::{Caller, attach_external, build};
 
 /// How long in-flight calls may run after SIGTERM: within the pod's default
 /// 30 s termination grace period.
@@ -98,8 +98,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => Cluster::connect(kubeconfig, &config.node_id, sync, &readiness, &shutdown).await?,
     };
-    let mut providers =
-        build(provider, cluster.client.as_ref(), Some(&config.node_id), &backend_stats).await?;
+    let mut providers = build(
+        provider,
+        cluster.client.as_ref(),
+        Some(&config.node_id),
+        &backend_stats,
+        Caller::default(),
+    )
+    .await?;
     attach_external(&mut providers, external, &backend_stats, &mut registry, &shutdown);
     let outbox = cluster.kube_observer.clone();
     let parts = Parts {

@@ -58,7 +58,9 @@ pub async fn run(args: ProviderServerArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let stats = BackendStats::default();
     stats.register(&mut registry);
-    let providers = crate::providers::build(provider, client.as_ref(), None, &stats).await?;
+    let providers =
+        crate::providers::build(provider, client.as_ref(), None, &stats, Default::default())
+            .await?;
     let served =
         providers.get(&name).with_context(|| format!("--provider {name}: cannot serve it here"))?;
     let runtime =

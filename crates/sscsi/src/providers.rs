@@ -20,6 +20,20 @@ use crate::cli::GcpArgs;
 use crate::cli::VaultArgs;
 use crate::cli::{ExternalArgs, ProviderArgs};
 
+/// Whose credentials the providers read with: the pods' (the node, the
+/// controller, the provider server: the default), or those of the person
+/// running `sscsi render`.
+#[derive(Debug, Default)]
+pub struct Caller {
+    /// The role every service account assumes with its `sts.amazonaws.com`
+    /// token, instead of its annotation.
+    pub aws_role_arn: Option<String>,
+    /// AWS reads with the SDK's default credential chain, not a pod's.
+    pub aws_default_chain: bool,
+    /// Vault reads with this token instead of logging in as the pod.
+    pub vault_token: Option<sscsi_core::SecretBytes>,
+}
+
 /// Every provider `args` enables. `node_id`: the node whose region label
 /// is AWS's default region (none for the controller, which has no node).
 pub async fn build(
@@ -27,6 +41,7 @@ pub async fn build(
     client: Option<&Client>,
     node_id: Option<&str>,
     stats: &BackendStats,
+    caller: Caller,
 ) -> anyhow::Result<ProviderRegistry> {
     let ProviderArgs {
         local_provider_root,
@@ -42,14 +57,17 @@ pub async fn build(
     } = args;
     let enabled = Enabled::new(cloud_providers).context("--providers")?;
     let mut providers = local(local_provider_root)?;
-    // AWS needs the cluster: the role is a service-account annotation.
+    // AWS needs the cluster (the role is a service-account annotation)
+    // unless the caller names the role or brings credentials.
     #[cfg(feature = "aws")]
-    if let Some(client) = client.filter(|_| enabled.has("aws")) {
-        register_aws(&mut providers, client, node_id, aws, stats).await;
+    if enabled.has("aws")
+        && (client.is_some() || caller.aws_role_arn.is_some() || caller.aws_default_chain)
+    {
+        register_aws(&mut providers, client, node_id, aws, stats, &caller).await;
     }
     #[cfg(feature = "vault")]
     if enabled.has("vault") {
-        register_vault(&mut providers, client, vault, stats);
+        register_vault(&mut providers, client, vault, stats, caller.vault_token.clone());
     }
     #[cfg(feature = "azure")]
     if enabled.has("azure") {
@@ -59,7 +77,7 @@ pub async fn build(
     if enabled.has("gcp") {
         register_gcp(&mut providers, client, gcp, stats);
     }
-    let _ = (client, node_id, stats, &enabled);
+    let _ = (client, node_id, stats, &enabled, &caller);
     tracing::info!(providers = ?providers.names(), "providers");
     Ok(providers)
 }
@@ -70,6 +88,7 @@ fn register_vault(
     client: Option<&Client>,
     args: VaultArgs,
     stats: &BackendStats,
+    caller_token: Option<sscsi_core::SecretBytes>,
 ) {
     use sscsi_provider_vault::VaultProvider;
     use sscsi_provider_vault::params::{TlsSettings, VaultDefaults};
@@ -93,7 +112,10 @@ fn register_vault(
         }
         _ => KeySource::Process,
     };
-    let provider = VaultProvider::new(defaults, client.cloned(), key).with_stats(stats);
+    let mut provider = VaultProvider::new(defaults, client.cloned(), key).with_stats(stats);
+    if let Some(token) = caller_token {
+        provider = provider.with_caller_token(token);
+    }
     providers.register(Arc::new(provider));
 }
 
@@ -177,14 +199,19 @@ fn register_gcp(
 #[cfg(feature = "aws")]
 async fn register_aws(
     providers: &mut ProviderRegistry,
-    client: &Client,
+    client: Option<&Client>,
     node_id: Option<&str>,
     args: AwsArgs,
     stats: &BackendStats,
+    caller: &Caller,
 ) {
-    use sscsi_provider_aws::{AwsEndpoints, AwsProvider, auth::KubeRoles};
+    use sscsi_provider_aws::auth::{FixedRole, KubeRoles, RoleLookup};
+    use sscsi_provider_aws::{AwsEndpoints, AwsProvider};
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let roles = Arc::new(KubeRoles::new(client.clone()));
+    let roles: Arc<dyn RoleLookup> = match (&caller.aws_role_arn, client) {
+        (None, Some(client)) => Arc::new(KubeRoles::new(client.clone())),
+        (role, _) => Arc::new(FixedRole(role.clone())),
+    };
     // The SDK's standard variables, with our two options in their places.
     let endpoints = AwsEndpoints::from_env(|name| match name {
         "SSCSI_AWS_ENDPOINT_URL" => args.endpoint_url.clone(),
@@ -194,12 +221,15 @@ async fn register_aws(
     // A class without `region` uses AWS_REGION, else this node's region label.
     let region = match env("AWS_REGION") {
         Some(region) => Some(region),
-        None => match node_id {
-            Some(node_id) => sscsi_kube::node_region(client, node_id).await,
-            None => None,
+        None => match (node_id, client) {
+            (Some(node_id), Some(client)) => sscsi_kube::node_region(client, node_id).await,
+            _ => None,
         },
     };
-    let provider = AwsProvider::new(roles, endpoints, region).with_stats(stats);
+    let mut provider = AwsProvider::new(roles, endpoints, region).with_stats(stats);
+    if caller.aws_default_chain {
+        provider = provider.with_default_chain().await;
+    }
     providers.register(Arc::new(provider));
 }
 

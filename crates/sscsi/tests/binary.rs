@@ -302,6 +302,37 @@ fn volume_listing(target: &Path) -> Vec<(String, Vec<u8>, u32)> {
     files
 }
 
+/// `sscsi render` of `class` (YAML) into `<dir>/render-<label>`: the same
+/// names, bytes and modes as the volume at `target`, laid out as a volume.
+/// Returns its log.
+fn rendered_like_the_mount(
+    dir: &Path,
+    label: &str,
+    class: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    target: &Path,
+) -> String {
+    let file = dir.join(format!("render-{label}.yaml"));
+    std::fs::write(&file, class).unwrap();
+    let out = dir.join(format!("render-{label}"));
+    let output = Command::new(BIN)
+        .args(["--log-level=debug", "render"])
+        .arg(format!("--class={}", file.display()))
+        .arg(format!("--out={}", out.display()))
+        .args(args)
+        .env_remove("VAULT_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sscsi render {label}: {log}");
+    assert_eq!(volume_listing(&out), volume_listing(target), "render {label}");
+    assert!(std::fs::symlink_metadata(out.join("..data")).unwrap().is_symlink(), "{label}");
+    log
+}
+
 /// The class of `request` mounted again, by a second node that does not
 /// serve `provider` itself, through `sscsi provider-server --provider
 /// <provider>` on its socket: the volume must hold the same files, bytes
@@ -736,6 +767,28 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     let through_socket =
         same_through_the_provider_server(dir.path(), "aws", &moto_env, request, &target).await;
 
+    // `sscsi render` of the same class: with the SDK's default chain (here
+    // the environment's keys), and as the pod with its token and role.
+    let class = "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: aws-db, namespace: team}\nspec:\n  provider: aws\n  parameters:\n    region: us-west-2\n    objects: |\n      - objectName: prod/db\n        objectType: secretsmanager\n        filePermission: \"0600\"\n";
+    let keys = [
+        ("SSCSI_AWS_ENDPOINT_URL", moto.url()),
+        ("AWS_ACCESS_KEY_ID", "caller-key".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "caller-secret".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ];
+    let keys: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut rendered = rendered_like_the_mount(dir.path(), "aws-chain", class, &[], &keys, &target);
+    let token = dir.path().join("irsa.jwt");
+    std::fs::write(&token, "irsa-token-value-55").unwrap();
+    let as_pod = [
+        format!("--token-file=sts.amazonaws.com={}", token.display()),
+        "--aws-role-arn=arn:aws:iam::123456789012:role/app".to_owned(),
+        "--service-account=app".to_owned(),
+    ];
+    let as_pod: Vec<&str> = as_pod.iter().map(String::as_str).collect();
+    rendered +=
+        &rendered_like_the_mount(dir.path(), "aws-irsa", class, &as_pod, &moto_env, &target);
+
     // The same class through a SecretSync: the controller's own token for the role.
     let env = [("SSCSI_AWS_ENDPOINT_URL", moto.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -751,9 +804,11 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     .await;
 
     drop(csi);
-    let logs =
-        tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced + &through_socket;
-    for secret in ["aws-secret-value-77", "irsa-token-value-55"] {
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap()
+        + &synced
+        + &through_socket
+        + &rendered;
+    for secret in ["aws-secret-value-77", "irsa-token-value-55", "caller-secret"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
 }
@@ -817,6 +872,31 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     let vault_env: Vec<(&str, &str)> = vault_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let through_socket =
         same_through_the_provider_server(dir.path(), "vault", &vault_env, request, &target).await;
+    // `sscsi render` of the same class: with the caller's VAULT_TOKEN, and
+    // as the pod, logging in with its service-account token.
+    let class = "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata: {name: vault-db, namespace: team}\nspec:\n  provider: vault\n  parameters:\n    roleName: app\n    objects: |\n      - objectName: password\n        secretPath: secret/data/db\n        secretKey: password\n";
+    let caller =
+        [("VAULT_ADDR", bao.url()), ("VAULT_TOKEN", sscsi_testkit::bao::ROOT_TOKEN.to_owned())];
+    let caller: Vec<(&str, &str)> = caller.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut rendered =
+        rendered_like_the_mount(dir.path(), "vault-token", class, &[], &caller, &target);
+    let jwt = api.signer().sign(&sscsi_testkit::jwt::Subject {
+        namespace: "team",
+        service_account: "app",
+        pod: None,
+        audiences: &["vault"],
+        lifetime_seconds: 600,
+    });
+    let token = dir.path().join("vault.jwt");
+    std::fs::write(&token, &jwt).unwrap();
+    let as_pod =
+        [format!("--token-file=vault={}", token.display()), "--service-account=app".into()];
+    let as_pod: Vec<&str> = as_pod.iter().map(String::as_str).collect();
+    let url = bao.url();
+    let addr = [("VAULT_ADDR", url.as_str())];
+    rendered += &rendered_like_the_mount(dir.path(), "vault-login", class, &as_pod, &addr, &target);
+    assert!(!rendered.contains(&jwt), "the service-account token leaked into the log");
+
     let keys = api.objects("", "secrets", Some("sscsi-system"));
     assert_eq!(keys.len(), 1, "the version key's Secret");
     assert_eq!(keys[0]["metadata"]["name"], "sscsi-vault-hmac-key");
@@ -841,8 +921,10 @@ async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     .await;
 
     drop(csi);
-    let logs =
-        tokio::task::spawn_blocking(move || node.stop()).await.unwrap() + &synced + &through_socket;
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap()
+        + &synced
+        + &through_socket
+        + &rendered;
     assert!(!logs.contains("vault-secret-value-91"), "the secret leaked into the logs");
     assert!(
         !logs.contains("hvs.") && !logs.contains("s.root"),

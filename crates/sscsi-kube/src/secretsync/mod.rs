@@ -748,29 +748,18 @@ impl Inner {
 /// Labels and annotations under the controller's reserved key (the CRD
 /// refuses them too; this covers objects written before it did).
 fn reserved_keys(ss: &SecretSync) -> Result<(), SyncFailure> {
-    let object = &ss.spec.secret_object;
-    let reserved = |map: &Option<BTreeMap<String, String>>| {
-        map.iter().flatten().map(|(k, _)| k).find(|k| k.starts_with(SYNC_RESERVED_KEY)).cloned()
+    let Some((field, key)) = ss.spec.secret_object.reserved_key() else { return Ok(()) };
+    let (reason, what) = match field {
+        "labels" => (Reason::InvalidClusterSecretLabelError, "label"),
+        _ => (Reason::InvalidClusterSecretAnnotationError, "annotation"),
     };
-    if let Some(key) = reserved(&object.labels) {
-        return Err(SyncFailure::new(
-            Reason::InvalidClusterSecretLabelError,
-            format!(
-                "SecretSync {}: spec.secretObject.labels: label {key} is reserved for use by the controller",
-                ss.qualified_name()
-            ),
-        ));
-    }
-    if let Some(key) = reserved(&object.annotations) {
-        return Err(SyncFailure::new(
-            Reason::InvalidClusterSecretAnnotationError,
-            format!(
-                "SecretSync {}: spec.secretObject.annotations: annotation {key} is reserved for use by the controller",
-                ss.qualified_name()
-            ),
-        ));
-    }
-    Ok(())
+    Err(SyncFailure::new(
+        reason,
+        format!(
+            "SecretSync {}: spec.secretObject.{field}: {what} {key} is reserved for use by the controller",
+            ss.qualified_name()
+        ),
+    ))
 }
 
 /// The Secret's data from the provider's files, as upstream's

@@ -3,6 +3,7 @@
 //! SecretProviderClassPodStatus objects and Events on the pod, and the
 //! SecretSync controller ([`secretsync`]) with its leader election.
 
+pub mod audit;
 mod lease;
 mod observer;
 mod outbox;

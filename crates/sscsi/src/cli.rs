@@ -53,6 +53,11 @@ pub enum Command {
     /// Vault: VAULT_TOKEN) or a service-account token file: the same files,
     /// layout, modes and built files as the volume, nothing outside it.
     Render(Box<RenderArgs>),
+    /// Audit the cluster of the kubeconfig as the hardening guides ask:
+    /// classes by namespace and provider, which sync into Secrets and where,
+    /// the Secrets the driver manages and their owners, classes and pods
+    /// reading with the node's identity, and SecretSyncs. Reads no secret.
+    Audit(AuditArgs),
     /// Print the version, the providers built in and how many CA certificates
     /// the system store holds (what TLS to the clouds trusts).
     Version,
@@ -536,6 +541,17 @@ pub struct RenderArgs {
 
     #[command(flatten)]
     pub provider: ProviderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Kubeconfig file. Default: KUBECONFIG, else ~/.kube/config, else the
+    /// pod's service account.
+    #[arg(long, env = "SSCSI_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// `text`: sections for people; `json`: the same for tools.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

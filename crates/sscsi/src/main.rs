@@ -1,6 +1,7 @@
 //! sscsi: the Kubernetes Secrets Store CSI driver as one binary.
 //! This file only composes: parse the command line, set up logs, dispatch.
 
+mod audit;
 mod check;
 mod cli;
 mod controller;
@@ -43,6 +44,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Render(args) => {
             logging::init(&cli.log, "info");
             runtime.block_on(render::run(*args))
+        }
+        cli::Command::Audit(args) => {
+            logging::init(&cli.log, "warn");
+            runtime.block_on(audit::run(args))
         }
         cli::Command::Version => {
             version();

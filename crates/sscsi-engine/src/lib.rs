@@ -46,6 +46,13 @@ pub struct Identity<'a> {
     pub secrets: &'a BTreeMap<String, SecretBytes>,
 }
 
+impl Identity<'_> {
+    /// `service account <namespace>/<name>`, for messages.
+    pub fn describe(&self) -> String {
+        format!("service account {}/{}", self.pod.namespace, self.pod.service_account)
+    }
+}
+
 /// Why a fetch is made; it decides how old a shared answer it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -109,8 +116,10 @@ pub struct Fetched {
 pub enum FetchError {
     #[error("SecretProviderClass {spc}: {source}")]
     UnknownProvider { spc: String, source: UnknownProvider },
-    #[error("provider {provider:?}: {source}")]
-    Provider { provider: String, source: ProviderError },
+    /// `identity`: who asked, `service account <namespace>/<name>`, so the
+    /// message says whose permissions the backend refused.
+    #[error("provider {provider:?} (as {identity}): {source}")]
+    Provider { provider: String, identity: String, source: ProviderError },
     #[error("SecretProviderClass {spc}: {source}")]
     Files { spc: String, source: sscsi_files::FilesError },
     /// One of sscsi's own parameters (`sscsi.io/refresh`) is wrong.
@@ -177,6 +186,7 @@ impl Engine {
         let result = response
             .map_err(|source| FetchError::Provider {
                 provider: fetch.class.spec.provider.clone(),
+                identity: fetch.identity.describe(),
                 source,
             })
             .and_then(|response| {

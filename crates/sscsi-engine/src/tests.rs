@@ -154,7 +154,9 @@ async fn mounted_files_only_for_a_provider_that_reads_them_on_a_refresh() {
 #[tokio::test]
 async fn unknown_providers_and_failures_name_the_class_and_provider() {
     let (engine, _, _) = engine();
-    let pod = Pod::default();
+    let mut pod = Pod::default();
+    pod.info.namespace = "shop".into();
+    pod.info.service_account = "web".into();
     let fetch = |class| pod.fetch(class, &[], None, Purpose::FirstMount);
     let missing = class("gcp", serde_json::json!({}));
     let (result, call) = engine.fetch(fetch(&missing)).await;
@@ -166,7 +168,8 @@ async fn unknown_providers_and_failures_name_the_class_and_provider() {
     let refused = class("echo", serde_json::json!({"refuse": "yes"}));
     let (result, call) = engine.fetch(fetch(&refused)).await;
     let err = result.unwrap_err();
-    assert_eq!(err.to_string(), r#"provider "echo": refused"#);
+    // Whose permissions were refused is said.
+    assert_eq!(err.to_string(), r#"provider "echo" (as service account shop/web): refused"#);
     assert!(
         matches!(&err, FetchError::Provider { source, .. } if source.code() == sscsi_core::ErrorCode::PermissionDenied)
     );

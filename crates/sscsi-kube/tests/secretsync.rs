@@ -271,6 +271,8 @@ async fn a_provider_failure_keeps_the_last_secret() {
         message.contains("SecretProviderClass shop/local-db") && message.contains("pass"),
         "{message}"
     );
+    // Whose identity asked, as on a pod's event.
+    assert!(message.contains("(as service account shop/db-reader)"), "{message}");
     assert!(!message.contains("hunter2"));
     let secret = world.secret("shop", "db").await;
     assert_eq!(decoded(&secret, "password"), b"hunter2");

@@ -55,8 +55,11 @@ pub enum PublishError {
     Spc(#[from] SpcError),
     #[error("SecretProviderClass {spc}: {source}")]
     UnknownProvider { spc: String, source: UnknownProvider },
-    #[error("failed to mount secrets store objects for pod {pod}: provider {provider:?}: {source}")]
-    Provider { pod: String, provider: String, source: ProviderError },
+    /// `identity`: whose permissions the backend judged (the pod's service account).
+    #[error(
+        "failed to mount secrets store objects for pod {pod} (as {identity}): provider {provider:?}: {source}"
+    )]
+    Provider { pod: String, identity: String, provider: String, source: ProviderError },
     #[error("SecretProviderClass {spc}: {source}")]
     Files { spc: String, source: sscsi_engine::FilesError },
     #[error("SecretProviderClass {spc}: {source}")]
@@ -280,6 +283,7 @@ mod tests {
             (
                 PublishError::Provider {
                     pod: "ns/p".into(),
+                    identity: "service account ns/sa".into(),
                     provider: "aws".into(),
                     source: Throttled.into(),
                 },
@@ -289,6 +293,7 @@ mod tests {
             (
                 PublishError::Provider {
                     pod: "ns/p".into(),
+                    identity: "service account ns/sa".into(),
                     provider: "ext".into(),
                     source: External.into(),
                 },

@@ -390,8 +390,8 @@ impl Publisher {
             FetchError::UnknownProvider { spc, source } => {
                 PublishError::UnknownProvider { spc, source }
             }
-            FetchError::Provider { provider, source } => {
-                PublishError::Provider { pod: pod_ref(req), provider, source }
+            FetchError::Provider { provider, identity, source } => {
+                PublishError::Provider { pod: pod_ref(req), identity, provider, source }
             }
             FetchError::Files { spc, source } => PublishError::Files { spc, source },
             FetchError::Parameter { spc, source } => PublishError::Parameter { spc, source },

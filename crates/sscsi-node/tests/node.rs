@@ -488,7 +488,7 @@ async fn every_bad_request_gets_the_right_code_and_message() {
         (
             |r| drop(r.volume_context.insert("secretProviderClass".into(), "bad-object".into())),
             Code::InvalidArgument,
-            "failed to mount secrets store objects for pod shop/web-0: provider \"local\": objects[0].objectName: invalid path \"../outside\"",
+            "failed to mount secrets store objects for pod shop/web-0 (as service account shop/web): provider \"local\": objects[0].objectName: invalid path \"../outside\"",
         ),
     ];
     for (edit, code, want) in cases {

@@ -45,8 +45,10 @@ pub enum VaultError {
     Client(ClientError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("couldn't read secret {object:?}: {source}")]
-    Read { object: String, source: ClientError },
+    /// `role`: the Vault role and auth mount the token came from, so a 403
+    /// says whose policy refused.
+    #[error("couldn't read secret {object:?} as Vault role {role}: {source}")]
+    Read { object: String, role: String, source: ClientError },
     #[error("couldn't read secret {object:?}: the response from {path:?} is not JSON")]
     NotJson { object: String, path: String },
     #[error("empty response from {path:?}, warnings: {warnings:?}")]
@@ -198,6 +200,11 @@ impl VaultProvider {
         let params = VaultParams::parse(&request.parameters, &self.defaults)?;
         let http = self.clients.get(&params.address, &params.tls).map_err(VaultError::Client)?;
         let login = Login { http: &http, params: &params, request, kube: self.kube.as_ref() };
+        // Whose policy a read is judged by, for messages.
+        let role = match &self.caller_token {
+            Some(_) => "(the caller's token)".to_owned(),
+            None => format!("{:?} (auth mount {:?})", params.role, params.auth_mount),
+        };
         let (token, fresh, identity) = match &self.caller_token {
             // The caller's own token: a refusal is final, there is no login to retry.
             Some(token) => (token.clone(), true, format!("caller/{}", identity(&params, request))),
@@ -234,7 +241,8 @@ impl VaultProvider {
         let results = futures::future::join_all(
             reads.iter().filter(|(read, _)| !unchanged.contains(*read)).map(|(read, objects)| {
                 let object = &objects[0].object_name;
-                let (http, token, login, identity) = (&http, &token, &login, &identity);
+                let (http, token, login, identity, role) =
+                    (&http, &token, &login, &identity, &role);
                 let namespace = params.namespace.as_deref();
                 async move {
                     let mut call = Call {
@@ -258,6 +266,7 @@ impl VaultProvider {
                     };
                     let body = answer.map_err(|source| VaultError::Read {
                         object: (*object).to_owned(),
+                        role: role.clone(),
                         source,
                     })?;
                     let response =

@@ -235,7 +235,7 @@ async fn vault_classes_through_the_csi_socket() {
         (
             "denied",
             Code::PermissionDenied,
-            "couldn't read secret \"a\": GET /v1/secret/metadata/app: 403 Forbidden: permission denied",
+            "(as service account shop/app): provider \"vault\": couldn't read secret \"a\" as Vault role \"app\" (auth mount \"jwt\"): GET /v1/secret/metadata/app: 403 Forbidden: permission denied",
         ),
         (
             "missing-key",
@@ -245,7 +245,7 @@ async fn vault_classes_through_the_csi_socket() {
         (
             "missing-path",
             Code::NotFound,
-            "couldn't read secret \"a\": GET /v1/secret/data/nothing: 404",
+            "couldn't read secret \"a\" as Vault role \"app\" (auth mount \"jwt\"): GET /v1/secret/data/nothing: 404",
         ),
         (
             "both-mounts",

@@ -57,7 +57,7 @@ pub struct CountingProxy {
 }
 
 type Faults = std::sync::Arc<
-    Mutex<std::collections::BTreeMap<String, std::collections::VecDeque<(u16, String)>>>,
+    Mutex<std::collections::BTreeMap<String, std::collections::VecDeque<(u16, String, String)>>>,
 >;
 
 impl CountingProxy {
@@ -86,11 +86,8 @@ impl CountingProxy {
                         .expect("faults")
                         .get_mut(&operation)
                         .and_then(std::collections::VecDeque::pop_front);
-                    if let Some((status, error_type)) = fault {
-                        let body = serde_json::json!({
-                            "__type": error_type,
-                            "message": format!("injected {error_type}"),
-                        });
+                    if let Some((status, error_type, message)) = fault {
+                        let body = serde_json::json!({"__type": error_type, "message": message});
                         return axum::http::Response::builder()
                             .status(status)
                             .header("content-type", "application/x-amz-json-1.1")
@@ -132,12 +129,16 @@ impl CountingProxy {
     /// The next call of `operation` is answered with `status` and AWS error
     /// code `error_type`; calls queue up in order.
     pub fn fail_next(&self, operation: &str, status: u16, error_type: &str) {
-        self.faults
-            .lock()
-            .expect("faults")
-            .entry(operation.to_owned())
-            .or_default()
-            .push_back((status, error_type.to_owned()));
+        self.fail_next_with(operation, status, error_type, &format!("injected {error_type}"));
+    }
+
+    /// As [`CountingProxy::fail_next`], with the message AWS would send.
+    pub fn fail_next_with(&self, operation: &str, status: u16, error_type: &str, message: &str) {
+        self.faults.lock().expect("faults").entry(operation.to_owned()).or_default().push_back((
+            status,
+            error_type.to_owned(),
+            message.to_owned(),
+        ));
     }
 
     pub fn url(&self) -> String {

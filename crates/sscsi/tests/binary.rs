@@ -813,6 +813,106 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     }
 }
 
+/// A backend's refusal is explained where people look: the gRPC message
+/// kubelet shows and the pod's Warning event carry AWS's own words, the
+/// object, and whose identity asked (the service account; AWS names the
+/// assumed role and session), and never the pod's token.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_denial_reaches_the_pod_with_the_backends_words_and_the_identity() {
+    use aws_config::{BehaviorVersion, Region};
+    use kube::api::{Api, PostParams};
+
+    let moto = sscsi_testkit::moto::MotoServer::start();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_credential_types::Credentials::new("t", "t", None, None, "test"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+        .create_secret()
+        .name("prod/db")
+        .secret_string("aws-secret-value-78")
+        .send()
+        .await
+        .unwrap();
+    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
+    let aws_words = "User: arn:aws:sts::123456789012:assumed-role/app/sscsi-team-app is not authorized to perform: secretsmanager:GetSecretValue on resource: prod/db because no identity-based policy allows the secretsmanager:GetSecretValue action";
+    proxy.fail_next_with("secretsmanager.GetSecretValue", 400, "AccessDeniedException", aws_words);
+
+    let api = sscsi_testkit::kube_api::ApiServer::start().await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "app", "namespace": "team",
+                     "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/app"}}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
+    create_class(
+        client,
+        "aws-db",
+        "aws",
+        serde_json::json!({
+            "region": "us-west-2",
+            "objects": "- objectName: prod/db\n  objectType: secretsmanager\n"
+        }),
+    )
+    .await;
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display())],
+        &[("SSCSI_AWS_ENDPOINT_URL", &proxy.url())],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let pod = sscsi_core::PodInfo {
+        name: "app-0".into(),
+        namespace: "team".into(),
+        uid: "u-denied".into(),
+        service_account: "app".into(),
+    };
+    let target = dir.path().join("pods/u-denied/volumes/kubernetes.io~csi/aws/mount");
+    let mut request =
+        sscsi_node::client::inline_volume_publish_request("csi-denied", &target, "aws-db", &pod);
+    request.volume_context.insert(
+        TOKENS_KEY.into(),
+        r#"{"sts.amazonaws.com":{"token":"irsa-token-value-56","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
+    );
+    // The class reaches the node's cache shortly after it starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = csi.node_publish_volume(request.clone()).await.unwrap_err();
+        if status.code() != tonic::Code::NotFound || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{}", status.message());
+    let message = status.message().to_owned();
+    for part in [
+        "failed to mount secrets store objects for pod team/app-0 (as service account team/app)",
+        "Failed fetching secret prod/db",
+        &format!("AccessDeniedException: {aws_words}"),
+    ] {
+        assert!(message.contains(part), "{part:?} missing in {message:?}");
+    }
+    let events = api
+        .wait_for("events.k8s.io", "events", Some("team"), |events| {
+            events.iter().any(|e| e["type"] == "Warning" && e["reason"] == "ProviderError")
+        })
+        .await;
+    let event = events.iter().find(|e| e["reason"] == "ProviderError").unwrap();
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains(aws_words) && note.contains("(as service account team/app)"), "{note}");
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let everything = format!("{logs}{message}{}", serde_json::to_string(&events).unwrap());
+    assert!(!everything.contains("irsa-token-value-56"), "the pod's token leaked");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     use serde_json::json;

@@ -540,6 +540,9 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
 
     let (status, body) = get(health, "/readyz").await.unwrap();
     assert_eq!((status, body.as_str()), (503, "not ready: waiting for kubelet-registration\n"));
+    let (_, scraped) = get(metrics, "/metrics").await.unwrap();
+    let pending = r#"sscsi_ready{condition="kubelet-registration"} 0"#;
+    assert!(scraped.lines().any(|l| l == pending), "{scraped}");
     let (status, body) = get(health, "/healthz").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"), "the CSI socket answers Probe");
 
@@ -595,6 +598,7 @@ async fn registers_with_kubelet_and_serves_health_readiness_and_metrics() {
     for line in [
         r#"node_publish_total{provider="local",os_type="linux"} 1"#,
         r#"node_unpublish_total{os_type="linux"} 1"#,
+        r#"sscsi_ready{condition="kubelet-registration"} 1"#,
     ] {
         assert!(body.lines().any(|l| l == line), "missing {line} in\n{body}");
     }

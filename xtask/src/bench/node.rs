@@ -21,6 +21,8 @@ pub struct NodeProcess {
     spawned: Instant,
     socket: PathBuf,
     health_port: u16,
+    /// `/metrics` is served here, as the chart serves it.
+    metrics_port: u16,
     log: PathBuf,
 }
 
@@ -44,19 +46,37 @@ impl NodeProcess {
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         let socket = dir.join("csi.sock");
-        let health_port = free_port()?;
+        let (health_port, metrics_port) = (free_port()?, free_port()?);
         let log = dir.join("node.log");
         let mut command = sscsi_command(binary, "node", dir, api, &log, extra, env)?;
         command
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .arg(format!("--health-addr=127.0.0.1:{health_port}"))
-            .args(["--metrics-addr=", "--nodeid=bench-node"]);
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg("--nodeid=bench-node");
         if !super::is_root() {
             command.arg("--no-tmpfs");
         }
         let spawned = Instant::now();
         let child = command.spawn().with_context(|| format!("start {}", binary.display()))?;
-        Ok(Self { child, spawned, socket, health_port, log })
+        Ok(Self { child, spawned, socket, health_port, metrics_port, log })
+    }
+
+    /// One scrape of `/metrics`: its body's size in bytes.
+    pub async fn scrape(&self) -> anyhow::Result<usize> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
+        let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        stream.write_all(request).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            bail!(
+                "/metrics answered {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(40)])
+            );
+        }
+        let body = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |at| at + 4);
+        Ok(answer.len() - body)
     }
 
     /// Waits for `/readyz` to answer 200 (the CSI socket serves and every

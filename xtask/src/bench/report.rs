@@ -104,6 +104,10 @@ pub struct Rotation {
     /// From the change to the new bytes in every affected volume.
     pub propagation_seconds: Spread,
     pub rss_mounted_mib: Spread,
+    /// After three scrapes of `/metrics` with the volumes mounted.
+    pub rss_scraped_mib: Spread,
+    /// The size of one `/metrics` answer then.
+    pub metrics_kib: Spread,
 }
 
 #[derive(Debug, Serialize)]
@@ -435,6 +439,14 @@ pub fn markdown(r: &Results) -> String {
             p.volumes,
             p.backend,
             spread(p.rss_mounted_mib)
+        );
+        let _ = writeln!(
+            md,
+            "| RSS after 3 scrapes of `/metrics` ({} KiB each), {} volumes ({}) | {} MiB |",
+            spread(p.metrics_kib),
+            p.volumes,
+            p.backend,
+            spread(p.rss_scraped_mib)
         );
     }
     for y in &r.sync {

@@ -555,6 +555,7 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
     let changed_count = ((secrets as f64 * plan.rotation_changed).ceil() as usize).max(1);
     let (mut calls, mut rewritten, mut pass, mut propagation, mut rss) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut scraped_rss, mut scrape_kib) = (vec![], vec![]);
     let mut affected_count = 0;
     for _ in 0..plan.runs {
         let world = World::start(kind).await?;
@@ -570,6 +571,14 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
             .try_collect::<Vec<()>>()
             .await?;
         rss.push(mib(node.memory()?.rss_kib));
+        // What `/metrics` costs with every volume mounted: a few scrapes
+        // (freshness is computed from the volume table at each), then RSS.
+        let mut size = 0;
+        for _ in 0..3 {
+            size = node.scrape().await?;
+        }
+        scrape_kib.push(size as f64 / 1024.0);
+        scraped_rss.push(mib(node.memory()?.rss_kib));
         // Changed: the first secret of every 1/changed_count-th account.
         let all: Vec<&String> = population.objects.values().flatten().collect();
         let changed: BTreeSet<String> =
@@ -636,6 +645,8 @@ pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<
         pass_seconds: Spread::of(&pass),
         propagation_seconds: Spread::of(&propagation),
         rss_mounted_mib: Spread::of(&rss),
+        rss_scraped_mib: Spread::of(&scraped_rss),
+        metrics_kib: Spread::of(&scrape_kib),
     })
 }
 

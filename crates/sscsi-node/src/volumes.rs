@@ -232,3 +232,98 @@ impl Collector for Freshness {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn volume(pod: &str, class: &str, age: Duration, backing_off: bool) -> VolumeState {
+        let now = Instant::now();
+        let request = PublishRequest {
+            volume_id: format!("v-{pod}"),
+            target_path: format!("/pods/{pod}").into(),
+            spc_name: class.to_owned(),
+            pod: PodInfo {
+                name: pod.to_owned(),
+                namespace: "shop".to_owned(),
+                uid: pod.to_owned(),
+                service_account: "web".to_owned(),
+            },
+            attributes: Default::default(),
+            tokens: Default::default(),
+            secrets: Default::default(),
+            group: None,
+        };
+        VolumeState {
+            request: Arc::new(request),
+            provider: "aws".to_owned(),
+            versions: Vec::new(),
+            last_fetch: now - age,
+            due: false,
+            failures: u32::from(backing_off),
+            retry_at: backing_off.then(|| now + Duration::from_secs(60)),
+            pinned: None,
+        }
+    }
+
+    fn scrape(pod_labels: bool) -> Vec<String> {
+        let table = VolumeTable::default();
+        table.insert("a", volume("web-0", "db", Duration::from_secs(30), false));
+        table.insert("b", volume("web-1", "db", Duration::from_secs(300), true));
+        table.insert("c", volume("web-2", "cache", Duration::from_secs(5), false));
+        let scraped = Scraped { table, pod_labels, interval: Some(Duration::from_secs(120)) };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Freshness(Arc::new(scraped.into()))));
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        // Ages grow while the test runs: whole seconds are enough.
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.rsplit_once(' ') {
+                Some((series, value)) => {
+                    format!("{series} {}", value.parse::<f64>().unwrap().floor())
+                }
+                None => l.to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn freshness_by_class_and_node_without_pod_names() {
+        let db = r#"namespace="shop",secret_provider_class="db",provider="aws""#;
+        let cache = r#"namespace="shop",secret_provider_class="cache",provider="aws""#;
+        assert_eq!(
+            scrape(false),
+            [
+                format!("sscsi_volume_fetch_age_seconds{{{cache}}} 5"),
+                format!("sscsi_volume_fetch_age_seconds{{{db}}} 300"),
+                format!("sscsi_volumes{{{cache}}} 1"),
+                format!("sscsi_volumes{{{db}}} 2"),
+                "sscsi_oldest_fetch_age_seconds 300".to_owned(),
+                "sscsi_rotation_interval_seconds 120".to_owned(),
+                "sscsi_rotation_volumes_in_backoff 1".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn with_pod_labels_each_volume_has_its_own_age() {
+        let mut ages: Vec<String> = scrape(true)
+            .into_iter()
+            .filter(|l| l.starts_with("sscsi_volume_fetch_age_seconds"))
+            .collect();
+        ages.sort();
+        let series = |class: &str, pod: &str, age: u32| {
+            format!(
+                r#"sscsi_volume_fetch_age_seconds{{namespace="shop",secret_provider_class="{class}",provider="aws",pod="{pod}"}} {age}"#
+            )
+        };
+        assert_eq!(
+            ages,
+            [series("cache", "web-2", 5), series("db", "web-0", 30), series("db", "web-1", 300)]
+        );
+    }
+}

@@ -705,8 +705,12 @@ async fn node_in_a_cluster_records_pod_status_and_events() {
 /// The `aws` provider end to end: IRSA through the API double's service
 /// account and moto's STS, the secret from moto's Secrets Manager.
 #[cfg(feature = "aws")]
-#[tokio::test(flavor = "multi_thread")]
-async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
+/// moto holding `prod/db` = `value`, and the API double with service
+/// account team/app (IRSA role `app`) and class team/aws-db reading it
+/// (mode 0600).
+async fn aws_cluster(
+    value: &str,
+) -> (sscsi_testkit::moto::MotoServer, sscsi_testkit::kube_api::ApiServer) {
     use aws_config::{BehaviorVersion, Region};
     use kube::api::{Api, PostParams};
 
@@ -720,7 +724,7 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     aws_sdk_secretsmanager::Client::new(&config)
         .create_secret()
         .name("prod/db")
-        .secret_string("aws-secret-value-77")
+        .secret_string(value)
         .send()
         .await
         .unwrap();
@@ -738,6 +742,12 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
             "region": "us-west-2",
             "objects": "- objectName: prod/db\n  objectType: secretsmanager\n  filePermission: \"0600\"\n"
         })).await;
+    (moto, api)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
+    let (moto, api) = aws_cluster("aws-secret-value-77").await;
 
     let dir = setup();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -823,46 +833,11 @@ async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
 /// assumed role and session), and never the pod's token.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aws_denial_reaches_the_pod_with_the_backends_words_and_the_identity() {
-    use aws_config::{BehaviorVersion, Region};
-    use kube::api::{Api, PostParams};
-
-    let moto = sscsi_testkit::moto::MotoServer::start();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-west-2"))
-        .endpoint_url(moto.url())
-        .credentials_provider(aws_credential_types::Credentials::new("t", "t", None, None, "test"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
-        .create_secret()
-        .name("prod/db")
-        .secret_string("aws-secret-value-78")
-        .send()
-        .await
-        .unwrap();
+    let (moto, api) = aws_cluster("aws-secret-value-78").await;
     let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
     let aws_words = "User: arn:aws:sts::123456789012:assumed-role/app/sscsi-team-app is not authorized to perform: secretsmanager:GetSecretValue on resource: prod/db because no identity-based policy allows the secretsmanager:GetSecretValue action";
     proxy.fail_next_with("secretsmanager.GetSecretValue", 400, "AccessDeniedException", aws_words);
 
-    let api = sscsi_testkit::kube_api::ApiServer::start().await;
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "app", "namespace": "team",
-                     "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/app"}}
-    }))
-    .unwrap();
-    Api::namespaced(client.clone(), "team").create(&PostParams::default(), &sa).await.unwrap();
-    create_class(
-        client,
-        "aws-db",
-        "aws",
-        serde_json::json!({
-            "region": "us-west-2",
-            "objects": "- objectName: prod/db\n  objectType: secretsmanager\n"
-        }),
-    )
-    .await;
     let dir = setup();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();

@@ -165,7 +165,8 @@ fn least_rbac_and_audiences_per_provider() {
     let vault = render(json!({"providers": {"aws": {"enabled": false}, "azure": {"enabled": false}, "gcp": {"enabled": false}, "vault": {"enabled": true, "address": "https://vault.vault:8200"}}})).unwrap();
     assert_eq!(vault.audiences(), ["vault"]);
     let rules = vault.rules();
-    assert!(rules.contains(&"/serviceaccounts/token: create".to_owned()), "{rules:?}");
+    // kubelet passes the `vault` token: the node needs no TokenRequest of its own.
+    assert!(!rules.iter().any(|r| r.contains("serviceaccounts/token")), "{rules:?}");
     assert!(
         !rules.iter().any(|r| r.starts_with("/nodes") || r == "/serviceaccounts: get"),
         "{rules:?}"
@@ -178,6 +179,21 @@ fn least_rbac_and_audiences_per_provider() {
     gcp_providers["gcp"]["workloadIdentityPool"] = json!("my-project.svc.id.goog");
     let gcp = render(json!({"providers": gcp_providers})).unwrap();
     assert_eq!(gcp.audiences(), ["my-project.svc.id.goog"]);
+    let token_grant =
+        |r: &Rendered| r.rules().contains(&"/serviceaccounts/token: create".to_owned());
+    assert!(!token_grant(&gcp), "kubelet passes the pool's token");
+    // Tokens kubelet does not pass are requested by the node: granted then, and on demand.
+    assert!(token_grant(&render(json!({"providers": only("gcp")})).unwrap()), "no pool");
+    let vault_only =
+        json!({"aws": {"enabled": false}, "azure": {"enabled": false}, "gcp": {"enabled": false}});
+    let custom =
+        render(json!({"providers": vault_only, "tokenRequests": [{"audience": "custom"}]}));
+    assert!(token_grant(&custom.unwrap()), "vault's audience is not among tokenRequests");
+    let forced = render(json!({"providers": only("aws"), "rbac": {"serviceAccountTokens": true}}));
+    assert!(token_grant(&forced.unwrap()));
+    let refused =
+        render(json!({"providers": only("gcp"), "rbac": {"serviceAccountTokens": false}}));
+    assert!(!token_grant(&refused.unwrap()));
     let azure = render(json!({"providers": only("azure")})).unwrap();
     assert_eq!(azure.audiences(), ["api://AzureADTokenExchange", "api://AKSIdentityBinding"]);
     assert!(azure.args().contains(&"--azure-cloud-name=AzurePublicCloud".to_owned()));
@@ -225,7 +241,25 @@ fn options_users_set() {
     assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
     assert_eq!(pod["metadata"]["annotations"]["x"], "y");
     assert_eq!(r.container()["ports"].as_array().unwrap().len(), 1, "no metrics port");
-    assert!(r.rules().contains(&"/secrets: get,create,update".to_owned()));
+    // Allowed namespaces: Secret writes there only, by a Role in each, none cluster-wide.
+    assert!(!r.rules().iter().any(|rule| rule.starts_with("/secrets")), "{:?}", r.rules());
+    let sync_roles: Vec<(&Value, &Value)> = r
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "sscsi-sync")
+        .map(|o| (&o["metadata"]["namespace"], &o["rules"]))
+        .collect();
+    let rule = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}]);
+    assert_eq!(sync_roles, [(&json!("a"), &rule), (&json!("b"), &rule)]);
+    let bound: Vec<&Value> = r
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == "sscsi-sync")
+        .map(|o| &o["metadata"]["namespace"])
+        .collect();
+    assert_eq!(bound, [&json!("a"), &json!("b")]);
+    let everywhere = render(json!({"syncSecret": {"enabled": true}})).unwrap();
+    assert!(everywhere.rules().contains(&"/secrets: get,create,update".to_owned()));
 
     let none = render(json!({"rbac": {"install": false}, "serviceAccount": {"create": false, "name": "existing"}})).unwrap();
     assert!(none.kind("ClusterRole").is_none() && none.kind("ServiceAccount").is_none());
@@ -581,4 +615,35 @@ fn monitoring_is_opt_in_and_follows_its_values() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sscsi/files/dashboard.json");
     let committed: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     assert_eq!(model, committed, "the ConfigMap carries the file unchanged");
+}
+
+#[test]
+fn hardened_defaults() {
+    let r = render(json!({})).unwrap();
+    let pod = &r.kind("DaemonSet").unwrap()["spec"]["template"]["spec"];
+    // Every taint tolerated, but never a control-plane node.
+    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        json!([{"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}])
+    );
+    assert_eq!(pod["securityContext"]["seccompProfile"], json!({"type": "RuntimeDefault"}));
+    let container = &r.container()["securityContext"];
+    assert_eq!(container["readOnlyRootFilesystem"], true);
+    assert_eq!(container["seccompProfile"], json!({"type": "RuntimeDefault"}));
+    assert_eq!(container["privileged"], true, "tmpfs mounts and their propagation need it");
+    // Workloads on control-plane nodes: the operator says so.
+    let anywhere = render(json!({"linux": {"affinity": null}})).unwrap();
+    assert!(
+        anywhere.kind("DaemonSet").unwrap()["spec"]["template"]["spec"].get("affinity").is_none()
+    );
+
+    // KEP-5538: tokens in NodePublishVolume's secrets from 1.35 on, never before.
+    let driver = |version: &str| {
+        render_for(json!({}), version).unwrap().kind("CSIDriver").unwrap()["spec"].clone()
+    };
+    assert_eq!(driver("1.35")["serviceAccountTokenInSecrets"], true);
+    assert!(driver("1.33").get("serviceAccountTokenInSecrets").is_none());
+    let off = render_for(json!({"serviceAccountTokenInSecrets": false}), "1.37").unwrap();
+    assert!(off.kind("CSIDriver").unwrap()["spec"].get("serviceAccountTokenInSecrets").is_none());
 }

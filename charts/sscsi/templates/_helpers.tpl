@@ -120,3 +120,18 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "sscsi.controllerName"
 app.kubernetes.io/name: {{ include "sscsi.providerServerName" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* Whether the node must request pod tokens itself (serviceaccounts/token): "true" or
+     "false". auto: when a provider in use needs a token kubelet does not pass: vault when
+     its audience is not among the CSIDriver's tokenRequests, gcp when no
+     workloadIdentityPool is set (its token is for the pool). */}}
+{{- define "sscsi.tokenRequestsNeeded" -}}
+{{- $mode := toString .Values.rbac.serviceAccountTokens -}}
+{{- if eq $mode "true" -}}true
+{{- else if eq $mode "false" -}}false
+{{- else -}}
+{{- $p := .Values.providers -}}
+{{- $audiences := include "sscsi.audiences" . | fromJsonArray -}}
+{{- if or (and $p.vault.enabled (not (has "vault" $audiences))) (and $p.gcp.enabled (not $p.gcp.workloadIdentityPool)) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+{{- end -}}

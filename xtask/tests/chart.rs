@@ -647,3 +647,164 @@ fn hardened_defaults() {
     let off = render_for(json!({"serviceAccountTokenInSecrets": false}), "1.37").unwrap();
     assert!(off.kind("CSIDriver").unwrap()["spec"].get("serviceAccountTokenInSecrets").is_none());
 }
+
+/// One admission request against a rendered ValidatingAdmissionPolicy,
+/// evaluated as the API server does: its resource rules, its variables in
+/// order, then each validation; a failed one answers with its message.
+fn admit(policy: &Value, request: &Value, object: &Value) -> Result<(), String> {
+    use std::collections::HashMap;
+    let spec = &policy["spec"];
+    let resource = request["resource"]["resource"].as_str().unwrap();
+    let matched = spec["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource));
+    if !matched {
+        return Ok(());
+    }
+    let value = |v: &Value| cel::to_value(v).unwrap();
+    let run = |expression: &str, variables: &HashMap<String, cel::Value>| {
+        let program = cel::Program::compile(expression)
+            .unwrap_or_else(|e| panic!("{expression:?} is not CEL: {e}"));
+        let mut context = cel::Context::default();
+        context.add_variable_from_value("object", value(object));
+        context.add_variable_from_value("request", value(request));
+        context.add_variable_from_value("variables", variables.clone());
+        program.execute(&context).unwrap_or_else(|e| panic!("{expression:?}: {e}"))
+    };
+    let mut variables = HashMap::new();
+    for variable in spec["variables"].as_array().into_iter().flatten() {
+        let computed = run(variable["expression"].as_str().unwrap(), &variables);
+        variables.insert(variable["name"].as_str().unwrap().to_owned(), computed);
+    }
+    for validation in spec["validations"].as_array().unwrap() {
+        if run(validation["expression"].as_str().unwrap(), &variables) != cel::Value::Bool(true) {
+            assert_eq!(validation["reason"], "Forbidden");
+            return match run(validation["messageExpression"].as_str().unwrap(), &variables) {
+                cel::Value::String(message) => Err(message.to_string()),
+                other => panic!("message {other:?}"),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// A CREATE of `object` by `user` in `groups`.
+fn create_request(object: &Value, user: &str, groups: &[&str]) -> Value {
+    let kind = object["kind"].as_str().unwrap();
+    let resource = match kind {
+        "SecretProviderClass" => "secretproviderclasses",
+        "SecretSync" => "secretsyncs",
+        other => panic!("{other}"),
+    };
+    json!({
+        "operation": "CREATE",
+        "namespace": object["metadata"]["namespace"],
+        "kind": {"kind": kind},
+        "resource": {"resource": resource},
+        "userInfo": {"username": user, "groups": groups},
+    })
+}
+
+#[test]
+fn admission_policies_allow_and_deny_as_their_rules_say() {
+    let values = json!({
+        "policies": {"enabled": true, "authors": {"users": ["system:serviceaccount:argocd:argocd-application-controller"], "groups": ["platform-team"]},
+                     "nodeIdentityNamespaces": ["infra"]},
+        "syncSecret": {"enabled": true, "allowedNamespaces": ["shop"]},
+    });
+    let err = render_for(values.clone(), "1.29").unwrap_err();
+    assert!(err.contains("policies.enabled needs Kubernetes 1.30 or later"), "{err}");
+    let r = render_for(values, "1.33").unwrap();
+    let policy = |name: &str| {
+        r.objects
+            .iter()
+            .find(|o| o["kind"] == "ValidatingAdmissionPolicy" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    for name in ["sscsi-authors", "sscsi-sync-namespaces", "sscsi-node-identity"] {
+        let bound = r.objects.iter().any(|o| {
+            o["kind"] == "ValidatingAdmissionPolicyBinding"
+                && o["spec"]["policyName"] == name
+                && o["spec"]["validationActions"] == json!(["Deny"])
+        });
+        assert!(bound, "{name} is bound");
+    }
+    let class = |namespace: &str, provider: &str, parameters: Value, secret_objects: bool| {
+        let mut spec = json!({"provider": provider, "parameters": parameters});
+        if secret_objects {
+            spec["secretObjects"] = json!([{"secretName": "s", "type": "Opaque", "data": [{"objectName": "o", "key": "k"}]}]);
+        }
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "c", "namespace": namespace}, "spec": spec})
+    };
+    let sync = |namespace: &str| {
+        json!({"apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync",
+               "metadata": {"name": "s", "namespace": namespace},
+               "spec": {"secretProviderClassName": "c", "serviceAccountName": "a",
+                        "secretObject": {"type": "Opaque", "data": [{"sourcePath": "p", "targetKey": "k"}]}}})
+    };
+    let argocd = "system:serviceaccount:argocd:argocd-application-controller";
+    let by = |policy: &Value, object: &Value, user: &str, groups: &[&str]| {
+        admit(policy, &create_request(object, user, groups), object)
+    };
+
+    // Who may author classes and SecretSyncs.
+    let authors = policy("sscsi-authors");
+    let aws = class("shop", "aws", json!({"objects": "[]"}), false);
+    assert_eq!(by(authors, &aws, argocd, &[]), Ok(()));
+    assert_eq!(by(authors, &aws, "jane", &["platform-team", "dev"]), Ok(()));
+    assert_eq!(
+        by(authors, &sync("shop"), "mallory", &["dev"]),
+        Err("SecretSync shop/s may be created or changed only by the users system:serviceaccount:argocd:argocd-application-controller or the groups platform-team, not by mallory".into())
+    );
+
+    // Secrets only where syncSecret.allowedNamespaces allows them.
+    let namespaces = policy("sscsi-sync-namespaces");
+    assert_eq!(by(namespaces, &class("shop", "aws", json!({}), true), argocd, &[]), Ok(()));
+    assert_eq!(
+        by(namespaces, &class("dev", "aws", json!({}), false), argocd, &[]),
+        Ok(()),
+        "no secretObjects"
+    );
+    assert_eq!(
+        by(namespaces, &class("dev", "aws", json!({}), true), argocd, &[]),
+        Err("SecretProviderClass dev/c: spec.secretObjects are allowed only in the namespaces shop (syncSecret.allowedNamespaces)".into())
+    );
+    assert_eq!(by(namespaces, &sync("shop"), argocd, &[]), Ok(()));
+    assert_eq!(
+        by(namespaces, &sync("dev"), argocd, &[]),
+        Err("SecretSync dev/s: SecretSyncs are allowed only in the namespaces shop (syncSecret.allowedNamespaces)".into())
+    );
+
+    // The node's identity only where listed; Go's booleans, as the Azure provider reads them.
+    let node = policy("sscsi-node-identity");
+    let denied = "reads with the node's identity (Azure useVMManagedIdentity or usePodIdentity, GCP auth: provider-adc), allowed only in the namespaces [infra] (policies.nodeIdentityNamespaces)";
+    for parameters in [
+        json!({"useVMManagedIdentity": "true"}),
+        json!({"usePodIdentity": "T"}),
+        json!({"useVMManagedIdentity": "1"}),
+    ] {
+        let azure = class("shop", "azure", parameters.clone(), false);
+        assert_eq!(
+            by(node, &azure, argocd, &[]),
+            Err(format!("SecretProviderClass shop/c {denied}")),
+            "{parameters}"
+        );
+        assert_eq!(by(node, &class("infra", "azure", parameters, false), argocd, &[]), Ok(()));
+    }
+    let gcp = class("shop", "gcp", json!({"auth": "provider-adc"}), false);
+    assert_eq!(by(node, &gcp, argocd, &[]), Err(format!("SecretProviderClass shop/c {denied}")));
+    for fine in [
+        class("shop", "azure", json!({"useVMManagedIdentity": "false", "clientID": "x"}), false),
+        class("shop", "gcp", json!({"auth": "pod-adc"}), false),
+        class("shop", "aws", json!({"usePodIdentity": "true"}), false),
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "c", "namespace": "shop"}, "spec": {"provider": "azure"}}),
+    ] {
+        assert_eq!(by(node, &fine, argocd, &[]), Ok(()), "{fine}");
+    }
+    // SecretSyncs are not this policy's: it matches classes only.
+    assert_eq!(by(node, &sync("shop"), argocd, &[]), Ok(()));
+}

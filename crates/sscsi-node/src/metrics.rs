@@ -198,9 +198,9 @@ impl NodeMetrics {
         self.node_publish_error.get_or_create(&labels).inc();
     }
 
-    /// A refresh; `files`: how many it wrote again (0: content unchanged).
-    pub(crate) fn rotated(&self, provider: &str, files: usize, elapsed: Duration) {
-        let rotated = if files > 0 { "true" } else { "false" };
+    /// A refresh; `files`: how many it wrote again when the content `changed`.
+    pub(crate) fn rotated(&self, provider: &str, changed: bool, files: usize, elapsed: Duration) {
+        let rotated = if changed { "true" } else { "false" };
         if files > 0 {
             let labels = ProviderLabels { provider: provider.to_owned(), os_type: OS_TYPE };
             self.files_rewritten.get_or_create(&labels).inc_by(files as u64);
@@ -265,7 +265,7 @@ mod tests {
         let m = NodeMetrics::new(&mut registry);
         m.published("local", Duration::from_millis(3));
         m.publish_failed("aws", "ProviderError");
-        m.rotated("local", 3, Duration::from_millis(5));
+        m.rotated("local", true, 3, Duration::from_millis(5));
         m.rotation_failed("aws", "ProviderError");
         m.unpublished(true);
         m.unpublished(false);

@@ -45,8 +45,8 @@ pub(crate) enum PublishOutcome {
     BackingOff,
     /// First mount: tmpfs mounted and files written.
     Mounted,
-    /// Re-fetched; `files`: how many were written again (0: unchanged).
-    Refreshed { files: usize },
+    /// Re-fetched; `changed`: the content was written again, `files` of them.
+    Refreshed { changed: bool, files: usize },
     /// A re-fetch failed; the previous files stay and kubelet is told success.
     RefreshFailed { reason: String, message: String },
 }
@@ -57,8 +57,8 @@ impl PublishOutcome {
             Self::AlreadyMounted => "already mounted",
             Self::BackingOff => "already mounted; backing off after a failed refresh",
             Self::Mounted => "mounted",
-            Self::Refreshed { files: 0 } => "refreshed, content unchanged",
-            Self::Refreshed { .. } => "refreshed, content changed",
+            Self::Refreshed { changed: false, .. } => "refreshed, content unchanged",
+            Self::Refreshed { changed: true, .. } => "refreshed, content changed",
             Self::RefreshFailed { .. } => "refresh failed, previous content kept",
         }
     }
@@ -129,8 +129,8 @@ impl Publisher {
             }
             Ok(outcome) => {
                 self.metrics.published(provider, elapsed);
-                if let PublishOutcome::Refreshed { files } = outcome {
-                    self.metrics.rotated(provider, *files, elapsed);
+                if let PublishOutcome::Refreshed { changed, files } = outcome {
+                    self.metrics.rotated(provider, *changed, *files, elapsed);
                 }
                 None
             }
@@ -513,9 +513,8 @@ impl Publisher {
             },
         );
         Ok(if mounted {
-            PublishOutcome::Refreshed {
-                files: if written.changed { written.files.len() } else { 0 },
-            }
+            let files = if written.changed { written.files.len() } else { 0 };
+            PublishOutcome::Refreshed { changed: written.changed, files }
         } else {
             PublishOutcome::Mounted
         })

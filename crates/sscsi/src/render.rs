@@ -41,7 +41,7 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
         aws_default_chain: !has("sts.amazonaws.com") && !has("pods.eks.amazonaws.com"),
         vault_token: match (&args.vault_token_file, std::env::var("VAULT_TOKEN")) {
             (Some(path), _) => Some(read_secret(path)?),
-            (None, Ok(token)) if !token.is_empty() && tokens.is_empty() => {
+            (None, Ok(token)) if !token.is_empty() && !has("vault") => {
                 Some(SecretBytes::from(token))
             }
             _ => None,

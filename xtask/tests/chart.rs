@@ -212,6 +212,7 @@ fn options_users_set() {
         "fsGroupPolicy": "",
         "minRotationPollInterval": "30s",
         "pinClassGeneration": true,
+        "backendBudget": {"callsPerSecond": 25, "burst": 5},
         "linux": {"hostNetwork": true, "tmpfsSize": "16Mi", "podAnnotations": {"x": "y"}},
         "providers": {"azure": {"allowNodeIdentity": true}, "gcp": {"allowNodeIdentity": true, "allowNodePublishSecret": true}},
     }))
@@ -234,6 +235,8 @@ fn options_users_set() {
         "--azure-allow-node-identity",
         "--gcp-allow-node-identity",
         "--gcp-allow-node-publish-secret",
+        "--backend-calls-per-second=25",
+        "--backend-burst=5",
     ] {
         assert!(args.contains(&arg.to_owned()), "{arg} in {args:?}");
     }

@@ -162,6 +162,7 @@ impl CredentialCache {
         let key = [role.as_str(), namespace.as_str(), sa.as_str(), region];
         self.get_or_exchange(key, || async {
             let web_identity = token.token.expose_str().unwrap_or_default().to_owned();
+            self.0.stats().admit(&format!("sts.{region}")).await;
             let started = tokio::time::Instant::now();
             let response = sts()
                 .assume_role_with_web_identity()

@@ -43,6 +43,14 @@ pub struct RegionClients {
     pub calls: Calls,
 }
 
+impl RegionClients {
+    /// The budget's key of a service in this region (`secretsmanager.us-east-1`):
+    /// AWS throttles per account, service and region.
+    pub fn endpoint(&self, service: &str) -> String {
+        format!("{service}.{}", self.region)
+    }
+}
+
 pub type SecretRead = Result<(SecretBytes, String), FetchError>;
 /// The version id holding a label, from `DescribeSecret`.
 pub type Described = Result<Option<String>, FetchError>;
@@ -251,7 +259,7 @@ async fn still_current(
 async fn describe(region: RegionClients, d: Descriptor, label: String) -> Described {
     let described = region
         .calls
-        .run("DescribeSecret", || async {
+        .run(&region.endpoint("secretsmanager"), "DescribeSecret", || async {
             region
                 .secrets_manager
                 .describe_secret()
@@ -321,7 +329,7 @@ async fn read_secret_value(region: RegionClients, d: Descriptor) -> SecretRead {
     let label = Some(d.version_label_in(region.failover)).filter(|v| !v.is_empty());
     let response = region
         .calls
-        .run("GetSecretValue", || async {
+        .run(&region.endpoint("secretsmanager"), "GetSecretValue", || async {
             region
                 .secrets_manager
                 .get_secret_value()
@@ -381,7 +389,7 @@ async fn get_parameters(
         .collect();
     let response = region
         .calls
-        .run("GetParameters", || async {
+        .run(&region.endpoint("ssm"), "GetParameters", || async {
             region
                 .ssm
                 .get_parameters()

@@ -283,7 +283,7 @@ impl AzureProvider {
                 self.shared_read(vault, url, identity, object, &object.version, reuse).await?,
             ]);
         }
-        let all = self.stats.timed("ListVersions", vault.versions(object)).await?;
+        let all = self.stats.timed(url, "ListVersions", vault.versions(object)).await?;
         let wanted = history(object, &all);
         if wanted.is_empty() && !all.is_empty() {
             return Err(AzureError::NoSuchVersion {
@@ -317,14 +317,14 @@ impl AzureProvider {
         .to_string();
         let (vault, object, version) = (vault.clone(), object.clone(), version.to_owned());
         let separate = self.options.separate_cert_and_key;
-        let stats = self.stats.clone();
+        let (stats, endpoint) = (self.stats.clone(), url.to_owned());
         let operation = match object.object_type.as_str() {
             crate::params::OBJECT_KEY => "GetKey",
             crate::params::OBJECT_CERT => "GetCertificate",
             _ => "GetSecret",
         };
         let read = move || async move {
-            stats.timed(operation, vault.fetch(&object, &version, separate)).await
+            stats.timed(&endpoint, operation, vault.fetch(&object, &version, separate)).await
         };
         self.reads.read(key, reuse, read).await.0
     }

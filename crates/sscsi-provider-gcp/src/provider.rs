@@ -309,8 +309,8 @@ impl GcpProvider {
                 })?;
             Ok(version.name)
         };
-        let stats = self.stats.clone();
-        let check = async move { stats.timed("GetSecretVersion", check).await };
+        let (stats, budget_key) = (self.stats.clone(), self.secret_endpoint(spec));
+        let check = async move { stats.timed(&budget_key, "GetSecretVersion", check).await };
         self.checks.read(key, reuse, move || check).await.0
     }
 
@@ -334,7 +334,11 @@ impl GcpProvider {
         };
         let read = || {
             let (stats, read) = (self.stats.clone(), self.read(spec.clone(), access.clone()));
-            async move { stats.timed(operation, read).await }
+            let endpoint = match spec.resource {
+                Resource::Secret { .. } => self.secret_endpoint(spec),
+                Resource::Parameter { .. } => self.options.endpoints.parameter_manager.clone(),
+            };
+            async move { stats.timed(&endpoint, operation, read).await }
         };
         self.reads.read(key, reuse, read).await.0
     }

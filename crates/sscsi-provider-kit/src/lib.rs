@@ -7,6 +7,7 @@
 //! TokenRequest for a pod. sscsi-core stays free of Kubernetes.
 
 pub mod annotations;
+pub mod budget;
 pub mod coalesce;
 pub mod identity;
 pub mod retry;
@@ -15,6 +16,7 @@ pub mod status;
 pub mod token_request;
 
 pub use annotations::ServiceAccountAnnotations;
+pub use budget::Budget;
 pub use coalesce::Coalescer;
 pub use identity::{IdentityCache, RefreshRule};
 pub use retry::{Calls, Classified, RetryPolicy, retry};

@@ -12,6 +12,12 @@ use crate::status::Failure;
 /// A failure that says what it is.
 pub trait Classified {
     fn failure(&self) -> Failure;
+
+    /// How long the backend asked to wait before the next call
+    /// (`Retry-After`), when it said.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// How often and how patiently to try again.
@@ -78,23 +84,32 @@ impl Calls {
         self
     }
 
-    /// [`retry`] with this policy and these counters; `operation` names
-    /// the call in the metrics (`GetSecretValue`, `login`).
-    pub async fn run<T, E, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, E>
+    /// [`retry`] with this policy and these counters; `endpoint` is the
+    /// backend the node-wide budget counts the call against, `operation`
+    /// names it in the metrics (`GetSecretValue`, `login`).
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        endpoint: &str,
+        operation: &'static str,
+        call: F,
+    ) -> Result<T, E>
     where
         E: Classified,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        retry(&self.retry, &self.stats, operation, call).await
+        retry(&self.retry, &self.stats, endpoint, operation, call).await
     }
 }
 
 /// Runs `call` until it succeeds, fails for good, or `policy.attempts` are
-/// spent; the last answer is returned as it came.
+/// spent; the last answer is returned as it came. Each attempt waits its
+/// turn in the budget of `endpoint`; a `Retry-After` holds every caller of
+/// the endpoint, and this one waits at least that long before its retry.
 pub async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     stats: &CallStats,
+    endpoint: &str,
     operation: &'static str,
     mut call: F,
 ) -> Result<T, E>
@@ -105,13 +120,17 @@ where
 {
     let mut attempt = 1;
     loop {
-        let result = stats.timed(operation, call()).await;
+        let result = stats.timed(endpoint, operation, call()).await;
         let Err(e) = &result else { return result };
+        let asked = e.retry_after();
+        if let Some(after) = asked {
+            stats.pause(endpoint, after);
+        }
         if !e.failure().is_transient() || attempt >= policy.attempts {
             return result;
         }
         stats.retried();
-        tokio::time::sleep(policy.delay(attempt)).await;
+        tokio::time::sleep(policy.delay(attempt).max(asked.unwrap_or_default())).await;
         attempt += 1;
     }
 }
@@ -153,7 +172,7 @@ mod tests {
         let stats = BackendStats::default().provider("aws");
         let (call, calls) = scripted(vec![Failure::Throttled, Failure::Unavailable]);
         let started = tokio::time::Instant::now();
-        assert_eq!(retry(&RetryPolicy::AWS_STANDARD, &stats, "op", call).await, Ok(2));
+        assert_eq!(retry(&RetryPolicy::AWS_STANDARD, &stats, "e", "op", call).await, Ok(2));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!((stats.throttled_count(), stats.retries_count()), (1, 2));
         let counted = |outcome| stats.calls_count("op", outcome);
@@ -167,7 +186,7 @@ mod tests {
         for failure in [Failure::Denied, Failure::NotFound, Failure::Rejected, Failure::Invalid] {
             let (call, calls) = scripted(vec![failure]);
             assert_eq!(
-                retry(&RetryPolicy::AWS_STANDARD, &stats, "op", call).await,
+                retry(&RetryPolicy::AWS_STANDARD, &stats, "e", "op", call).await,
                 Err(Answer(failure))
             );
             assert_eq!(calls.load(Ordering::SeqCst), 1, "{failure:?}");
@@ -180,7 +199,7 @@ mod tests {
         let stats = BackendStats::default().provider("vault");
         let (call, calls) = scripted(vec![Failure::Throttled; 5]);
         let started = tokio::time::Instant::now();
-        let result = retry(&RetryPolicy::VAULT, &stats, "op", call).await;
+        let result = retry(&RetryPolicy::VAULT, &stats, "e", "op", call).await;
         assert_eq!(result, Err(Answer(Failure::Throttled)));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!((stats.throttled_count(), stats.retries_count()), (3, 2));
@@ -188,10 +207,52 @@ mod tests {
         assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
         let (call, calls) = scripted(vec![Failure::Unavailable]);
         assert_eq!(
-            retry(&RetryPolicy::NONE, &stats, "op", call).await,
+            retry(&RetryPolicy::NONE, &stats, "e", "op", call).await,
             Err(Answer(Failure::Unavailable))
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Throttled, with the backend's `Retry-After`.
+    #[derive(Debug, PartialEq)]
+    struct SlowDown(Duration);
+
+    impl Classified for SlowDown {
+        fn failure(&self) -> Failure {
+            Failure::Throttled
+        }
+
+        fn retry_after(&self) -> Option<Duration> {
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_waited_out_by_every_caller_of_the_endpoint() {
+        let stats =
+            BackendStats::default().with_budget(crate::Budget::new(100.0, 10)).provider("vault");
+        let calls = std::sync::Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let call = move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n == 0 { Err(SlowDown(Duration::from_secs(5))) } else { Ok(n) })
+        };
+        let started = tokio::time::Instant::now();
+        let policy = RetryPolicy { jitter: (1.0, 1.0), ..RetryPolicy::VAULT };
+        let first = retry(&policy, &stats, "vault:8200", "read", call);
+        // Another volume's call to the same endpoint, once the answer is in.
+        let other = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stats.admit("vault:8200").await;
+            started.elapsed()
+        };
+        let (result, other_at) = futures::future::join(first, other).await;
+        assert_eq!(result, Ok(1));
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "the retry waited out Retry-After");
+        assert_eq!(other_at, Duration::from_secs(5), "and so did everyone else");
+        assert_eq!(stats.queued_count(), 1, "the other call waited (the retry slept it out)");
+        stats.admit("elsewhere:8200").await;
+        assert_eq!(stats.queued_count(), 1, "another endpoint is not held");
     }
 
     #[test]

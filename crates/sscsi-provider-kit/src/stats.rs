@@ -7,6 +7,7 @@
 //! [`crate::Coalescer`] for shared reads.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
+use crate::budget::Budget;
 use crate::retry::Classified;
 use crate::status::Failure;
 
@@ -99,6 +101,9 @@ pub struct BackendStats {
     exchanges: Family<ProviderLabel, Counter>,
     reused: Family<ProviderLabel, Counter>,
     coalesced: Family<ProviderLabel, Counter>,
+    queued: Family<ProviderLabel, Counter>,
+    /// The node-wide budget per endpoint, when one is set.
+    budget: Option<Arc<Budget>>,
 }
 
 impl Default for BackendStats {
@@ -111,6 +116,8 @@ impl Default for BackendStats {
             exchanges: Family::default(),
             reused: Family::default(),
             coalesced: Family::default(),
+            queued: Family::default(),
+            budget: None,
         }
     }
 }
@@ -125,9 +132,16 @@ pub const METRICS: &[&str] = &[
     "sscsi_credential_exchanges_total",
     "sscsi_credential_reuses_total",
     "sscsi_coalesced_reads_total",
+    "sscsi_backend_queued_total",
 ];
 
 impl BackendStats {
+    /// Every provider's calls wait their turn in `budget`.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(Arc::new(budget));
+        self
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "sscsi_backend_calls",
@@ -160,6 +174,11 @@ impl BackendStats {
             self.reused.clone(),
         );
         registry.register(
+            "sscsi_backend_queued",
+            "Backend calls that waited for the node-wide budget of their endpoint (--backend-calls-per-second)",
+            self.queued.clone(),
+        );
+        registry.register(
             "sscsi_coalesced_reads",
             "Reads answered by an identical read of the same identity (in flight or just answered)",
             self.coalesced.clone(),
@@ -178,6 +197,8 @@ impl BackendStats {
             exchanges: self.exchanges.get_or_create(&label).clone(),
             reused: self.reused.get_or_create(&label).clone(),
             coalesced: self.coalesced.get_or_create(&label).clone(),
+            queued: self.queued.get_or_create(&label).clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -194,6 +215,8 @@ pub struct CallStats {
     exchanges: Counter,
     reused: Counter,
     coalesced: Counter,
+    queued: Counter,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Default for CallStats {
@@ -215,16 +238,39 @@ impl CallStats {
         self.calls.get_or_create(&CallLabels { provider, operation, outcome }).inc();
     }
 
-    /// Runs one backend call and counts it.
+    /// Waits for the turn of a call to `endpoint` in the node-wide budget
+    /// (counted when it had to), then runs the call and counts it.
     pub async fn timed<T, E: Classified>(
         &self,
+        endpoint: &str,
         operation: &'static str,
         call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
+        self.admit(endpoint).await;
         let started = Instant::now();
         let result = call.await;
         self.call(operation, Outcome::of(&result), started.elapsed());
         result
+    }
+
+    /// Waits for the turn of a call to `endpoint` (no wait without a budget).
+    pub async fn admit(&self, endpoint: &str) {
+        if let Some(budget) = &self.budget
+            && budget.acquire(endpoint).await
+        {
+            self.queued.inc();
+        }
+    }
+
+    /// The backend asked to wait `after` before the next call to `endpoint`.
+    pub fn pause(&self, endpoint: &str, after: Duration) {
+        if let Some(budget) = &self.budget {
+            budget.pause(endpoint, after);
+        }
+    }
+
+    pub fn queued_count(&self) -> u64 {
+        self.queued.get()
     }
 
     pub fn retried(&self) {
@@ -286,9 +332,10 @@ mod tests {
         let mut registry = Registry::default();
         stats.register(&mut registry);
         let aws = stats.provider("aws");
-        let ok: Result<(), Denied> = aws.timed("GetSecretValue", async { Ok(()) }).await;
+        let ok: Result<(), Denied> = aws.timed("e", "GetSecretValue", async { Ok(()) }).await;
         assert!(ok.is_ok());
-        let denied: Result<(), Denied> = aws.timed("GetSecretValue", async { Err(Denied) }).await;
+        let denied: Result<(), Denied> =
+            aws.timed("e", "GetSecretValue", async { Err(Denied) }).await;
         assert!(denied.is_err());
         aws.call("DescribeSecret", Outcome::Throttled, Duration::from_millis(3));
         aws.retried();

@@ -34,7 +34,14 @@ pub enum ClientError {
     #[error("{method} {path}: {message}")]
     Transport { method: String, path: String, message: String },
     #[error("{method} {path}: {status}{}", errors_suffix(.errors))]
-    Status { method: String, path: String, status: StatusCode, errors: Vec<String> },
+    Status {
+        method: String,
+        path: String,
+        status: StatusCode,
+        errors: Vec<String>,
+        /// Vault's `Retry-After` (a 429 from a rate-limit quota), when sent.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{method} {path}: the response is not JSON")]
     NotJson { method: String, path: String },
 }
@@ -49,6 +56,13 @@ impl Classified for ClientError {
             Self::Transport { .. } => Failure::Unavailable,
             Self::Status { status, .. } => Failure::classify(Some(status.as_u16()), None),
             Self::Address(_) | Self::Tls(_) | Self::NotJson { .. } => Failure::Rejected,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -148,7 +162,8 @@ impl VaultHttp {
     /// is an error carrying Vault's `errors`. Transient failures are tried
     /// again.
     pub async fn send(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
-        self.calls.run(call.operation(), || self.send_once(call)).await
+        let endpoint = self.base.to_string();
+        self.calls.run(&endpoint, call.operation(), || self.send_once(call)).await
     }
 
     async fn send_once(&self, call: &Call<'_>) -> Result<Bytes, ClientError> {
@@ -183,20 +198,27 @@ impl VaultHttp {
         let request = request
             .body(Full::new(SecretBuf(call.body.clone().unwrap_or_default(), 0)))
             .map_err(|e| transport(e.to_string()))?;
-        let (status, body) = tokio::time::timeout(TIMEOUT, async {
+        let (status, retry_after, body) = tokio::time::timeout(TIMEOUT, async {
             let response = self.client.request(request).await.map_err(|e| {
                 // The source names the cause (refused, TLS, ...); the outer text does not.
                 let cause = std::error::Error::source(&e).map(ToString::to_string);
                 transport(cause.unwrap_or_else(|| e.to_string()))
             })?;
             let status = response.status();
+            // Seconds, as Vault's rate-limit quotas send it.
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| transport(e.to_string()))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, body))
+            Ok::<_, ClientError>((status, retry_after, body))
         })
         .await
         .unwrap_or_else(|_| Err(transport(format!("no answer within {TIMEOUT:?}"))))?;
@@ -216,6 +238,7 @@ impl VaultHttp {
             path: call.path.to_owned(),
             status,
             errors,
+            retry_after,
         })
     }
 }

@@ -34,8 +34,16 @@ struct Node {
 
 impl Node {
     async fn start(api: ApiServer, defaults: VaultDefaults, classes: &[(&str, &str)]) -> Self {
+        Self::start_with(api, defaults, classes, sscsi_provider_kit::BackendStats::default()).await
+    }
+
+    async fn start_with(
+        api: ApiServer,
+        defaults: VaultDefaults,
+        classes: &[(&str, &str)],
+        stats: sscsi_provider_kit::BackendStats,
+    ) -> Self {
         let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-        let stats = sscsi_provider_kit::BackendStats::default();
         let provider = VaultProvider::new(defaults, Some(kube), KeySource::Process);
         let provider = Arc::new(provider.with_stats(&stats));
         let mut providers = ProviderRegistry::new();
@@ -344,4 +352,60 @@ async fn a_kv_v2_refresh_reads_data_only_when_the_version_moved() {
     assert_eq!(read(&target.join("pass")), "two");
     assert_eq!(bao.answered("read", "secret/metadata/app"), 2);
     assert_eq!(bao.answered("read", "secret/data/app"), 2, "a new version is read");
+}
+
+/// OpenBao with a rate-limit quota (5 reads a second under `secret/`, then
+/// 429 with Retry-After): a burst of 12 mounts of 12 secrets within a
+/// budget of 4 calls a second reaches it without a single throttled answer,
+/// every mount succeeds, and the calls that waited are counted. The same
+/// burst without a budget is throttled (the quota works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_keeps_a_burst_under_the_backends_rate_limit() {
+    use sscsi_provider_kit::stats::Outcome;
+    use sscsi_provider_kit::{BackendStats, Budget};
+    let (api, bao) = (ApiServer::start().await, BaoServer::start());
+    configure_auth(&bao, &api, None).await;
+    let names: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+    for name in &names {
+        bao.write(&format!("secret/data/{name}"), json!({"data": {"k": name}})).await;
+    }
+    bao.write(
+        "sys/quotas/rate-limit/reads",
+        json!({"path": "secret/", "rate": 5, "interval": "1s", "block_interval": "1s"}),
+    )
+    .await;
+    let classes: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            let class = format!(
+                "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {{objectName: k, secretPath: secret/data/{n}, secretKey: k}}\n"
+            );
+            (n.clone(), class)
+        })
+        .collect();
+    let classes: Vec<(&str, &str)> =
+        classes.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+    async fn burst(node: &Node, names: &[String]) -> Vec<Result<PathBuf, tonic::Status>> {
+        futures::future::join_all(names.iter().map(|n| node.publish(n, n, true))).await
+    }
+
+    let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
+    let stats = BackendStats::default().with_budget(Budget::new(4.0, 2));
+    let node = Node::start_with(api, defaults.clone(), &classes, stats).await;
+    for (mounted, name) in burst(&node, &names).await.into_iter().zip(&names) {
+        assert_eq!(read(&mounted.unwrap().join("k")), *name);
+    }
+    assert_eq!(node.stats.calls_count("read", Outcome::Throttled), 0, "never over the quota");
+    assert_eq!(node.stats.calls_count("read", Outcome::Ok), 12);
+    assert!(
+        node.stats.queued_count() >= 8,
+        "the burst waited its turn: {}",
+        node.stats.queued_count()
+    );
+
+    // Without a budget the same burst meets the quota.
+    let Node { api, .. } = node;
+    let node = Node::start(api, defaults, &classes).await;
+    let _ = burst(&node, &names).await;
+    assert!(node.stats.calls_count("read", Outcome::Throttled) > 0, "the quota throttles");
 }

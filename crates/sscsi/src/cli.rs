@@ -276,6 +276,16 @@ pub struct ProviderArgs {
     /// The cloud providers to serve, comma-separated (default: every one compiled in).
     #[arg(long, env = "SSCSI_PROVIDERS", value_delimiter = ',')]
     pub providers: Option<Vec<String>>,
+    /// A node-wide budget per backend endpoint (a Vault address, a Key Vault,
+    /// an AWS service in a region, a Secret Manager endpoint): at most this
+    /// many calls a second from every volume and refresh together; calls
+    /// over it wait their turn (`sscsi_backend_queued_total`), and a
+    /// `Retry-After` holds them all. 0: no budget.
+    #[arg(long, env = "SSCSI_BACKEND_CALLS_PER_SECOND", default_value_t = 0.0)]
+    pub backend_calls_per_second: f64,
+    /// Calls to one endpoint that may go at once within the budget.
+    #[arg(long, env = "SSCSI_BACKEND_BURST", default_value_t = 20)]
+    pub backend_burst: u32,
 
     #[cfg(feature = "vault")]
     #[command(flatten, next_help_heading = "Vault provider (defaults for classes that set none)")]

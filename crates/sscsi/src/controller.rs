@@ -11,7 +11,6 @@ use sscsi_kube::secretsync::{self, ControllerConfig, SecretSyncController};
 use sscsi_kube::{Elector, LeaseConfig};
 use sscsi_node::Readiness;
 use sscsi_node::http::{self, HttpState};
-use sscsi_provider_kit::BackendStats;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +44,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client =
         sscsi_kube::client(kubeconfig.as_deref()).await.context("connect to Kubernetes")?;
     let mut registry = Registry::default();
-    let backend_stats = BackendStats::default();
+    let backend_stats = crate::providers::backend_stats(&provider)?;
     backend_stats.register(&mut registry);
     let shutdown = CancellationToken::new();
     let mut providers =

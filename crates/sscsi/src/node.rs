@@ -15,7 +15,6 @@ use sscsi_node::observer::{NoObserver, VolumeObserver};
 use sscsi_node::registration::{self, RegistrationConfig};
 use sscsi_node::spc::{DirSpcSource, SpcSource};
 use sscsi_node::{Backoff, Endpoint, NodeConfig, Parts, Plugin, Readiness};
-use sscsi_provider_kit::BackendStats;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +82,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     // Throttled answers and retries of the providers that retry themselves.
-    let backend_stats = BackendStats::default();
+    let backend_stats = crate::providers::backend_stats(&provider)?;
     backend_stats.register(&mut registry);
     let sync = match enable_secret_sync {
         true => SyncPolicy::Enabled {

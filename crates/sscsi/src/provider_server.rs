@@ -10,7 +10,6 @@ use prometheus_client::registry::Registry;
 use sscsi_node::Readiness;
 use sscsi_node::http::{self, HttpState};
 use sscsi_provider_grpc::{DEFAULT_PROVIDER_DIR, ProviderService, Runtime};
-use sscsi_provider_kit::BackendStats;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +55,7 @@ pub async fn run(args: ProviderServerArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("connect to Kubernetes"),
     };
     let mut registry = Registry::default();
-    let stats = BackendStats::default();
+    let stats = crate::providers::backend_stats(&provider)?;
     stats.register(&mut registry);
     let providers =
         crate::providers::build(provider, client.as_ref(), None, &stats, Default::default())

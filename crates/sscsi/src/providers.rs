@@ -20,6 +20,21 @@ use crate::cli::GcpArgs;
 use crate::cli::VaultArgs;
 use crate::cli::{ExternalArgs, ProviderArgs};
 
+/// The backend counters of a process, with the node-wide budget per
+/// endpoint that `args` sets (`--backend-calls-per-second`).
+pub fn backend_stats(args: &ProviderArgs) -> anyhow::Result<BackendStats> {
+    let rate = args.backend_calls_per_second;
+    if !rate.is_finite() || rate < 0.0 {
+        anyhow::bail!("--backend-calls-per-second: {rate} is not a rate (0 for no budget)");
+    }
+    let stats = BackendStats::default();
+    Ok(if rate > 0.0 {
+        stats.with_budget(sscsi_provider_kit::Budget::new(rate, args.backend_burst))
+    } else {
+        stats
+    })
+}
+
 /// Whose credentials the providers read with: the pods' (the node, the
 /// controller, the provider server: the default), or those of the person
 /// running `sscsi render`.
@@ -46,6 +61,8 @@ pub async fn build(
     let ProviderArgs {
         local_provider_root,
         providers: cloud_providers,
+        backend_calls_per_second: _,
+        backend_burst: _,
         #[cfg(feature = "vault")]
         vault,
         #[cfg(feature = "azure")]

@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use sscsi_api::SecretProviderClass;
 use sscsi_core::{PodInfo, SecretBytes, ServiceAccountToken};
 use sscsi_engine::{Engine, Fetch, Identity, Purpose};
-use sscsi_provider_kit::BackendStats;
 
 use crate::cli::RenderArgs;
 use crate::providers::{Caller, attach_external, build};
@@ -51,7 +50,7 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
         Some(path) => Some(sscsi_kube::client(Some(path)).await.context("--kubeconfig")?),
         None => None,
     };
-    let stats = BackendStats::default();
+    let stats = crate::providers::backend_stats(&args.provider)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let mut providers = build(args.provider, client.as_ref(), None, &stats, caller).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();

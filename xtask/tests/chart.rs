@@ -213,6 +213,7 @@ fn options_users_set() {
         "minRotationPollInterval": "30s",
         "pinClassGeneration": true,
         "backendBudget": {"callsPerSecond": 25, "burst": 5},
+        "serveLastKnownGood": "15m",
         "linux": {"hostNetwork": true, "tmpfsSize": "16Mi", "podAnnotations": {"x": "y"}},
         "providers": {"azure": {"allowNodeIdentity": true}, "gcp": {"allowNodeIdentity": true, "allowNodePublishSecret": true}},
     }))
@@ -236,6 +237,7 @@ fn options_users_set() {
         "--gcp-allow-node-identity",
         "--gcp-allow-node-publish-secret",
         "--backend-calls-per-second=25",
+        "--serve-last-known-good=15m",
         "--backend-burst=5",
     ] {
         assert!(args.contains(&arg.to_owned()), "{arg} in {args:?}");

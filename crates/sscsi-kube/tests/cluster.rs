@@ -84,6 +84,7 @@ async fn start_with(rotation: Option<Duration>, sync: SyncPolicy, pin: bool) -> 
         min_rotation_interval: Duration::ZERO,
         pin_class_generation: pin,
         metrics_pod_labels: false,
+        serve_last_known_good: None,
     };
     let (_, node) = services(config, deps);
     Cluster { api, registry, node, store, readiness, observer, _stop: stop.drop_guard() }

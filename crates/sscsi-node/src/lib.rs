@@ -17,6 +17,7 @@ pub mod error;
 mod guard;
 pub mod http;
 mod identity;
+mod last_known_good;
 pub mod metrics;
 mod node;
 pub mod observer;
@@ -62,6 +63,9 @@ pub struct NodeConfig {
     /// Label each volume's fetch age with its pod's name (one series per
     /// volume instead of per class).
     pub metrics_pod_labels: bool,
+    /// `--serve-last-known-good`: how long a fetched copy may serve a new
+    /// volume of the same identity while its backend is down; `None`: never.
+    pub serve_last_known_good: Option<Duration>,
 }
 
 /// Exponential backoff with jitter, capped: after `n` failures in a row the

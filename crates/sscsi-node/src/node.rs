@@ -17,6 +17,7 @@ use sscsi_engine::Engine;
 
 use crate::error::StageError;
 use crate::guard::VolumeGuards;
+use crate::last_known_good::LastKnownGood;
 use crate::publish::Publisher;
 use crate::volumes::VolumeTable;
 use crate::{NodeConfig, NodeDeps};
@@ -52,6 +53,7 @@ impl NodeService {
             volumes,
             metrics,
             observer,
+            last_known_good: config.serve_last_known_good.map(LastKnownGood::new),
         };
         Self { node_id: config.node_id, publisher: Arc::new(publisher) }
     }

@@ -17,6 +17,7 @@ use crate::Backoff;
 use crate::context::PublishRequest;
 use crate::error::{PublishError, UnpublishError};
 use crate::guard::VolumeGuards;
+use crate::last_known_good::{LastKnownGood, is_outage};
 use crate::metrics::NodeMetrics;
 use crate::observer::{FailedPublish, MountedVolume, VolumeObserver};
 use crate::spc::{self, SpcSource};
@@ -35,7 +36,13 @@ pub(crate) struct Publisher {
     pub volumes: VolumeTable,
     pub metrics: NodeMetrics,
     pub observer: Arc<dyn VolumeObserver>,
+    /// `--serve-last-known-good`: copies for new volumes while a backend is down.
+    pub last_known_good: Option<LastKnownGood>,
 }
+
+/// The Warning event's reason when a volume is mounted from the
+/// last-known-good copy.
+pub const LAST_KNOWN_GOOD_REASON: &str = "ServedLastKnownGood";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublishOutcome {
@@ -345,7 +352,7 @@ impl Publisher {
         if premounted {
             self.mounter.mount(&req.target_path, req.group).map_err(PublishError::Mount)?;
         }
-        let fetched = match self.fetch(req, &spc, &held, mounted, purpose).await {
+        let (fetched, from_copy) = match self.fetch(req, &spc, &held, mounted, purpose).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 self.abandon_first_mount(req, !premounted);
@@ -354,7 +361,12 @@ impl Publisher {
         };
         let versions = fetched.versions.clone();
         let written = self.materialize(req, mounted, premounted, fetched).await?;
-        self.record(req, &spc, mounted, held, versions, written).await
+        let outcome = self.record(req, &spc, mounted, held, versions, written).await?;
+        // Served from a copy: fetched again at the next republish.
+        if from_copy {
+            self.volumes.mark_due(&req.volume_id);
+        }
+        Ok(outcome)
     }
 
     /// The volume's SecretProviderClass, checked.
@@ -364,6 +376,8 @@ impl Publisher {
         Ok(spc)
     }
 
+    /// The fetch, and whether it was answered from the last-known-good copy
+    /// because the backend is down.
     async fn fetch(
         &self,
         req: &PublishRequest,
@@ -371,7 +385,7 @@ impl Publisher {
         held: &[ObjectVersion],
         mounted: bool,
         purpose: Purpose,
-    ) -> Result<Fetched, PublishError> {
+    ) -> Result<(Fetched, bool), PublishError> {
         let files = HeldFiles(&req.target_path);
         let fetch = Fetch {
             class: spc,
@@ -386,7 +400,36 @@ impl Publisher {
         if let Some(call) = call {
             self.metrics.backend_request(&spc.spec.provider, call.ok, call.elapsed);
         }
-        result.map_err(|e| match e {
+        if let Some(copies) = &self.last_known_good
+            && let Some(key) = LastKnownGood::key(spc, req)
+        {
+            match &result {
+                Ok(fetched) => copies.keep(key, fetched),
+                Err(FetchError::Provider { source, .. })
+                    if purpose == Purpose::FirstMount && is_outage(source.code()) =>
+                {
+                    if let Some((copy, age)) = copies.serve(&key) {
+                        let message = format!(
+                            "{}; mounted the copy this node fetched {} s ago for the same identity (--serve-last-known-good), fetched again at the next republish",
+                            result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                            age.as_secs()
+                        );
+                        tracing::warn!(volume_id = req.volume_id, %message, "served the last-known-good copy");
+                        let failure = FailedPublish {
+                            pod: &req.pod,
+                            secret_provider_class: &req.spc_name,
+                            provider: &spc.spec.provider,
+                            reason: LAST_KNOWN_GOOD_REASON,
+                            message: &message,
+                        };
+                        self.observer.publish_failed(failure).await;
+                        return Ok((copy, true));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        result.map(|fetched| (fetched, false)).map_err(|e| match e {
             FetchError::UnknownProvider { spc, source } => {
                 PublishError::UnknownProvider { spc, source }
             }

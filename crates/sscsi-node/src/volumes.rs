@@ -62,6 +62,14 @@ impl VolumeTable {
         Some(delay)
     }
 
+    /// Makes the volume due at its next republish, whatever the interval.
+    pub fn mark_due(&self, volume_id: &str) {
+        let mut volumes = self.volumes.lock().expect("volume table lock poisoned");
+        if let Some(state) = volumes.get_mut(volume_id) {
+            state.due = true;
+        }
+    }
+
     /// Keeps the newest request (fresh tokens) of a mounted volume, for
     /// on-demand refreshes between fetches.
     pub fn update_request(&self, volume_id: &str, request: &PublishRequest) {

@@ -66,6 +66,17 @@ impl Harness {
         extra: Vec<Arc<dyn Provider>>,
         pin: bool,
     ) -> Self {
+        Self::start_full(mounter, rotation, extra, pin, None).await
+    }
+
+    /// `copies`: `--serve-last-known-good`.
+    async fn start_full(
+        mounter: Arc<dyn Mounter>,
+        rotation: Option<Duration>,
+        extra: Vec<Arc<dyn Provider>>,
+        pin: bool,
+        copies: Option<Duration>,
+    ) -> Self {
         let dir = sscsi_testkit::MountDir::new();
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("db")).unwrap();
@@ -86,6 +97,7 @@ impl Harness {
         all += &spc("slow", "slow", objects);
         all += &spc("external", "ext", objects);
         all += &spc("legacy", "legacy", objects);
+        all += &spc("flaky", "flaky", objects);
         all += &spc("bad-object", "local", "      - objectName: ../outside\n");
         for (name, refresh) in [("refresh-once", "once"), ("refresh-hourly", "1h")] {
             all += &format!(
@@ -122,6 +134,7 @@ impl Harness {
             min_rotation_interval: Duration::ZERO,
             pin_class_generation: pin,
             metrics_pod_labels: false,
+            serve_last_known_good: copies,
         };
         let parts = Parts {
             mounter: mounter.clone(),
@@ -938,4 +951,118 @@ async fn a_pinned_volume_keeps_the_class_it_was_mounted_with() {
         assert!(!h.target("new").join("api-key").exists(), "a new pod gets the edit");
         h.stop().await;
     }
+}
+
+/// A backend that answers, or is down (`Unavailable`) while told so; each
+/// answer is `secret-<n>` with `n` counting the answers.
+#[derive(Debug, Default)]
+struct Flaky {
+    down: std::sync::atomic::AtomicBool,
+    answers: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection refused")]
+struct Down;
+
+impl sscsi_core::ProviderFailure for Down {
+    fn code(&self) -> sscsi_core::ErrorCode {
+        sscsi_core::ErrorCode::Unavailable
+    }
+}
+
+#[async_trait]
+impl Provider for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn mount(&self, _: &MountRequest) -> Result<MountResponse, ProviderError> {
+        use std::sync::atomic::Ordering;
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Down.into());
+        }
+        let n = self.answers.fetch_add(1, Ordering::SeqCst) + 1;
+        let contents = format!("secret-{n}");
+        let file =
+            SecretFile { path: "token".into(), mode: 0o640, contents: contents.clone().into() };
+        Ok(MountResponse::new(
+            vec![file],
+            vec![ObjectVersion { id: "token".into(), version: contents }],
+        ))
+    }
+}
+
+impl Harness {
+    /// A publish of class `spc` for pod `pod` of service account `account`.
+    async fn publish_class_as(
+        &self,
+        volume: &str,
+        spc: &str,
+        pod: &str,
+        account: &str,
+    ) -> Result<(), tonic::Status> {
+        let pod = PodInfo {
+            name: pod.into(),
+            namespace: "shop".into(),
+            uid: format!("uid-{pod}"),
+            service_account: account.into(),
+        };
+        let req = client::inline_volume_publish_request(
+            &format!("csi-{volume}"),
+            &self.target(volume),
+            spc,
+            &pod,
+        );
+        self.node.clone().node_publish_volume(req).await.map(|_| ())
+    }
+}
+
+/// `--serve-last-known-good`: while the backend is down, a new pod of the
+/// same identity mounts the copy fetched before (with a Warning), and the
+/// volume is fetched again at its next republish; another service account
+/// is refused, so is everyone without the flag, and so is a copy past its TTL.
+#[tokio::test]
+async fn a_backend_outage_is_bridged_by_the_last_known_good_copy_of_the_same_identity() {
+    use std::sync::atomic::Ordering;
+    let mounter = || -> Arc<dyn Mounter> { Arc::new(FakeMounter::new()) };
+    let flaky = Arc::new(Flaky::default());
+    let interval = Some(Duration::from_secs(3600));
+    let ttl = Some(Duration::from_secs(600));
+    let h = Harness::start_full(mounter(), interval, vec![flaky.clone()], false, ttl).await;
+    h.publish_class_as("a", "flaky", "web-0", "web").await.unwrap();
+    assert_eq!(read(&h.target("a").join("token")), "secret-1");
+
+    flaky.down.store(true, Ordering::SeqCst);
+    h.publish_class_as("b", "flaky", "web-1", "web").await.expect("served from the copy");
+    assert_eq!(read(&h.target("b").join("token")), "secret-1");
+    let other = h.publish_class_as("c", "flaky", "batch-0", "batch").await.unwrap_err();
+    assert_eq!(other.code(), Code::Unavailable, "never across identities: {}", other.message());
+    assert!(!h.target("c").join("token").exists());
+
+    // The backend is back: the copied volume is fetched at its next
+    // republish, long before its interval.
+    flaky.down.store(false, Ordering::SeqCst);
+    h.publish_class_as("b", "flaky", "web-1", "web").await.unwrap();
+    assert_eq!(read(&h.target("b").join("token")), "secret-2");
+    h.stop().await;
+
+    // Without the flag the same outage fails the mount.
+    let flaky = Arc::new(Flaky::default());
+    let h = Harness::start_full(mounter(), interval, vec![flaky.clone()], false, None).await;
+    h.publish_class_as("a", "flaky", "web-0", "web").await.unwrap();
+    flaky.down.store(true, Ordering::SeqCst);
+    let refused = h.publish_class_as("b", "flaky", "web-1", "web").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    h.stop().await;
+
+    // A copy older than the TTL serves nobody.
+    let flaky = Arc::new(Flaky::default());
+    let short = Some(Duration::from_millis(50));
+    let h = Harness::start_full(mounter(), interval, vec![flaky.clone()], false, short).await;
+    h.publish_class_as("a", "flaky", "web-0", "web").await.unwrap();
+    flaky.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let expired = h.publish_class_as("b", "flaky", "web-1", "web").await.unwrap_err();
+    assert_eq!(expired.code(), Code::Unavailable);
+    h.stop().await;
 }

@@ -34,14 +34,17 @@ struct Node {
 
 impl Node {
     async fn start(api: ApiServer, defaults: VaultDefaults, classes: &[(&str, &str)]) -> Self {
-        Self::start_with(api, defaults, classes, sscsi_provider_kit::BackendStats::default()).await
+        let stats = sscsi_provider_kit::BackendStats::default();
+        Self::start_with(api, defaults, classes, stats, None).await
     }
 
+    /// `copies`: `--serve-last-known-good`.
     async fn start_with(
         api: ApiServer,
         defaults: VaultDefaults,
         classes: &[(&str, &str)],
         stats: sscsi_provider_kit::BackendStats,
+        copies: Option<std::time::Duration>,
     ) -> Self {
         let kube = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
         let provider = VaultProvider::new(defaults, Some(kube), KeySource::Process);
@@ -55,18 +58,29 @@ impl Node {
         // A republish re-fetches once a second has passed, and one read
         // serves an identity's refreshes for that second; each round of
         // the tests waits one out.
-        let node =
-            TestNode::start(providers, &classes, Some(sscsi_provider_kit::coalesce::WINDOW)).await;
+        let rotation = Some(sscsi_provider_kit::coalesce::WINDOW);
+        let node = TestNode::start_with(providers, &classes, rotation, copies).await;
         Self { node, provider, api, stats: stats.provider("vault") }
     }
 
     /// Publishes `class` for pod `pod` of service account `app` in `shop`,
     /// with a token for audience `vault` unless `token` is false.
     async fn publish(&self, class: &str, pod: &str, token: bool) -> Result<PathBuf, tonic::Status> {
-        let info = TestNode::pod(pod);
+        self.publish_as(class, pod, "app", token).await
+    }
+
+    /// As [`Node::publish`], for a pod of service account `account`.
+    async fn publish_as(
+        &self,
+        class: &str,
+        pod: &str,
+        account: &str,
+        token: bool,
+    ) -> Result<PathBuf, tonic::Status> {
+        let info = sscsi_core::PodInfo { service_account: account.into(), ..TestNode::pod(pod) };
         let jwt = self.api.signer().sign(&Subject {
             namespace: "shop",
-            service_account: "app",
+            service_account: account,
             pod: Some((pod, &info.uid)),
             audiences: &["vault"],
             lifetime_seconds: 600,
@@ -391,7 +405,7 @@ async fn a_budget_keeps_a_burst_under_the_backends_rate_limit() {
 
     let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
     let stats = BackendStats::default().with_budget(Budget::new(4.0, 2));
-    let node = Node::start_with(api, defaults.clone(), &classes, stats).await;
+    let node = Node::start_with(api, defaults.clone(), &classes, stats, None).await;
     for (mounted, name) in burst(&node, &names).await.into_iter().zip(&names) {
         assert_eq!(read(&mounted.unwrap().join("k")), *name);
     }
@@ -408,4 +422,26 @@ async fn a_budget_keeps_a_burst_under_the_backends_rate_limit() {
     let node = Node::start(api, defaults, &classes).await;
     let _ = burst(&node, &names).await;
     assert!(node.stats.calls_count("read", Outcome::Throttled) > 0, "the quota throttles");
+}
+
+/// `--serve-last-known-good` against OpenBao stopped mid-test: a new pod of
+/// the same service account mounts the copy fetched before; a pod of
+/// another service account is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_stopped_a_new_pod_of_the_same_identity_mounts_the_last_known_good_copy() {
+    let (api, bao) = (ApiServer::start().await, BaoServer::start());
+    configure_auth(&bao, &api, None).await;
+    bao.write("secret/data/app", json!({"data": {"user": "admin"}})).await;
+    let class = "roleName: app\nvaultAuthMountPath: jwt\nobjects: |\n  - {objectName: user, secretPath: secret/data/app, secretKey: user}\n";
+    let defaults = VaultDefaults { address: bao.url(), ..Default::default() };
+    let stats = sscsi_provider_kit::BackendStats::default();
+    let copies = Some(std::time::Duration::from_secs(600));
+    let node = Node::start_with(api, defaults, &[("app", class)], stats, copies).await;
+    node.publish("app", "a", true).await.unwrap();
+
+    drop(bao);
+    let copy = node.publish("app", "b", true).await.expect("the copy of the same identity");
+    assert_eq!(read(&copy.join("user")), "admin");
+    let other = node.publish_as("app", "c", "other", true).await.unwrap_err();
+    assert_eq!(other.code(), Code::Unavailable, "{}", other.message());
 }

@@ -47,6 +47,17 @@ impl TestNode {
         classes: &[Class<'_>],
         rotation: Option<Duration>,
     ) -> Self {
+        Self::start_with(providers, classes, rotation, None).await
+    }
+
+    /// As [`TestNode::start`], serving last-known-good copies for `copies`
+    /// (`--serve-last-known-good`).
+    pub async fn start_with(
+        providers: ProviderRegistry,
+        classes: &[Class<'_>],
+        rotation: Option<Duration>,
+        copies: Option<Duration>,
+    ) -> Self {
         let dir = crate::MountDir::new();
         let spc_dir = dir.path().join("spc");
         std::fs::create_dir(&spc_dir).expect("the class directory");
@@ -70,6 +81,7 @@ impl TestNode {
             min_rotation_interval: Duration::ZERO,
             pin_class_generation: false,
             metrics_pod_labels: false,
+            serve_last_known_good: copies,
         };
         let parts = Parts {
             mounter: Arc::new(FakeMounter::new()),

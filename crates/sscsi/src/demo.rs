@@ -84,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         min_rotation_interval: Duration::ZERO,
         pin_class_generation: false,
         metrics_pod_labels: false,
+        serve_last_known_good: None,
     };
     let parts = Parts {
         mounter: mounter.clone(),

@@ -40,6 +40,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         sync_allowed_namespaces,
         metrics_addr,
         metrics_pod_labels,
+        serve_last_known_good,
         health_addr,
         plugin_registration_dir,
         kubelet_registration_path,
@@ -66,6 +67,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         min_rotation_interval: min_rotation_poll_interval,
         pin_class_generation,
         metrics_pod_labels,
+        serve_last_known_good,
     };
     tracing::info!(
         endpoint = %endpoint.path.display(), node_id = config.node_id, driver = config.driver_name,

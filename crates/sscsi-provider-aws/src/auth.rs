@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use sscsi_core::{ErrorCode, MountRequest, ProviderFailure};
+use sscsi_provider_kit::Failure;
 use sscsi_provider_kit::stats::Outcome;
 use sscsi_provider_kit::{CallStats, IdentityCache, RefreshRule, ServiceAccountAnnotations};
 
@@ -34,7 +35,7 @@ pub enum AuthError {
     #[error("An IAM role must be associated with service account {name} (namespace: {namespace})")]
     NoRole { namespace: String, name: String },
     #[error("{region}: AssumeRoleWithWebIdentity for {role}: {message}")]
-    Sts { region: String, role: String, message: String },
+    Sts { region: String, role: String, message: String, failure: Failure },
 }
 
 impl ProviderFailure for AuthError {
@@ -44,6 +45,9 @@ impl ProviderFailure for AuthError {
                 ErrorCode::FailedPrecondition
             }
             Self::ServiceAccount { .. } => ErrorCode::Unavailable,
+            // STS down or throttling is an outage; anything else refuses the role.
+            Self::Sts { failure: Failure::Unavailable, .. } => ErrorCode::Unavailable,
+            Self::Sts { failure: Failure::Throttled, .. } => ErrorCode::ResourceExhausted,
             Self::Sts { .. } => ErrorCode::PermissionDenied,
         }
     }
@@ -173,20 +177,20 @@ impl CredentialCache {
                 .web_identity_token(web_identity)
                 .send()
                 .await;
-            let outcome = match &response {
-                Ok(_) => Outcome::Ok,
-                Err(e) => Outcome::failed(crate::fetch::failure(e)),
-            };
+            let failure = response.as_ref().err().map(crate::fetch::failure);
+            let outcome = failure.map_or(Outcome::Ok, Outcome::failed);
             self.0.stats().call("AssumeRoleWithWebIdentity", outcome, started.elapsed());
             let response = response.map_err(|e| AuthError::Sts {
                 region: region.to_owned(),
                 role: role.clone(),
                 message: crate::fetch::sdk_message(&e),
+                failure: failure.unwrap_or(Failure::Rejected),
             })?;
             let issued = response.credentials.ok_or_else(|| AuthError::Sts {
                 region: region.to_owned(),
                 role: role.clone(),
                 message: "the answer carries no credentials".to_owned(),
+                failure: Failure::Rejected,
             })?;
             let expiry = SystemTime::try_from(issued.expiration).ok();
             Ok(Credentials::new(

@@ -126,8 +126,9 @@ impl ProviderFailure for FetchError {
                 }
                 other => other.code(),
             },
-            // Still throttled after every retry in every region: say so.
+            // Still throttled, or down, after every retry in every region: say so.
             Self::SecretAllRegions(_, Some(Failure::Throttled)) => ErrorCode::ResourceExhausted,
+            Self::SecretAllRegions(_, Some(Failure::Unavailable)) => ErrorCode::Unavailable,
             Self::InvalidParameters { .. } | Self::SecretAllRegions(..) => ErrorCode::NotFound,
             Self::Jmes(_) => ErrorCode::InvalidArgument,
             Self::ParametersAllRegions => ErrorCode::Unavailable,

@@ -892,6 +892,82 @@ async fn an_aws_denial_reaches_the_pod_with_the_backends_words_and_the_identity(
     assert!(!everything.contains("irsa-token-value-56"), "the pod's token leaked");
 }
 
+/// `--serve-last-known-good` with moto answering 503 through a proxy: a
+/// second pod of the same service account mounts the copy the first
+/// fetched, and gets a `ServedLastKnownGood` Warning; a pod of another
+/// service account is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_outage_is_bridged_for_the_same_identity_only() {
+    use kube::api::{Api, PostParams};
+    let (moto, api) = aws_cluster("aws-secret-value-79").await;
+    let proxy = sscsi_testkit::moto::CountingProxy::start(moto.url()).await;
+    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "batch", "namespace": "team",
+                     "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/batch"}}
+    }))
+    .unwrap();
+    Api::namespaced(client, "team").create(&PostParams::default(), &sa).await.unwrap();
+    let dir = setup();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let node = Node::start_with_env(
+        dir.path(),
+        &[&format!("--kubeconfig={}", kubeconfig.display()), "--serve-last-known-good=10m"],
+        &[("SSCSI_AWS_ENDPOINT_URL", &proxy.url())],
+    );
+    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    let request = |pod: &str, account: &str| {
+        let info = sscsi_core::PodInfo {
+            name: pod.into(),
+            namespace: "team".into(),
+            uid: format!("u-{pod}"),
+            service_account: account.into(),
+        };
+        let target = dir.path().join(format!("pods/u-{pod}/volumes/kubernetes.io~csi/aws/mount"));
+        let mut request =
+            sscsi_node::client::inline_volume_publish_request(pod, &target, "aws-db", &info);
+        request.volume_context.insert(
+            TOKENS_KEY.into(),
+            r#"{"sts.amazonaws.com":{"token":"irsa-token-value-57","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
+        );
+        (request, target)
+    };
+    let (first, target) = request("app-0", "app");
+    publish_once_the_class_is_cached(&mut csi, first).await;
+    assert_eq!(std::fs::read_to_string(target.join("prod_db")).unwrap(), "aws-secret-value-79");
+
+    // The backend goes down, past the first mount's shared answer (1 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..12 {
+        proxy.fail_next("secretsmanager.GetSecretValue", 503, "ServiceUnavailable");
+        proxy.fail_next("AssumeRoleWithWebIdentity", 503, "ServiceUnavailable");
+    }
+    let (second, copy) = request("app-1", "app");
+    csi.node_publish_volume(second).await.expect("the copy of the same identity");
+    assert_eq!(std::fs::read_to_string(copy.join("prod_db")).unwrap(), "aws-secret-value-79");
+    let (other, refused) = request("batch-0", "batch");
+    let status = csi.node_publish_volume(other).await.unwrap_err();
+    assert!(
+        matches!(status.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(!refused.join("prod_db").exists());
+    let events = api
+        .wait_for("events.k8s.io", "events", Some("team"), |events| {
+            events.iter().any(|e| e["reason"] == "ServedLastKnownGood")
+        })
+        .await;
+    let event = events.iter().find(|e| e["reason"] == "ServedLastKnownGood").unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["name"], "app-1");
+    drop(csi);
+    let logs = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
+    let everything = format!("{logs}{}", serde_json::to_string(&events).unwrap());
+    assert!(!everything.contains("aws-secret-value-79"), "the secret leaked");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_a_vault_secret_with_kubernetes_auth() {
     use serde_json::json;

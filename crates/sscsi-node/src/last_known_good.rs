@@ -57,19 +57,26 @@ impl LastKnownGood {
         Some(key.to_string())
     }
 
-    /// Keeps what a fetch for `key` brought.
+    /// Keeps what a fetch for `key` brought. An unchanged answer (every
+    /// refresh that finds nothing new) only renews the held copy's age, so
+    /// rotation passes copy no bytes.
     pub fn keep(&self, key: String, fetched: &Fetched) {
         if fetched.written_by_provider {
             return;
         }
-        let copy = Copy {
-            files: fetched.files.clone(),
-            versions: fetched.versions.clone(),
-            at: Instant::now(),
-        };
         let mut copies = self.copies.lock().expect("last-known-good lock");
         copies.retain(|_, c| c.at.elapsed() <= self.ttl);
-        copies.insert(key, copy);
+        match copies.get_mut(&key) {
+            Some(held) if held.versions == fetched.versions => held.at = Instant::now(),
+            _ => {
+                let copy = Copy {
+                    files: fetched.files.clone(),
+                    versions: fetched.versions.clone(),
+                    at: Instant::now(),
+                };
+                copies.insert(key, copy);
+            }
+        }
     }
 
     /// The copy for `key` and its age, while younger than the TTL.

@@ -205,19 +205,7 @@ impl Harness {
 
     /// A publish for pod `pod` of service account `account` in `shop`.
     async fn publish_as(&self, volume: &str, pod: &str, account: &str) {
-        let pod = PodInfo {
-            name: pod.into(),
-            namespace: "shop".into(),
-            uid: format!("uid-{pod}"),
-            service_account: account.into(),
-        };
-        let req = client::inline_volume_publish_request(
-            &format!("csi-{volume}"),
-            &self.target(volume),
-            "app",
-            &pod,
-        );
-        self.node.clone().node_publish_volume(req).await.unwrap();
+        self.publish_class_as(volume, "app", pod, account).await.unwrap();
     }
 
     async fn unpublish(&self, volume: &str) -> Result<(), tonic::Status> {

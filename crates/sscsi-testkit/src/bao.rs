@@ -117,13 +117,26 @@ impl BaoServer {
     }
 
     fn answered_where(&self, operation: &str, path: impl Fn(&str) -> bool) -> usize {
+        self.responses()
+            .filter(|entry| entry["request"]["operation"] == operation)
+            .filter(|entry| entry["request"]["path"].as_str().is_some_and(&path))
+            .count()
+    }
+
+    /// When the server answered each request it served, in the order of
+    /// its audit log. A request refused by a quota never reaches the audit
+    /// log: these are the calls that got through.
+    pub fn answer_times(&self) -> Vec<jiff::Timestamp> {
+        self.responses().filter_map(|entry| entry["time"].as_str()?.parse().ok()).collect()
+    }
+
+    fn responses(&self) -> impl Iterator<Item = Value> {
         let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         log.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|entry| entry["type"] == "response")
-            .filter(|entry| entry["request"]["operation"] == operation)
-            .filter(|entry| entry["request"]["path"].as_str().is_some_and(&path))
-            .count()
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     async fn cli(

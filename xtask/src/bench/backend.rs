@@ -226,6 +226,23 @@ path "secret/metadata/*" { capabilities = ["read"] }"#;
         Ok(())
     }
 
+    /// OpenBao answers at most `per_second` requests a second, from any
+    /// client to any path, and 429 (with `Retry-After`) to the rest: a
+    /// global rate-limit quota, as an operator sets one.
+    pub async fn throttle(&self, per_second: u32) -> anyhow::Result<()> {
+        let quota = json!({"rate": per_second, "interval": "1s"});
+        self.vault("POST", "sys/quotas/rate-limit/bench", None, quota).await?;
+        Ok(())
+    }
+
+    /// When the backend answered each call it served (OpenBao's audit log).
+    pub fn answer_times(&self) -> anyhow::Result<Vec<jiff::Timestamp>> {
+        match self {
+            Self::Vault { bao, .. } => Ok(bao.answer_times()),
+            _ => bail!("only OpenBao logs when it answered"),
+        }
+    }
+
     /// `spec.parameters` of a SecretProviderClass mounting `names`, each as
     /// a file of its own name.
     pub fn class_parameters(&self, names: &[String]) -> Value {

@@ -170,9 +170,14 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let (mut burst, mut rotation, mut sync) = (Vec::new(), Vec::new(), Vec::new());
+    let mut throttled = None;
     for &kind in kinds.iter().filter(|k| **k != Kind::Local) {
         step(&format!("burst of {} volumes: {}", plan.burst_volumes, kind.name()));
         burst.push(scenario::burst(kind, &plan, &binary).await?);
+        if kind == Kind::Vault {
+            step(&format!("burst of {} volumes, throttled: vault", plan.burst_volumes));
+            throttled = Some(scenario::throttled_burst(&plan, &binary).await?);
+        }
         step(&format!("rotation pass over {} volumes: {}", plan.rotation_volumes, kind.name()));
         rotation.push(scenario::rotation(kind, &plan, &binary).await?);
         step(&format!("{} SecretSyncs and a rotation pass: {}", plan.syncs, kind.name()));
@@ -228,6 +233,7 @@ async fn harness(args: BenchArgs) -> anyhow::Result<()> {
         latency,
         paired,
         burst,
+        throttled,
         rotation,
         sync,
         startup,

@@ -64,6 +64,11 @@ impl NodeProcess {
 
     /// One scrape of `/metrics`: its body's size in bytes.
     pub async fn scrape(&self) -> anyhow::Result<usize> {
+        Ok(self.metrics().await?.len())
+    }
+
+    /// One scrape of `/metrics`: the exposition text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
         let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         stream.write_all(request).await?;
@@ -76,7 +81,7 @@ impl NodeProcess {
             );
         }
         let body = answer.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |at| at + 4);
-        Ok(answer.len() - body)
+        Ok(String::from_utf8(answer.split_off(body))?)
     }
 
     /// Waits for `/readyz` to answer 200 (the CSI socket serves and every
@@ -372,5 +377,55 @@ pub async fn unpublish(csi: &NodeClient<Channel>, volume: &Volume) -> anyhow::Re
         Err(status) => {
             bail!("unpublish {}: {:?}: {}", volume.id(), status.code(), status.message())
         }
+    }
+}
+
+/// The sum of every sample of metric `name` in exposition `text` whose
+/// labels include each of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let matches = match rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                Some(set) => {
+                    let pairs: Vec<&str> = set.split(',').collect();
+                    labels.iter().all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
+                }
+                None => rest.is_empty() && labels.is_empty(),
+            };
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        // From +0: an empty `sum()` of floats is -0.
+        .fold(0.0, |sum, v| sum + v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    const TEXT: &str = "# HELP sscsi_backend_calls_total Backend calls.\n\
+# TYPE sscsi_backend_calls_total counter\n\
+sscsi_backend_calls_total{provider=\"vault\",operation=\"read\",outcome=\"ok\"} 100\n\
+sscsi_backend_calls_total{provider=\"vault\",operation=\"read\",outcome=\"throttled\"} 7\n\
+sscsi_backend_calls_total{provider=\"vault\",operation=\"login\",outcome=\"throttled\"} 2\n\
+sscsi_backend_calls_total_extra{outcome=\"throttled\"} 1000\n\
+sscsi_backend_queued_total 117\n";
+
+    #[test]
+    fn sums_the_samples_whose_labels_match() {
+        assert_eq!(metric_sum(TEXT, "sscsi_backend_calls_total", &[("outcome", "throttled")]), 9.0);
+        let read = [("operation", "read"), ("outcome", "throttled")];
+        assert_eq!(metric_sum(TEXT, "sscsi_backend_calls_total", &read), 7.0);
+        assert_eq!(metric_sum(TEXT, "sscsi_backend_calls_total", &[]), 109.0);
+        assert_eq!(metric_sum(TEXT, "sscsi_backend_queued_total", &[]), 117.0);
+    }
+
+    #[test]
+    fn nothing_matching_is_a_positive_zero() {
+        let none = metric_sum(TEXT, "sscsi_backend_calls_total", &[("outcome", "denied")]);
+        assert!(none == 0.0 && none.is_sign_positive());
+        assert!(metric_sum(TEXT, "sscsi_backend_queued_total", &[("provider", "vault")]) == 0.0);
     }
 }

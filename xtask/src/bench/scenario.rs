@@ -14,11 +14,11 @@ use sscsi_testkit::kube_api::ApiServer;
 
 use super::backend::{Backend, Kind, NAMESPACE};
 use super::node::{
-    ControllerProcess, NodeProcess, ProviderServerProcess, Volume, publish, unpublish,
+    ControllerProcess, NodeProcess, ProviderServerProcess, Volume, metric_sum, publish, unpublish,
 };
 use super::report::{
     BurstResult, CallCount, LatencyResult, PairedLatency, Rotation, Spread, StartupResult,
-    SyncResult, percentile,
+    SyncResult, ThrottledBurst, ThrottledRun, percentile,
 };
 
 /// How much each scenario does.
@@ -547,6 +547,110 @@ pub async fn burst(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<Bur
     })
 }
 
+/// The throttled burst: OpenBao's quota, and the budget kept below it: at
+/// most `BUDGET + BUDGET_BURST` calls within any second.
+const LIMIT: u32 = 20;
+const BUDGET: u32 = 15;
+const BUDGET_BURST: u32 = 3;
+
+/// The burst of [`burst`] against OpenBao with a rate-limit quota of
+/// [`LIMIT`] calls a second: with a budget below it, and without one.
+pub async fn throttled_burst(plan: &Plan, binary: &Path) -> anyhow::Result<ThrottledBurst> {
+    let pods = plan.burst_volumes / plan.service_accounts;
+    let volumes = pods * plan.service_accounts;
+    let budget =
+        [format!("--backend-calls-per-second={BUDGET}"), format!("--backend-burst={BUDGET_BURST}")];
+    // Per variant, per run: mounted, seconds, calls, peak, throttled, queued.
+    let mut runs: [Vec<[f64; 6]>; 2] = [vec![], vec![]];
+    for _ in 0..plan.runs {
+        for (with_budget, figures) in [true, false].into_iter().zip(&mut runs) {
+            let world = World::start(Kind::Vault).await?;
+            let population = world
+                .population("throttle", plan.service_accounts, plan.secrets_per_account, pods)
+                .await?;
+            world.backend.throttle(LIMIT).await?;
+            let args: Vec<&str> =
+                if with_budget { budget.iter().map(String::as_str).collect() } else { vec![] };
+            let mut node = world.node(binary, true, &args)?;
+            node.ready().await?;
+            let csi = node.csi().await?;
+            let requests: Vec<_> = population
+                .volumes
+                .iter()
+                .map(|v| v.publish_request(&world.backend, &world.api))
+                .collect();
+            let (before, answered) = (world.backend.calls(), world.backend.answer_times()?.len());
+            let start = Instant::now();
+            let published =
+                futures::future::join_all(requests.into_iter().map(|r| publish(&csi, r))).await;
+            let seconds = start.elapsed().as_secs_f64();
+            let mut mounted = 0;
+            for (volume, published) in population.volumes.iter().zip(&published) {
+                if published.is_ok() {
+                    check_files(volume, &population.objects[&volume.class], 1)?;
+                    mounted += 1;
+                }
+            }
+            if with_budget && let Some(Err(e)) = published.iter().find(|p| p.is_err()) {
+                bail!("within the budget every pod mounts: {e:#}");
+            }
+            let calls: usize = calls_since(&before, world.backend.calls()).values().sum();
+            let times = world.backend.answer_times()?;
+            let metrics = node.metrics().await?;
+            let outcome = [("outcome", "throttled")];
+            figures.push([
+                f64::from(mounted),
+                seconds,
+                calls as f64,
+                most_within_a_second(&times[answered..]) as f64,
+                metric_sum(&metrics, "sscsi_backend_calls_total", &outcome),
+                metric_sum(&metrics, "sscsi_backend_queued_total", &[]),
+            ]);
+            unpublish_all(&csi, &population.volumes).await?;
+            drop(csi);
+            node.stop()?;
+        }
+    }
+    let run = |figures: &[[f64; 6]]| {
+        let column = |i: usize| Spread::of(&figures.iter().map(|f| f[i]).collect::<Vec<_>>());
+        ThrottledRun {
+            mounted: column(0),
+            seconds: column(1),
+            calls: column(2),
+            peak_per_second: column(3),
+            throttled: column(4),
+            queued: column(5),
+        }
+    };
+    Ok(ThrottledBurst {
+        backend: Kind::Vault.name().into(),
+        volumes,
+        service_accounts: plan.service_accounts,
+        secrets_per_account: plan.secrets_per_account,
+        limit_per_second: LIMIT,
+        budget_per_second: BUDGET,
+        budget_burst: BUDGET_BURST,
+        with_budget: run(&runs[0]),
+        without_budget: run(&runs[1]),
+    })
+}
+
+/// The most of `times` within any one second.
+fn most_within_a_second(times: &[jiff::Timestamp]) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    let second = jiff::SignedDuration::from_secs(1);
+    let mut first = 0;
+    let mut most = 0;
+    for (last, at) in times.iter().enumerate() {
+        while at.duration_since(times[first]) >= second {
+            first += 1;
+        }
+        most = most.max(last + 1 - first);
+    }
+    most
+}
+
 /// Every mounted volume due for a refresh, a share of the secrets changed.
 pub async fn rotation(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<Rotation> {
     let pods = plan.rotation_volumes / plan.service_accounts;
@@ -833,4 +937,21 @@ fn check_synced(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_within_a_second;
+
+    fn at(millis: &[i64]) -> Vec<jiff::Timestamp> {
+        millis.iter().map(|m| jiff::Timestamp::from_millisecond(*m).unwrap()).collect()
+    }
+
+    #[test]
+    fn counts_the_busiest_second_in_any_order() {
+        assert_eq!(most_within_a_second(&[]), 0);
+        assert_eq!(most_within_a_second(&at(&[0, 1000, 2000])), 1, "a second apart: one each");
+        assert_eq!(most_within_a_second(&at(&[0, 999, 1000])), 2);
+        assert_eq!(most_within_a_second(&at(&[1500, 100, 900, 1200, 2600])), 3);
+    }
 }

@@ -551,7 +551,9 @@ fn throttled_section(md: &mut String, t: &ThrottledBurst) {
          of every pod retry together and meet the quota again: a mount whose calls spend \
          every attempt fails, and kubelet retries it with its own backoff, calling again. \
          With the budget the calls wait their turn in the node instead, the backend never \
-         says no, and every pod mounts at the first try.\n"
+         says no, and every pod mounts at the first try. (OpenBao's quota counts per \
+         interval, not over every sliding second, so without a budget more than its rate \
+         may be served within one second.)\n"
     );
 }
 

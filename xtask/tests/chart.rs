@@ -199,6 +199,16 @@ fn least_rbac_and_audiences_per_provider() {
     assert!(azure.args().contains(&"--azure-cloud-name=AzurePublicCloud".to_owned()));
 }
 
+/// A volume mounted from the last-known-good copy is fetched again at its
+/// next republish: kubelet republishes with rotation off too.
+#[test]
+fn serving_last_known_good_asks_kubelet_to_republish() {
+    let r = render(json!({"serveLastKnownGood": "10m"})).unwrap();
+    assert_eq!(r.kind("CSIDriver").unwrap()["spec"]["requiresRepublish"], true);
+    assert!(r.args().contains(&"--serve-last-known-good=10m".to_owned()));
+    assert!(!r.args().contains(&"--enable-secret-rotation".to_owned()));
+}
+
 #[test]
 fn options_users_set() {
     let r = render(json!({

@@ -212,8 +212,11 @@ impl Publisher {
         let mut class = None;
         if mounted {
             self.volumes.update_request(&req.volume_id, &req);
+            // Mounted from the last-known-good copy: fetched again at every
+            // republish until the backend answers, whatever the rotation.
+            let copy = state.as_ref().is_some_and(|s| s.from_copy);
             // Rotation off: nothing to decide, no class to read.
-            if self.rotation_poll_interval.is_none() {
+            if self.rotation_poll_interval.is_none() && !copy {
                 return Ok(PublishOutcome::AlreadyMounted);
             }
             if state.as_ref().and_then(|s| s.retry_at).is_some_and(|at| Instant::now() < at) {
@@ -227,7 +230,7 @@ impl Publisher {
                 }
                 None => Refresh::Default,
             };
-            if !self.refresh_due(state.as_ref(), refresh) {
+            if !copy && !self.refresh_due(state.as_ref(), refresh) {
                 return Ok(PublishOutcome::AlreadyMounted);
             }
         }
@@ -352,7 +355,7 @@ impl Publisher {
         if premounted {
             self.mounter.mount(&req.target_path, req.group).map_err(PublishError::Mount)?;
         }
-        let (fetched, from_copy) = match self.fetch(req, &spc, &held, mounted, purpose).await {
+        let (fetched, copy_age) = match self.fetch(req, &spc, &held, mounted, purpose).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 self.abandon_first_mount(req, !premounted);
@@ -362,9 +365,8 @@ impl Publisher {
         let versions = fetched.versions.clone();
         let written = self.materialize(req, mounted, premounted, fetched).await?;
         let outcome = self.record(req, &spc, mounted, held, versions, written).await?;
-        // Served from a copy: fetched again at the next republish.
-        if from_copy {
-            self.volumes.mark_due(&req.volume_id);
+        if let Some(age) = copy_age {
+            self.volumes.mounted_from_copy(&req.volume_id, age);
         }
         Ok(outcome)
     }
@@ -376,7 +378,7 @@ impl Publisher {
         Ok(spc)
     }
 
-    /// The fetch, and whether it was answered from the last-known-good copy
+    /// The fetch, and the age of the last-known-good copy that answered it
     /// because the backend is down.
     async fn fetch(
         &self,
@@ -385,7 +387,7 @@ impl Publisher {
         held: &[ObjectVersion],
         mounted: bool,
         purpose: Purpose,
-    ) -> Result<(Fetched, bool), PublishError> {
+    ) -> Result<(Fetched, Option<Duration>), PublishError> {
         let files = HeldFiles(&req.target_path);
         let fetch = Fetch {
             class: spc,
@@ -423,13 +425,13 @@ impl Publisher {
                             message: &message,
                         };
                         self.observer.publish_failed(failure).await;
-                        return Ok((copy, true));
+                        return Ok((copy, Some(age)));
                     }
                 }
                 Err(_) => {}
             }
         }
-        result.map(|fetched| (fetched, false)).map_err(|e| match e {
+        result.map(|fetched| (fetched, None)).map_err(|e| match e {
             FetchError::UnknownProvider { spc, source } => {
                 PublishError::UnknownProvider { spc, source }
             }
@@ -550,6 +552,7 @@ impl Publisher {
                 versions,
                 last_fetch: Instant::now(),
                 due: false,
+                from_copy: false,
                 failures: 0,
                 retry_at: None,
                 pinned: self.pin_class_generation.then(|| spc.clone()),

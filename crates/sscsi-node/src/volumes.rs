@@ -25,6 +25,10 @@ pub(crate) struct VolumeState {
     /// Due at the next republish, whatever the interval: another volume of
     /// the same identity found a newer version of an object this one holds.
     pub due: bool,
+    /// Mounted from the last-known-good copy (`--serve-last-known-good`):
+    /// fetched again at every republish, rotation on or off, until a fetch
+    /// succeeds.
+    pub from_copy: bool,
     /// Refreshes failed in a row since the last successful fetch.
     pub failures: u32,
     /// No refresh before this, after a failure.
@@ -62,11 +66,14 @@ impl VolumeTable {
         Some(delay)
     }
 
-    /// Makes the volume due at its next republish, whatever the interval.
-    pub fn mark_due(&self, volume_id: &str) {
+    /// The volume holds the last-known-good copy fetched `age` ago: that is
+    /// its age, and it is fetched again at every republish until a fetch
+    /// succeeds.
+    pub fn mounted_from_copy(&self, volume_id: &str, age: Duration) {
         let mut volumes = self.volumes.lock().expect("volume table lock poisoned");
         if let Some(state) = volumes.get_mut(volume_id) {
-            state.due = true;
+            state.from_copy = true;
+            state.last_fetch = Instant::now().checked_sub(age).unwrap_or(state.last_fetch);
         }
     }
 
@@ -271,6 +278,7 @@ mod tests {
             versions: Vec::new(),
             last_fetch: now - age,
             due: false,
+            from_copy: false,
             failures: u32::from(backing_off),
             retry_at: backing_off.then(|| now + Duration::from_secs(60)),
             pinned: None,
@@ -333,5 +341,17 @@ mod tests {
             ages,
             [series("cache", "web-2", 5), series("db", "web-0", 30), series("db", "web-1", 300)]
         );
+    }
+
+    #[test]
+    fn a_volume_mounted_from_a_copy_has_the_copys_age() {
+        let table = VolumeTable::default();
+        table.insert("v-web-0", volume("web-0", "db", Duration::ZERO, false));
+        table.mounted_from_copy("v-web-0", Duration::from_secs(400));
+        table.mounted_from_copy("unknown", Duration::from_secs(400));
+        let state = table.get("v-web-0").unwrap();
+        assert!(state.from_copy);
+        let age = state.last_fetch.elapsed().as_secs();
+        assert!((400..410).contains(&age), "{age}");
     }
 }

@@ -1005,6 +1005,34 @@ impl Harness {
     }
 }
 
+/// With rotation off, a volume mounted from the copy is still fetched again
+/// at its next republish once the backend answers, then left alone like
+/// every other volume.
+#[tokio::test]
+async fn with_rotation_off_a_copy_is_replaced_at_the_next_republish() {
+    use std::sync::atomic::Ordering;
+    let flaky = Arc::new(Flaky::default());
+    let ttl = Some(Duration::from_secs(600));
+    let h =
+        Harness::start_full(Arc::new(FakeMounter::new()), None, vec![flaky.clone()], false, ttl)
+            .await;
+    h.publish_class_as("a", "flaky", "web-0", "web").await.unwrap();
+    flaky.down.store(true, Ordering::SeqCst);
+    h.publish_class_as("b", "flaky", "web-1", "web").await.expect("served from the copy");
+    assert_eq!(read(&h.target("b").join("token")), "secret-1");
+
+    flaky.down.store(false, Ordering::SeqCst);
+    h.publish_class_as("b", "flaky", "web-1", "web").await.unwrap();
+    assert_eq!(read(&h.target("b").join("token")), "secret-2", "the copy is replaced");
+    for volume in ["b", "a"] {
+        let pod = if volume == "a" { "web-0" } else { "web-1" };
+        h.publish_class_as(volume, "flaky", pod, "web").await.unwrap();
+    }
+    assert_eq!(flaky.answers.load(Ordering::SeqCst), 2, "rotation off: fetched volumes stay");
+    assert_eq!(read(&h.target("a").join("token")), "secret-1");
+    h.stop().await;
+}
+
 /// `--serve-last-known-good`: while the backend is down, a new pod of the
 /// same identity mounts the copy fetched before (with a Warning), and the
 /// volume is fetched again at its next republish; another service account

@@ -95,8 +95,10 @@ pub struct NodeArgs {
     /// While a backend is down or throttling, mount a new pod's volume from
     /// the copy this node fetched within this long for the same identity
     /// (class and generation, namespace, service account, every attribute),
-    /// with a Warning event, and fetch it again at the next republish. In
-    /// memory only; off unless set (Go duration: 10m, 1h).
+    /// with a Warning event, and fetch it again at each republish until the
+    /// backend answers, rotation on or off (the CSIDriver needs
+    /// `requiresRepublish`). In memory only; off unless set (Go duration:
+    /// 10m, 1h).
     #[arg(long, env = "SSCSI_SERVE_LAST_KNOWN_GOOD", value_parser = parse_duration)]
     pub serve_last_known_good: Option<Duration>,
     /// Mirror SecretProviderClass `secretObjects` into Kubernetes Secrets

@@ -42,10 +42,13 @@ pub fn backend_stats(args: &ProviderArgs) -> anyhow::Result<BackendStats> {
 pub struct Caller {
     /// The role every service account assumes with its `sts.amazonaws.com`
     /// token, instead of its annotation.
+    #[cfg(feature = "aws")]
     pub aws_role_arn: Option<String>,
     /// AWS reads with the SDK's default credential chain, not a pod's.
+    #[cfg(feature = "aws")]
     pub aws_default_chain: bool,
     /// Vault reads with this token instead of logging in as the pod.
+    #[cfg(feature = "vault")]
     pub vault_token: Option<sscsi_core::SecretBytes>,
 }
 

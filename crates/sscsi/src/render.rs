@@ -34,10 +34,14 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
         .collect();
     // A pod's token for a provider's audience means: act as that pod.
     // Without one, the caller's own credentials.
+    #[cfg(any(feature = "aws", feature = "vault"))]
     let has = |audience: &str| tokens.contains_key(audience);
     let caller = Caller {
+        #[cfg(feature = "aws")]
         aws_role_arn: args.aws_role_arn.clone(),
+        #[cfg(feature = "aws")]
         aws_default_chain: !has("sts.amazonaws.com") && !has("pods.eks.amazonaws.com"),
+        #[cfg(feature = "vault")]
         vault_token: match (&args.vault_token_file, std::env::var("VAULT_TOKEN")) {
             (Some(path), _) => Some(read_secret(path)?),
             (None, Ok(token)) if !token.is_empty() && !has("vault") => {

@@ -518,7 +518,9 @@ fn throttled_section(md: &mut String, t: &ThrottledBurst) {
         "**{}**: the same burst of {} volumes ({} service accounts × {} pods, {} secrets per \
          account) against OpenBao with a rate-limit quota of {} requests a second (429 with \
          `Retry-After` above it): once with `--backend-calls-per-second={} --backend-burst={}`, \
-         so no more than {} calls go out within any second, and once without a budget. The \
+         so no more than {} calls go out within any second (the server may count one more, \
+         when a call's trip takes a few milliseconds longer than the next one's), and once \
+         without a budget. The \
          calls served and the most served within one second come from OpenBao's audit log, \
          which a request refused by the quota never reaches; the 429s and the queued calls \
          from the node's `/metrics`.\n",

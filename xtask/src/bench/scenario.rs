@@ -10,7 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
+use sscsi_proto::csi::v1::node_client::NodeClient;
 use sscsi_testkit::kube_api::ApiServer;
+use tonic::transport::Channel;
 
 use super::backend::{Backend, Kind, NAMESPACE};
 use super::node::{
@@ -187,6 +189,22 @@ impl World {
             }
         }
         Ok(Population { volumes, objects })
+    }
+
+    /// Kubelet's burst: every volume's NodePublishVolume at once, the
+    /// requests (with fresh tokens) built before the clock starts. Each
+    /// answer, and the seconds until the last.
+    async fn publish_at_once(
+        &self,
+        csi: &NodeClient<Channel>,
+        volumes: &[Volume],
+    ) -> (Vec<anyhow::Result<()>>, f64) {
+        let requests: Vec<_> =
+            volumes.iter().map(|v| v.publish_request(&self.backend, &self.api)).collect();
+        let start = Instant::now();
+        let published =
+            futures::future::join_all(requests.into_iter().map(|r| publish(csi, r))).await;
+        (published, start.elapsed().as_secs_f64())
     }
 
     fn node(&self, binary: &Path, counted: bool, extra: &[&str]) -> anyhow::Result<NodeProcess> {
@@ -490,10 +508,7 @@ fn call_counts(
         .collect()
 }
 
-async fn unpublish_all(
-    csi: &sscsi_proto::csi::v1::node_client::NodeClient<tonic::transport::Channel>,
-    volumes: &[Volume],
-) -> anyhow::Result<()> {
+async fn unpublish_all(csi: &NodeClient<Channel>, volumes: &[Volume]) -> anyhow::Result<()> {
     futures::stream::iter(volumes)
         .map(|v| unpublish(csi, v))
         .buffer_unordered(32)
@@ -515,16 +530,9 @@ pub async fn burst(kind: Kind, plan: &Plan, binary: &Path) -> anyhow::Result<Bur
         let mut node = world.node(binary, true, &[])?;
         node.ready().await?;
         let csi = node.csi().await?;
-        let requests: Vec<_> = population
-            .volumes
-            .iter()
-            .map(|v| v.publish_request(&world.backend, &world.api))
-            .collect();
         let before = world.backend.calls();
-        let start = Instant::now();
-        let published =
-            futures::future::join_all(requests.into_iter().map(|r| publish(&csi, r))).await;
-        seconds.push(start.elapsed().as_secs_f64());
+        let (published, took) = world.publish_at_once(&csi, &population.volumes).await;
+        seconds.push(took);
         published.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
         calls.push(calls_since(&before, world.backend.calls()));
         peaks.push(mib(node.memory()?.peak_kib));
@@ -574,16 +582,8 @@ pub async fn throttled_burst(plan: &Plan, binary: &Path) -> anyhow::Result<Throt
             let mut node = world.node(binary, true, &args)?;
             node.ready().await?;
             let csi = node.csi().await?;
-            let requests: Vec<_> = population
-                .volumes
-                .iter()
-                .map(|v| v.publish_request(&world.backend, &world.api))
-                .collect();
             let (before, answered) = (world.backend.calls(), world.backend.answer_times()?.len());
-            let start = Instant::now();
-            let published =
-                futures::future::join_all(requests.into_iter().map(|r| publish(&csi, r))).await;
-            let seconds = start.elapsed().as_secs_f64();
+            let (published, seconds) = world.publish_at_once(&csi, &population.volumes).await;
             let mut mounted = 0;
             for (volume, published) in population.volumes.iter().zip(&published) {
                 if published.is_ok() {

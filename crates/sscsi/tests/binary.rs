@@ -745,32 +745,61 @@ async fn aws_cluster(
     (moto, api)
 }
 
+#[cfg(feature = "aws")]
+/// `sscsi node` in `dir` against the cluster double `api`, reading AWS at
+/// `endpoint` (moto, or a proxy in front of it), with `extra` flags; and
+/// its CSI client.
+async fn aws_node(
+    dir: &Path,
+    api: &sscsi_testkit::kube_api::ApiServer,
+    endpoint: &str,
+    extra: &[&str],
+) -> (Node, NodeClient<tonic::transport::Channel>) {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let mut args = vec![format!("--kubeconfig={}", kubeconfig.display())];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Node::start_with_env(dir, &args, &[("SSCSI_AWS_ENDPOINT_URL", endpoint)]);
+    let csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
+    (node, csi)
+}
+
+#[cfg(feature = "aws")]
+/// Kubelet's NodePublishVolume of class team/aws-db for pod `pod` of
+/// service account `account`, with IRSA token `token`; and its target.
+fn irsa_request(
+    dir: &Path,
+    pod: &str,
+    account: &str,
+    token: &str,
+) -> (NodePublishVolumeRequest, PathBuf) {
+    let info = sscsi_core::PodInfo {
+        name: pod.into(),
+        namespace: "team".into(),
+        uid: format!("u-{pod}"),
+        service_account: account.into(),
+    };
+    let target = dir.join(format!("pods/u-{pod}/volumes/kubernetes.io~csi/aws/mount"));
+    let mut request = sscsi_node::client::inline_volume_publish_request(
+        &format!("csi-{pod}"),
+        &target,
+        "aws-db",
+        &info,
+    );
+    let tokens = serde_json::json!({"sts.amazonaws.com":
+        {"token": token, "expirationTimestamp": "2030-01-01T00:00:00Z"}});
+    request.volume_context.insert(TOKENS_KEY.into(), tokens.to_string());
+    (request, target)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_in_a_cluster_mounts_an_aws_secret_with_irsa() {
     let (moto, api) = aws_cluster("aws-secret-value-77").await;
 
     let dir = setup();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let node = Node::start_with_env(
-        dir.path(),
-        &[&format!("--kubeconfig={}", kubeconfig.display())],
-        &[("SSCSI_AWS_ENDPOINT_URL", &moto.url())],
-    );
-    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
-    let pod = sscsi_core::PodInfo {
-        name: "app-0".into(),
-        namespace: "team".into(),
-        uid: "u-aws".into(),
-        service_account: "app".into(),
-    };
-    let target = dir.path().join("pods/u-aws/volumes/kubernetes.io~csi/aws/mount");
-    let mut request =
-        sscsi_node::client::inline_volume_publish_request("csi-aws", &target, "aws-db", &pod);
-    request.volume_context.insert(
-        TOKENS_KEY.into(),
-        r#"{"sts.amazonaws.com":{"token":"irsa-token-value-55","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
-    );
+    let (node, mut csi) = aws_node(dir.path(), &api, &moto.url(), &[]).await;
+    let (request, target) = irsa_request(dir.path(), "app-0", "app", "irsa-token-value-55");
     publish_once_the_class_is_cached(&mut csi, request.clone()).await;
     let file = target.join("prod_db");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "aws-secret-value-77");
@@ -839,27 +868,8 @@ async fn an_aws_denial_reaches_the_pod_with_the_backends_words_and_the_identity(
     proxy.fail_next_with("secretsmanager.GetSecretValue", 400, "AccessDeniedException", aws_words);
 
     let dir = setup();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let node = Node::start_with_env(
-        dir.path(),
-        &[&format!("--kubeconfig={}", kubeconfig.display())],
-        &[("SSCSI_AWS_ENDPOINT_URL", &proxy.url())],
-    );
-    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
-    let pod = sscsi_core::PodInfo {
-        name: "app-0".into(),
-        namespace: "team".into(),
-        uid: "u-denied".into(),
-        service_account: "app".into(),
-    };
-    let target = dir.path().join("pods/u-denied/volumes/kubernetes.io~csi/aws/mount");
-    let mut request =
-        sscsi_node::client::inline_volume_publish_request("csi-denied", &target, "aws-db", &pod);
-    request.volume_context.insert(
-        TOKENS_KEY.into(),
-        r#"{"sts.amazonaws.com":{"token":"irsa-token-value-56","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
-    );
+    let (node, mut csi) = aws_node(dir.path(), &api, &proxy.url(), &[]).await;
+    let (request, _) = irsa_request(dir.path(), "app-0", "app", "irsa-token-value-56");
     // The class reaches the node's cache shortly after it starts.
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -910,30 +920,10 @@ async fn an_aws_outage_is_bridged_for_the_same_identity_only() {
     .unwrap();
     Api::namespaced(client, "team").create(&PostParams::default(), &sa).await.unwrap();
     let dir = setup();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let node = Node::start_with_env(
-        dir.path(),
-        &[&format!("--kubeconfig={}", kubeconfig.display()), "--serve-last-known-good=10m"],
-        &[("SSCSI_AWS_ENDPOINT_URL", &proxy.url())],
-    );
-    let mut csi = NodeClient::new(sscsi_node::client::connect(&node.socket).await.unwrap());
-    let request = |pod: &str, account: &str| {
-        let info = sscsi_core::PodInfo {
-            name: pod.into(),
-            namespace: "team".into(),
-            uid: format!("u-{pod}"),
-            service_account: account.into(),
-        };
-        let target = dir.path().join(format!("pods/u-{pod}/volumes/kubernetes.io~csi/aws/mount"));
-        let mut request =
-            sscsi_node::client::inline_volume_publish_request(pod, &target, "aws-db", &info);
-        request.volume_context.insert(
-            TOKENS_KEY.into(),
-            r#"{"sts.amazonaws.com":{"token":"irsa-token-value-57","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#.into(),
-        );
-        (request, target)
-    };
+    let (node, mut csi) =
+        aws_node(dir.path(), &api, &proxy.url(), &["--serve-last-known-good=10m"]).await;
+    let request =
+        |pod: &str, account: &str| irsa_request(dir.path(), pod, account, "irsa-token-value-57");
     let (first, target) = request("app-0", "app");
     publish_once_the_class_is_cached(&mut csi, first).await;
     assert_eq!(std::fs::read_to_string(target.join("prod_db")).unwrap(), "aws-secret-value-79");

@@ -145,7 +145,7 @@ async fn publish_records_pod_status_and_a_missing_class_gives_a_warning_event() 
     let cluster = start(None).await;
     cluster.wait_synced().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
 
     // No class yet: upstream's reason, a Warning event on the pod, nothing written.
     let err = cluster.publish(&target, "app").await.unwrap_err();
@@ -210,7 +210,7 @@ async fn a_pinned_volume_records_its_class_generation() {
     let api: Api<SecretProviderClass> = Api::namespaced(cluster.client(), "shop");
     let generation = api.get("app").await.unwrap().metadata.generation.unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(e) = cluster.publish(&target, "app").await {
         assert!(e.code() == tonic::Code::NotFound && Instant::now() < deadline, "{e}");
@@ -232,7 +232,7 @@ async fn a_status_write_the_api_server_refuses_for_a_while_still_lands() {
     cluster.wait_synced().await;
     cluster.api.fail_next("POST", "secretproviderclasspodstatuses", 3, 500);
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish(&target, "app").await.unwrap();
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
 
@@ -250,7 +250,7 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     cluster.create_spc("app").await;
     cluster.wait_synced().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish(&target, "app").await.unwrap();
     let rv = async |c: &Cluster| c.statuses().await[0]["metadata"]["resourceVersion"].clone();
     let first = rv(&cluster).await;
@@ -266,6 +266,11 @@ async fn refresh_updates_pod_status_only_when_versions_change() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "Normal");
     assert_eq!(events[0]["reason"], "SecretRotationComplete");
+}
+
+/// Where kubelet mounts pod web-0's volume `secrets` under `dir`.
+fn web_0_target(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount")
 }
 
 /// What Stakater Reloader's CSI integration (`--enable-csi-integration`)
@@ -298,7 +303,7 @@ async fn reloader_sees_a_change_exactly_when_the_mounted_content_changes() {
     cluster.create_spc("app").await;
     cluster.wait_synced().await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish(&target, "app").await.unwrap();
     let created = cluster.statuses().await[0].clone();
     let first = reloader_input(&created);
@@ -350,7 +355,7 @@ async fn the_refresh_annotation_re_fetches_before_the_interval() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish(&target, "app").await.unwrap();
     std::fs::write(cluster.store.path().join("a"), "alpha-2").unwrap();
     cluster.publish(&target, "app").await.unwrap();
@@ -465,7 +470,7 @@ async fn secret_objects_are_mirrored_and_written_only_on_change() {
     create_pod(&cluster, "web-1", Some(("web-def", "rs-2"))).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish_pod("web-0", "csi-a", &target, "app").await.unwrap();
     let secret = cluster.secret("app-secret").expect("Secret created");
     assert_eq!(secret["type"], "Opaque");
@@ -531,7 +536,7 @@ async fn sync_errors_are_events_and_never_fail_the_mount() {
     cluster.wait_synced().await;
     cluster.wait_for_class("app").await;
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("pods/uid-web-0/volumes/kubernetes.io~csi/secrets/mount");
+    let target = web_0_target(&dir);
     cluster.publish_pod("web-0", "csi-a", &target, "app").await.expect("the mount succeeds");
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "alpha");
     assert!(cluster.secret("s").is_none(), "nothing synced into a namespace not allowed");

@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The slowest budget: below it a queue of waiters would wait for years.
+pub const MIN_CALLS_PER_SECOND: f64 = 0.01;
+
+/// The longest a backend's `Retry-After` holds callers: a misbehaving or
+/// hostile server cannot freeze every mount of the node for longer (an
+/// answer of `u64::MAX` seconds would otherwise overflow the clock).
+pub const MAX_PAUSE: Duration = Duration::from_secs(60);
+
 /// Calls a second and burst per endpoint.
 #[derive(Debug)]
 pub struct Budget {
@@ -30,9 +38,10 @@ struct Bucket {
 }
 
 impl Budget {
-    /// `per_second` calls a second to each endpoint, `burst` at once (at least 1).
+    /// `per_second` calls a second to each endpoint (at least
+    /// [`MIN_CALLS_PER_SECOND`]), `burst` at once (at least 1).
     pub fn new(per_second: f64, burst: u32) -> Self {
-        assert!(per_second > 0.0, "a budget needs a rate");
+        assert!(per_second >= MIN_CALLS_PER_SECOND, "a budget needs a rate");
         Self { per_second, burst: f64::from(burst.max(1)), endpoints: Mutex::default() }
     }
 
@@ -65,12 +74,13 @@ impl Budget {
         true
     }
 
-    /// The backend said to wait `after` (`Retry-After`): no call to
-    /// `endpoint` starts before then, whoever makes it.
+    /// The backend said to wait `after` (`Retry-After`, at most
+    /// [`MAX_PAUSE`]): no call to `endpoint` starts before then, whoever
+    /// makes it.
     pub fn pause(&self, endpoint: &str, after: Duration) {
         let mut endpoints = self.endpoints.lock().expect("budget lock");
         let now = Instant::now();
-        let until = now + after;
+        let until = now + after.min(MAX_PAUSE);
         let bucket = endpoints.entry(endpoint.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
@@ -121,5 +131,14 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert!(!budget.acquire("kv").await, "the pause is over");
         assert!(!budget.acquire("elsewhere").await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_holds_for_a_minute_at_most() {
+        let budget = Budget::new(100.0, 10);
+        budget.pause("kv", Duration::MAX);
+        let started = Instant::now();
+        assert!(budget.acquire("kv").await);
+        assert_eq!(started.elapsed(), MAX_PAUSE);
     }
 }

@@ -122,7 +122,7 @@ where
     loop {
         let result = stats.timed(endpoint, operation, call()).await;
         let Err(e) = &result else { return result };
-        let asked = e.retry_after();
+        let asked = e.retry_after().map(|after| after.min(crate::budget::MAX_PAUSE));
         if let Some(after) = asked {
             stats.pause(endpoint, after);
         }
@@ -253,6 +253,24 @@ mod tests {
         assert_eq!(stats.queued_count(), 1, "the other call waited (the retry slept it out)");
         stats.admit("elsewhere:8200").await;
         assert_eq!(stats.queued_count(), 1, "another endpoint is not held");
+    }
+
+    /// An absurd `Retry-After` (here `u64::MAX` seconds) holds the retry
+    /// for [`crate::budget::MAX_PAUSE`], no longer, and overflows nothing.
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_up_to_a_minute() {
+        let stats =
+            BackendStats::default().with_budget(crate::Budget::new(100.0, 10)).provider("vault");
+        let calls = std::sync::Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let call = move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n == 0 { Err(SlowDown(Duration::MAX)) } else { Ok(n) })
+        };
+        let started = tokio::time::Instant::now();
+        let policy = RetryPolicy { jitter: (1.0, 1.0), ..RetryPolicy::VAULT };
+        assert_eq!(retry(&policy, &stats, "vault:8200", "read", call).await, Ok(1));
+        assert_eq!(started.elapsed(), crate::budget::MAX_PAUSE);
     }
 
     #[test]

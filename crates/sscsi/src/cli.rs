@@ -289,7 +289,8 @@ pub struct ProviderArgs {
     /// an AWS service in a region, a Secret Manager endpoint): at most this
     /// many calls a second from every volume and refresh together; calls
     /// over it wait their turn (`sscsi_backend_queued_total`), and a
-    /// `Retry-After` holds them all. 0: no budget.
+    /// `Retry-After` holds them all (a minute at most). At least 0.01; 0: no
+    /// budget.
     #[arg(long, env = "SSCSI_BACKEND_CALLS_PER_SECOND", default_value_t = 0.0)]
     pub backend_calls_per_second: f64,
     /// Calls to one endpoint that may go at once within the budget.
@@ -634,5 +635,23 @@ mod tests {
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(30));
         assert_eq!(args.tmpfs_size, 64 << 20);
         assert!(cli.log.log_format_json);
+    }
+
+    #[test]
+    fn a_budget_is_a_rate_of_at_least_one_call_in_100_seconds() {
+        let budget = |rate: &str| {
+            let flag = format!("--backend-calls-per-second={rate}");
+            let cli = Cli::try_parse_from(["sscsi", "node", flag.as_str()]).unwrap();
+            let Command::Node(args) = cli.command else { panic!("not node") };
+            crate::providers::backend_stats(&args.provider).map(|_| ()).map_err(|e| e.to_string())
+        };
+        for good in ["0", "0.01", "20"] {
+            assert_eq!(budget(good), Ok(()), "{good}");
+        }
+        for bad in ["-1", "NaN", "inf", "1e-300"] {
+            let error = budget(bad).unwrap_err();
+            assert!(error.starts_with("--backend-calls-per-second: "), "{error}");
+            assert!(error.contains("at least 0.01, or 0 for no budget"), "{error}");
+        }
     }
 }

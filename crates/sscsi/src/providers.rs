@@ -24,8 +24,11 @@ use crate::cli::{ExternalArgs, ProviderArgs};
 /// endpoint that `args` sets (`--backend-calls-per-second`).
 pub fn backend_stats(args: &ProviderArgs) -> anyhow::Result<BackendStats> {
     let rate = args.backend_calls_per_second;
-    if !rate.is_finite() || rate < 0.0 {
-        anyhow::bail!("--backend-calls-per-second: {rate} is not a rate (0 for no budget)");
+    let min = sscsi_provider_kit::budget::MIN_CALLS_PER_SECOND;
+    if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && rate < min) {
+        anyhow::bail!(
+            "--backend-calls-per-second: {rate} is not a rate: at least {min}, or 0 for no budget"
+        );
     }
     let stats = BackendStats::default();
     Ok(if rate > 0.0 {
